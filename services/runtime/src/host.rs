@@ -1,0 +1,255 @@
+//! Serves one tonic service the way every service of the platform is served:
+//! behind the observe and fault layers, beside gRPC health and reflection,
+//! with metrics on their own port, and with a graceful stop: health turns
+//! NOT_SERVING at once, calls keep being served for the drain delay (so load
+//! balancers see it first), then new connections are refused, live streams
+//! are told to end, and in-flight calls finish within the shutdown timeout.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tower::ServiceBuilder;
+
+use crate::config::{ServiceConfig, exit_on_error};
+use crate::fault::FaultLayer;
+use crate::metrics::Metrics;
+use crate::observe::ObserveLayer;
+use crate::telemetry::Telemetry;
+
+/// Resolves when the service stops: long-lived streams end themselves on it.
+#[derive(Debug, Clone)]
+pub struct StreamsEnd(watch::Receiver<bool>);
+
+impl StreamsEnd {
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|ended| *ended).await;
+    }
+}
+
+/// A service whose listeners are bound, ready to serve.
+#[derive(Debug)]
+pub struct Host {
+    config: Arc<ServiceConfig>,
+    listener: TcpListener,
+    metrics_listener: TcpListener,
+    metrics: Metrics,
+    streams_end: watch::Sender<bool>,
+}
+
+impl Host {
+    pub async fn bind(config: ServiceConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let metrics_listener = TcpListener::bind(config.metrics_listen).await?;
+        let metrics = Metrics::new(&config);
+        Ok(Self {
+            config: Arc::new(config),
+            listener,
+            metrics_listener,
+            metrics,
+            streams_end: watch::channel(false).0,
+        })
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn streams_end(&self) -> StreamsEnd {
+        StreamsEnd(self.streams_end.subscribe())
+    }
+
+    /// Starts serving `service` (described by `descriptor` for reflection).
+    pub async fn serve<S>(
+        self,
+        service: S,
+        descriptor: &'static [u8],
+    ) -> std::io::Result<RunningService>
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let addr = self.listener.local_addr()?;
+        let metrics_addr = self.metrics_listener.local_addr()?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<S>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(descriptor)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(std::io::Error::other)?;
+        let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(descriptor)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(std::io::Error::other)?;
+
+        let (stop, mut stop_requested) = watch::channel(false);
+        let (stop_accepting, mut accepting_stopped) = watch::channel(false);
+        let metrics_task = tokio::spawn(self.metrics.clone().serve(self.metrics_listener));
+        let stack = ServiceBuilder::new()
+            // Outermost, so the span and metrics cover the injected faults too.
+            .layer(ObserveLayer::new(self.metrics.rpc.clone()))
+            .layer(FaultLayer::new(self.config.faults))
+            .into_inner();
+        let server = Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+            .layer(stack)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(reflection_alpha)
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
+                let _ = accepting_stopped.wait_for(|stopped| *stopped).await;
+            });
+        let mut server = tokio::spawn(server);
+        let config = Arc::clone(&self.config);
+        let streams_end = self.streams_end;
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                _ = stop_requested.wait_for(|stop| *stop) => {}
+                result = &mut server => {
+                    tracing::error!(?result, "server stopped by itself");
+                    metrics_task.abort();
+                    return;
+                }
+            }
+            health.set_not_serving::<S>().await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            tracing::info!(
+                drain_delay_ms = config.drain_delay.as_millis() as u64,
+                "draining: health is NOT_SERVING"
+            );
+            tokio::time::sleep(config.drain_delay).await;
+            let _ = stop_accepting.send(true);
+            let _ = streams_end.send(true);
+            match tokio::time::timeout(config.shutdown_timeout, &mut server).await {
+                Ok(_) => tracing::info!("stopped: every call finished"),
+                Err(_) => {
+                    tracing::warn!(
+                        timeout_ms = config.shutdown_timeout.as_millis() as u64,
+                        "stopped with calls still running after the shutdown timeout"
+                    );
+                    server.abort();
+                }
+            }
+            metrics_task.abort();
+        });
+        Ok(RunningService {
+            addr,
+            metrics_addr,
+            stop,
+            task,
+        })
+    }
+}
+
+/// A service being served.
+#[derive(Debug)]
+pub struct RunningService {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningService {
+    /// Drains and stops, returning once every call finished or the timeout passed.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops gracefully.
+    pub async fn until_signal(self) {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received");
+        self.stop().await;
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The whole life of a service process: config from the environment (a bad
+/// value exits with one line and code 78), telemetry, `start`, serving until
+/// a signal, a graceful stop, and a flush of the traces.
+pub async fn run<F, Fut, E>(service: &'static str, port: u16, start: F)
+where
+    F: FnOnce(ServiceConfig, crate::Env) -> Fut,
+    Fut: Future<Output = Result<RunningService, E>>,
+    E: std::fmt::Display,
+{
+    let env = crate::Env::from_process();
+    let config = exit_on_error(ServiceConfig::from_env(service, port, &env));
+    let telemetry = match Telemetry::init(&config) {
+        Ok(t) => t,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::exit(crate::config::EXIT_CONFIG);
+        }
+    };
+    let (color, version) = (config.color, config.version.clone());
+    match start(config, env).await {
+        Ok(running) => {
+            tracing::info!(
+                service,
+                %color,
+                version,
+                addr = %running.addr,
+                metrics = %running.metrics_addr,
+                "serving"
+            );
+            running.until_signal().await;
+        }
+        Err(err) => {
+            tracing::error!(service, error = %err, "cannot start");
+            eprintln!("error: {service} cannot start: {err}");
+            telemetry.shutdown();
+            std::process::exit(1);
+        }
+    }
+    telemetry.shutdown();
+}

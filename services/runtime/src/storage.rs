@@ -1,0 +1,280 @@
+//! One storage layer for both backends: a SQLite file (the embedded default,
+//! shared by both colors on one machine) or PostgreSQL (production, shared by
+//! both colors of a service). Queries use `$1` placeholders, which both
+//! accept. Migrations are embedded, run at start under a lock so that two
+//! colors starting together apply each one once, and are expand/contract:
+//! a release only adds (tables, nullable columns, indexes), so the previous
+//! release keeps working on the new schema; removals come a release later.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::AnyConnection;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Connection, Executor};
+use tonic::Status;
+
+use crate::config::DatabaseConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One schema change, written for each backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+impl Migration {
+    fn sql(&self, backend: Backend) -> &'static str {
+        match backend {
+            Backend::Sqlite => self.sqlite,
+            Backend::Postgres => self.postgres,
+        }
+    }
+
+    fn checksum(&self, backend: Backend) -> String {
+        let digest = Sha256::digest(self.sql(backend).as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open the database: {0}")]
+    Open(#[source] sqlx::Error),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
+        "migration {version} ({name}) differs from the one applied to this database; \
+         migrations are append-only: add a new one instead"
+    )]
+    MigrationChanged { version: i64, name: &'static str },
+}
+
+/// A connection pool and the backend behind it.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Opens the database and brings its schema up to date.
+    pub async fn open(
+        config: &DatabaseConfig,
+        migrations: &[Migration],
+    ) -> Result<Self, StorageError> {
+        sqlx::any::install_default_drivers();
+        let (url, backend, max) = match config {
+            DatabaseConfig::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| StorageError::DataDir {
+                        path: dir.display().to_string(),
+                        source,
+                    })?;
+                }
+                (
+                    format!("sqlite://{}?mode=rwc", path.display()),
+                    Backend::Sqlite,
+                    8,
+                )
+            }
+            DatabaseConfig::Postgres(url) => (url.clone(), Backend::Postgres, 16),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets blue and green read while one writes; FULL
+                        // makes every acknowledged commit durable; the busy
+                        // timeout makes writers from the other color wait.
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(StorageError::Open)?;
+        let db = Self { pool, backend };
+        db.migrate(migrations).await?;
+        Ok(db)
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self, migrations: &[Migration]) -> Result<(), StorageError> {
+        let mut conn = self.pool.acquire().await.map_err(StorageError::Open)?;
+        let result = migrate_locked(&mut conn, self.backend, migrations).await;
+        if result.is_err() {
+            // Never hand a connection with an open transaction back to the pool.
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            let _ = conn.detach().close().await;
+        }
+        result
+    }
+}
+
+async fn migrate_locked(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    migrations: &[Migration],
+) -> Result<(), StorageError> {
+    let failed = |m: &Migration| {
+        let (version, name) = (m.version, m.name);
+        move |source| StorageError::Migration {
+            version,
+            name,
+            source,
+        }
+    };
+    let setup = Migration {
+        version: 0,
+        name: "schema_migrations",
+        sqlite: "",
+        postgres: "",
+    };
+    // Both colors may start at once: one takes the lock, the other waits and
+    // then finds the migrations applied.
+    match backend {
+        Backend::Sqlite => {
+            sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut *conn)
+                .await
+                .map_err(failed(&setup))?;
+        }
+        Backend::Postgres => {
+            sqlx::raw_sql("BEGIN")
+                .execute(&mut *conn)
+                .await
+                .map_err(failed(&setup))?;
+            sqlx::raw_sql("SELECT pg_advisory_xact_lock(7355608)")
+                .execute(&mut *conn)
+                .await
+                .map_err(failed(&setup))?;
+        }
+    }
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT PRIMARY KEY,
+            name TEXT NOT NULL,
+            checksum TEXT NOT NULL,
+            applied_at_ms BIGINT NOT NULL
+        )",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(failed(&setup))?;
+    let applied: Vec<(i64, String)> =
+        sqlx::query_as("SELECT version, checksum FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(failed(&setup))?;
+    for migration in migrations {
+        let checksum = migration.checksum(backend);
+        match applied.iter().find(|(v, _)| *v == migration.version) {
+            Some((_, existing)) if *existing == checksum => continue,
+            Some(_) => {
+                return Err(StorageError::MigrationChanged {
+                    version: migration.version,
+                    name: migration.name,
+                });
+            }
+            None => {}
+        }
+        sqlx::raw_sql(migration.sql(backend))
+            .execute(&mut *conn)
+            .await
+            .map_err(failed(migration))?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(migration.version)
+        .bind(migration.name)
+        .bind(checksum)
+        .bind(crate::time::now_ms())
+        .execute(&mut *conn)
+        .await
+        .map_err(failed(migration))?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
+    }
+    if let Some((newest, _)) = applied.last()
+        && migrations.iter().all(|m| m.version < *newest)
+    {
+        tracing::info!(
+            schema_version = newest,
+            "the schema is newer than this release; running on it (expand/contract)"
+        );
+    }
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut *conn)
+        .await
+        .map_err(failed(&setup))?;
+    Ok(())
+}
+
+/// True when `err` is a unique-constraint violation: the database, not a
+/// check-then-insert, decided that the row already exists.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Turns a storage failure into the status a caller sees: UNAVAILABLE when
+/// the database cannot be reached (safe to retry), INTERNAL otherwise. The
+/// details go to the log, not to the caller.
+pub fn status(err: sqlx::Error) -> Status {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => {
+            tracing::warn!(error = %err, "database unavailable");
+            Status::unavailable("the database is unavailable; retry later")
+        }
+        sqlx::Error::Database(ref db)
+            if db.message().contains("locked") || db.message().contains("busy") =>
+        {
+            tracing::warn!(error = %err, "database busy");
+            Status::unavailable("the database is busy; retry later")
+        }
+        other => {
+            tracing::error!(error = %other, "storage error");
+            Status::internal("internal storage error")
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Logs and traces. Logs are JSON lines (or text for humans) that carry the
+//! trace id of the request they belong to. Traces follow W3C trace context:
+//! read from incoming metadata, injected into outgoing calls, and exported
+//! over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{LogFormat, ServiceConfig};
+
+/// Keeps the trace pipeline alive; [`Telemetry::shutdown`] flushes it.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Telemetry {
+    /// Installs the global subscriber; a second call in one process (tests
+    /// that run several services) keeps the first subscriber.
+    pub fn init(config: &ServiceConfig) -> Result<Self, String> {
+        let resource = Resource::builder()
+            .with_service_name(config.service)
+            .with_attributes([
+                KeyValue::new("service.version", config.version.clone()),
+                KeyValue::new("deployment.color", config.color.as_str()),
+            ])
+            .build();
+        let mut builder = SdkTracerProvider::builder().with_resource(resource);
+        if let Some(endpoint) = &config.otlp_endpoint {
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .build()
+                .map_err(|e| format!("invalid OTEL_EXPORTER_OTLP_ENDPOINT: {e}"))?;
+            builder = builder.with_batch_exporter(exporter);
+        }
+        let provider = builder.build();
+        let tracer = provider.tracer(config.service);
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
+        let filter =
+            EnvFilter::try_new(&config.log_filter).map_err(|e| format!("invalid RUST_LOG: {e}"))?;
+        let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+        let registry = tracing_subscriber::registry().with(filter).with(otel);
+        let _ = match config.log_format {
+            LogFormat::Json => registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(true)
+                        .with_span_list(false),
+                )
+                .try_init(),
+            LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+        };
+        Ok(Self { provider })
+    }
+
+    pub fn shutdown(self) {
+        let _ = self.provider.force_flush();
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// The trace context carried by incoming request headers.
+pub fn extract(headers: &http::HeaderMap) -> Context {
+    struct Headers<'a>(&'a http::HeaderMap);
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|k| k.as_str()).collect()
+        }
+    }
+    TraceContextPropagator::new().extract(&Headers(headers))
+}
+
+/// Writes the current span's trace context into outgoing gRPC metadata.
+pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
+    struct Metadata<'a>(&'a mut tonic::metadata::MetadataMap);
+    impl Injector for Metadata<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(key), Ok(value)) = (
+                tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+                value.parse(),
+            ) {
+                self.0.insert(key, value);
+            }
+        }
+    }
+    let context = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&context, &mut Metadata(metadata));
+}
+
+/// The trace id of a span, as logged.
+pub fn trace_id(span: &tracing::Span) -> String {
+    use opentelemetry::trace::TraceContextExt;
+    span.context().span().span_context().trace_id().to_string()
+}
