@@ -132,3 +132,17 @@ pub fn with_bearer<T>(mut request: Request<T>, token: &str) -> Result<Request<T>
     request.metadata_mut().insert("authorization", value);
     Ok(request)
 }
+
+/// An internal call: the service's own token, the current trace context and
+/// a deadline, so a slow dependency never holds a request forever.
+pub async fn internal_request<T>(
+    credentials: &crate::tokens::ServiceCredentials,
+    message: T,
+    timeout: std::time::Duration,
+) -> Result<Request<T>, Status> {
+    let token = credentials.token().await?;
+    let mut request = with_bearer(Request::new(message), &token)?;
+    crate::telemetry::inject(request.metadata_mut());
+    request.set_timeout(timeout);
+    Ok(request)
+}

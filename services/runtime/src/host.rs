@@ -253,3 +253,16 @@ where
     }
     telemetry.shutdown();
 }
+
+/// Why a service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::ConfigError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("signing keys: {0}")]
+    Keys(#[from] crate::tokens::KeyError),
+}

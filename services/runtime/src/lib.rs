@@ -19,4 +19,4 @@ pub mod time;
 pub mod tokens;
 
 pub use config::{Color, ConfigError, Env, ServiceConfig};
-pub use host::{Host, RunningService};
+pub use host::{Host, RunningService, StartError};

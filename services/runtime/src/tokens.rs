@@ -106,7 +106,7 @@ pub enum TokenError {
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct KeyError(String);
+pub struct KeyError(pub String);
 
 /// The private keys auth signs with; the first one signs new tokens.
 #[derive(Clone)]

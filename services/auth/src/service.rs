@@ -1,0 +1,216 @@
+//! The gRPC face of auth.
+
+use platform_proto::auth::v1::{
+    GetJwksRequest, GetMeRequest, IssueServiceTokenRequest, Jwks, LoginRequest, LoginResponse,
+    RegisterRequest, RegisterResponse, User, auth_service_server::AuthService,
+};
+use platform_runtime::caller::Authenticator;
+use platform_runtime::config::TokenConfig;
+use platform_runtime::storage::{self, Db};
+use platform_runtime::tokens::{Audience, Claims, KeyRing, Verifier};
+use platform_runtime::{ids, time};
+use tonic::{Request, Response, Status};
+
+use crate::AuthSettings;
+use crate::password;
+use crate::store::{Store, UserRow};
+
+#[derive(Debug)]
+pub struct Auth {
+    store: Store,
+    keys: KeyRing,
+    tokens: TokenConfig,
+    settings: AuthSettings,
+    authenticator: Authenticator,
+}
+
+impl Auth {
+    pub fn new(db: Db, keys: KeyRing, tokens: &TokenConfig, settings: AuthSettings) -> Self {
+        let verifier = Verifier::local(&tokens.issuer, keys.public_keys());
+        Self {
+            store: Store::new(db),
+            authenticator: Authenticator::new(verifier, tokens),
+            keys,
+            tokens: tokens.clone(),
+            settings,
+        }
+    }
+
+    fn issue(
+        &self,
+        subject: String,
+        audience: &str,
+        ttl: std::time::Duration,
+        email: Option<String>,
+        scope: Option<String>,
+    ) -> Result<LoginResponse, Status> {
+        let now = time::now_ms() / 1000;
+        let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(900);
+        let claims = Claims {
+            iss: self.tokens.issuer.clone(),
+            sub: subject,
+            aud: Audience::One(audience.to_owned()),
+            exp: now + ttl_secs,
+            nbf: now,
+            iat: now,
+            jti: ids::new_id("jti"),
+            email,
+            scope,
+        };
+        let access_token = self
+            .keys
+            .sign(&claims)
+            .map_err(|_| Status::internal("cannot sign the token"))?;
+        Ok(LoginResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: i32::try_from(ttl_secs).unwrap_or(i32::MAX),
+        })
+    }
+}
+
+/// Trims and lower-cases an email, and checks its shape.
+pub fn normalize_email(raw: &str) -> Result<String, Status> {
+    let email = raw.trim().to_lowercase();
+    let invalid = || Status::invalid_argument(format!("email {raw:?} is not a valid address"));
+    if email.is_empty() {
+        return Err(Status::invalid_argument("email is required"));
+    }
+    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid());
+    }
+    let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
+    if local.is_empty()
+        || domain.contains('@')
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+    {
+        return Err(invalid());
+    }
+    Ok(email)
+}
+
+fn user_message(row: &UserRow) -> User {
+    User {
+        id: row.id.clone(),
+        email: row.email.clone(),
+        created_at: Some(time::timestamp(row.created_at_ms)),
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for Auth {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let req = request.into_inner();
+        let email = normalize_email(&req.email)?;
+        password::check_policy(&req.password, &email)?;
+        let row = UserRow {
+            id: ids::new_id("usr"),
+            email,
+            password_hash: password::hash(req.password).await?,
+            created_at_ms: time::now_ms(),
+        };
+        match self.store.insert(&row).await {
+            Ok(()) => {
+                tracing::info!(user_id = %row.id, "registered");
+                Ok(Response::new(RegisterResponse {
+                    user: Some(user_message(&row)),
+                }))
+            }
+            Err(err) if storage::is_unique_violation(&err) => Err(Status::already_exists(
+                "an account with this email already exists",
+            )),
+            Err(err) => Err(storage::status(err)),
+        }
+    }
+
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        let req = request.into_inner();
+        let refused = || Status::unauthenticated("wrong email or password");
+        let email = normalize_email(&req.email).map_err(|_| refused())?;
+        let user = self.store.by_email(&email).await.map_err(storage::status)?;
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        if !password::verify(req.password, stored).await {
+            return Err(refused());
+        }
+        let user = user.ok_or_else(refused)?;
+        let response = self.issue(
+            user.id.clone(),
+            &self.tokens.audience,
+            self.settings.user_token_ttl,
+            Some(user.email),
+            None,
+        )?;
+        tracing::info!(user_id = %user.id, "logged in");
+        Ok(Response::new(response))
+    }
+
+    async fn get_me(&self, request: Request<GetMeRequest>) -> Result<Response<User>, Status> {
+        let caller = self.authenticator.user(&request).await?;
+        match self
+            .store
+            .by_id(&caller.id)
+            .await
+            .map_err(storage::status)?
+        {
+            Some(row) => Ok(Response::new(user_message(&row))),
+            None => Err(Status::not_found(
+                "the account of this token no longer exists",
+            )),
+        }
+    }
+
+    async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {
+        Ok(Response::new(Jwks {
+            keys: self.keys.jwks(),
+        }))
+    }
+
+    async fn issue_service_token(
+        &self,
+        request: Request<IssueServiceTokenRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        let req = request.into_inner();
+        let client = self
+            .settings
+            .clients
+            .authenticate(&req.client_id, &req.client_secret)
+            .ok_or_else(|| Status::unauthenticated("invalid client credentials"))?;
+        let response = self.issue(
+            format!("service:{}", client.id),
+            &self.tokens.internal_audience,
+            self.settings.service_token_ttl,
+            None,
+            Some(client.scope.to_owned()),
+        )?;
+        Ok(Response::new(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_email;
+
+    #[test]
+    fn emails_are_normalized_and_checked() {
+        for (raw, want) in [
+            ("  Alice@Example.COM ", Some("alice@example.com")),
+            ("bob@example.org", Some("bob@example.org")),
+            ("", None),
+            ("no-at-sign", None),
+            ("@example.com", None),
+            ("a@b", None),
+            ("a@@b.com", None),
+            ("a b@c.com", None),
+        ] {
+            assert_eq!(normalize_email(raw).ok().as_deref(), want, "{raw:?}");
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The gRPC face of notifications.
+
+use std::time::Duration;
+
+use platform_proto::notifications::v1::{
+    ListNotificationsRequest, ListNotificationsResponse, Notification, SendRequest,
+    StreamNotificationsRequest, notification_service_server::NotificationService,
+};
+use platform_runtime::caller::Authenticator;
+use platform_runtime::host::StreamsEnd;
+use platform_runtime::paging::Page;
+use platform_runtime::storage::{self, Db};
+use platform_runtime::{ids, time};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::store::{NotificationRow, Store};
+
+/// The scope a service token needs to send.
+pub const SEND_SCOPE: &str = "notifications:send";
+
+#[derive(Debug, Clone)]
+pub struct Notifications {
+    store: Store,
+    auth: Authenticator,
+    wake: broadcast::Sender<String>,
+    streams_end: StreamsEnd,
+    poll: Duration,
+}
+
+impl Notifications {
+    pub fn new(db: Db, auth: Authenticator, streams_end: StreamsEnd, poll: Duration) -> Self {
+        Self {
+            store: Store::new(db),
+            auth,
+            wake: broadcast::channel(1024).0,
+            streams_end,
+            poll,
+        }
+    }
+}
+
+pub fn to_message(row: NotificationRow) -> Notification {
+    Notification {
+        id: row.id,
+        user_id: row.user_id,
+        kind: row.kind,
+        subject: row.subject,
+        body: row.body,
+        created_at: Some(time::timestamp(row.created_at_ms)),
+    }
+}
+
+fn text<'a>(field: &str, value: &'a str, max: usize, required: bool) -> Result<&'a str, Status> {
+    let value = value.trim();
+    if required && value.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    if value.chars().count() > max {
+        return Err(Status::invalid_argument(format!(
+            "{field} must be at most {max} characters"
+        )));
+    }
+    Ok(value)
+}
+
+#[tonic::async_trait]
+impl NotificationService for Notifications {
+    async fn send(&self, request: Request<SendRequest>) -> Result<Response<Notification>, Status> {
+        self.auth.service(&request, SEND_SCOPE).await?;
+        let req = request.into_inner();
+        let row = NotificationRow {
+            id: ids::new_id("ntf"),
+            user_id: text("user_id", &req.user_id, 64, true)?.to_owned(),
+            kind: text("kind", &req.kind, 64, true)?.to_owned(),
+            subject: text("subject", &req.subject, 200, true)?.to_owned(),
+            body: text("body", &req.body, 4000, false)?.to_owned(),
+            created_at_ms: time::now_ms(),
+        };
+        let key = text("idempotency_key", &req.idempotency_key, 128, true)?;
+        let (stored, new) = self
+            .store
+            .insert(&row, key)
+            .await
+            .map_err(storage::status)?;
+        if new {
+            tracing::info!(notification_id = %stored.id, kind = %stored.kind, "sent");
+            let _ = self.wake.send(stored.user_id.clone());
+        }
+        Ok(Response::new(to_message(stored)))
+    }
+
+    async fn list_notifications(
+        &self,
+        request: Request<ListNotificationsRequest>,
+    ) -> Result<Response<ListNotificationsResponse>, Status> {
+        let user = self.auth.user(&request).await?;
+        let req = request.into_inner();
+        let page = Page::parse(req.page_size, &req.page_token)?;
+        let mut rows = self
+            .store
+            .page(&user.id, page.after.as_deref(), page.fetch_limit())
+            .await
+            .map_err(storage::status)?;
+        let next_page_token = page.finish(&mut rows, |row| row.id.clone());
+        Ok(Response::new(ListNotificationsResponse {
+            notifications: rows.into_iter().map(to_message).collect(),
+            next_page_token,
+        }))
+    }
+
+    type StreamNotificationsStream = ReceiverStream<Result<Notification, Status>>;
+
+    async fn stream_notifications(
+        &self,
+        request: Request<StreamNotificationsRequest>,
+    ) -> Result<Response<Self::StreamNotificationsStream>, Status> {
+        let user = self.auth.user(&request).await?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(crate::stream::feed(
+            self.store.clone(),
+            user.id,
+            self.wake.subscribe(),
+            self.poll,
+            self.streams_end.clone(),
+            tx,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,375 @@
+//! The gRPC face of orders.
+
+use platform_proto::orders::v1::{
+    CancelOrderRequest, CreateOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse,
+    Order, OrderItem, OrderStatus, order_service_server::OrderService,
+};
+use platform_runtime::caller::Authenticator;
+use platform_runtime::paging::Page;
+use platform_runtime::{ids, storage, time};
+use tonic::{Request, Response, Status};
+
+use crate::flow::{Flow, money, notice};
+use crate::store::{self, Created, ItemRow, OrderRow};
+
+pub const MAX_ITEMS: usize = 100;
+pub const MAX_QUANTITY: i32 = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct Orders {
+    flow: Flow,
+    auth: Authenticator,
+}
+
+impl Orders {
+    pub fn new(flow: Flow, auth: Authenticator) -> Self {
+        Self { flow, auth }
+    }
+
+    /// Returns an order found by its request id, finishing it first if its
+    /// first request was cut off while it was pending.
+    async fn replay(&self, order: OrderRow) -> Result<Response<Order>, Status> {
+        let order = if order.status == store::PENDING {
+            self.flow.drive(order).await?
+        } else {
+            order
+        };
+        Ok(Response::new(to_message(order)))
+    }
+}
+
+fn status_of(row: &str) -> OrderStatus {
+    match row {
+        store::PENDING => OrderStatus::Pending,
+        store::PAID => OrderStatus::Paid,
+        store::PAYMENT_FAILED => OrderStatus::PaymentFailed,
+        store::CANCELLED => OrderStatus::Cancelled,
+        _ => OrderStatus::Unspecified,
+    }
+}
+
+pub fn to_message(row: OrderRow) -> Order {
+    Order {
+        status: status_of(&row.status).into(),
+        id: row.id,
+        user_id: row.user_id,
+        items: row
+            .items
+            .into_iter()
+            .map(|i| OrderItem {
+                sku: i.sku,
+                quantity: i32::try_from(i.quantity).unwrap_or(i32::MAX),
+                unit_price_minor: i.unit_price_minor,
+            })
+            .collect(),
+        total_minor: row.total_minor,
+        currency: row.currency,
+        payment_id: row.payment_id,
+        created_at: Some(time::timestamp(row.created_at_ms)),
+        updated_at: Some(time::timestamp(row.updated_at_ms)),
+        failure_reason: row.failure_reason,
+    }
+}
+
+/// Checks the items and returns them with the order total.
+pub fn validate_items(items: &[OrderItem]) -> Result<(Vec<ItemRow>, i64), Status> {
+    if items.is_empty() {
+        return Err(Status::invalid_argument("an order needs at least one item"));
+    }
+    if items.len() > MAX_ITEMS {
+        return Err(Status::invalid_argument(format!(
+            "an order has at most {MAX_ITEMS} items"
+        )));
+    }
+    let mut total: i64 = 0;
+    let mut rows = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let sku = item.sku.trim();
+        if sku.is_empty() || sku.len() > 64 {
+            return Err(Status::invalid_argument(format!(
+                "items[{i}].sku must be 1 to 64 characters"
+            )));
+        }
+        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+            return Err(Status::invalid_argument(format!(
+                "items[{i}].quantity must be from 1 to {MAX_QUANTITY}"
+            )));
+        }
+        if item.unit_price_minor < 0 {
+            return Err(Status::invalid_argument(format!(
+                "items[{i}].unit_price_minor must not be negative"
+            )));
+        }
+        let line = item
+            .unit_price_minor
+            .checked_mul(i64::from(item.quantity))
+            .and_then(|line| total.checked_add(line))
+            .filter(|t| *t <= 1_000_000_000_000)
+            .ok_or_else(|| Status::invalid_argument("the order total is too large"))?;
+        total = line;
+        rows.push(ItemRow {
+            sku: sku.to_owned(),
+            quantity: i64::from(item.quantity),
+            unit_price_minor: item.unit_price_minor,
+        });
+    }
+    if total == 0 {
+        return Err(Status::invalid_argument(
+            "the order total must be greater than zero",
+        ));
+    }
+    Ok((rows, total))
+}
+
+fn currency(value: &str) -> Result<String, Status> {
+    let code = value.trim().to_ascii_uppercase();
+    if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(code)
+    } else {
+        Err(Status::invalid_argument(format!(
+            "currency must be an ISO 4217 code such as EUR, got {value:?}"
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl OrderService for Orders {
+    async fn create_order(
+        &self,
+        request: Request<CreateOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
+        let user = self.auth.user(&request).await?;
+        let req = request.into_inner();
+        let (items, total_minor) = validate_items(&req.items)?;
+        let currency = currency(&req.currency)?;
+        let payment_method = req.payment_method.trim();
+        if payment_method.is_empty() || payment_method.len() > 64 {
+            return Err(Status::invalid_argument(
+                "payment_method must be 1 to 64 characters",
+            ));
+        }
+        let request_id = match req.request_id.trim() {
+            "" => None,
+            id if id.len() > 64 => {
+                return Err(Status::invalid_argument(
+                    "request_id must be at most 64 characters",
+                ));
+            }
+            id => Some(id.to_owned()),
+        };
+        if let Some(request_id) = &request_id
+            && let Some(existing) = self
+                .flow
+                .store
+                .by_request(&user.id, request_id)
+                .await
+                .map_err(storage::status)?
+        {
+            return self.replay(existing).await;
+        }
+        let now = time::now_ms();
+        let order = OrderRow {
+            id: ids::new_id("ord"),
+            user_id: user.id.clone(),
+            request_id: request_id.clone(),
+            status: store::PENDING.to_owned(),
+            total_minor,
+            currency,
+            payment_method: payment_method.to_owned(),
+            payment_id: String::new(),
+            failure_reason: String::new(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            items,
+        };
+        match self
+            .flow
+            .store
+            .create(&order)
+            .await
+            .map_err(storage::status)?
+        {
+            Created::New => {
+                tracing::info!(order_id = %order.id, total_minor, "order created");
+                Ok(Response::new(to_message(self.flow.drive(order).await?)))
+            }
+            Created::Duplicate => {
+                // A concurrent retry with the same request id won the insert.
+                let request_id = request_id.unwrap_or_default();
+                let existing = self
+                    .flow
+                    .store
+                    .by_request(&user.id, &request_id)
+                    .await
+                    .map_err(storage::status)?
+                    .ok_or_else(|| {
+                        Status::aborted("concurrent request with the same request_id; retry")
+                    })?;
+                self.replay(existing).await
+            }
+        }
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<GetOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
+        let user = self.auth.user(&request).await?;
+        let id = request.get_ref().order_id.trim();
+        if id.is_empty() {
+            return Err(Status::invalid_argument("order_id is required"));
+        }
+        match self
+            .flow
+            .store
+            .order(id, Some(&user.id))
+            .await
+            .map_err(storage::status)?
+        {
+            Some(order) => Ok(Response::new(to_message(order))),
+            None => Err(Status::not_found(format!("order {id} not found"))),
+        }
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<ListOrdersRequest>,
+    ) -> Result<Response<ListOrdersResponse>, Status> {
+        let user = self.auth.user(&request).await?;
+        let req = request.into_inner();
+        let page = Page::parse(req.page_size, &req.page_token)?;
+        let mut rows = self
+            .flow
+            .store
+            .page(&user.id, page.after.as_deref(), page.fetch_limit())
+            .await
+            .map_err(storage::status)?;
+        let next_page_token = page.finish(&mut rows, |row| row.id.clone());
+        Ok(Response::new(ListOrdersResponse {
+            orders: rows.into_iter().map(to_message).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_order(
+        &self,
+        request: Request<CancelOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
+        let user = self.auth.user(&request).await?;
+        let id = request.get_ref().order_id.trim().to_owned();
+        if id.is_empty() {
+            return Err(Status::invalid_argument("order_id is required"));
+        }
+        let store = &self.flow.store;
+        let order = store
+            .order(&id, Some(&user.id))
+            .await
+            .map_err(storage::status)?
+            .ok_or_else(|| Status::not_found(format!("order {id} not found")))?;
+        match order.status.as_str() {
+            store::CANCELLED => return Ok(Response::new(to_message(order))),
+            store::PENDING => {
+                return Err(Status::failed_precondition(
+                    "the order is still being charged; cancel it once it is paid or failed",
+                ));
+            }
+            store::PAID => self
+                .flow
+                .downstream
+                .refund_all(&order)
+                .await
+                .map_err(|status| {
+                    Status::new(
+                        status.code(),
+                        format!("cannot refund the order: {}", status.message()),
+                    )
+                })?,
+            _ => {}
+        }
+        let body = if order.status == store::PAID {
+            format!("We refunded {}.", money(order.total_minor, &order.currency))
+        } else {
+            "Nothing was charged.".to_owned()
+        };
+        let note = notice(
+            &order,
+            "order.cancelled",
+            format!("Order {id} is cancelled"),
+            body,
+        );
+        let moved = store
+            .transition(
+                &id,
+                &order.status,
+                store::CANCELLED,
+                "",
+                &order.failure_reason,
+                time::now_ms(),
+                &note,
+            )
+            .await
+            .map_err(storage::status)?;
+        if moved {
+            tracing::info!(order_id = %id, "order cancelled");
+            self.flow.deliver_soon(&id);
+        }
+        let order = store
+            .order(&id, Some(&user.id))
+            .await
+            .map_err(storage::status)?
+            .ok_or_else(|| Status::not_found(format!("order {id} not found")))?;
+        if order.status != store::CANCELLED {
+            return Err(Status::aborted(
+                "the order changed while it was being cancelled; retry",
+            ));
+        }
+        Ok(Response::new(to_message(order)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(sku: &str, quantity: i32, price: i64) -> OrderItem {
+        OrderItem {
+            sku: sku.into(),
+            quantity,
+            unit_price_minor: price,
+        }
+    }
+
+    #[test]
+    fn items_are_checked_and_totalled() {
+        let check = |items: Vec<OrderItem>| {
+            validate_items(&items)
+                .map(|(_, total)| total)
+                .map_err(|s| s.message().to_owned())
+        };
+        assert_eq!(check(vec![item("a", 2, 150), item("b", 1, 99)]), Ok(399));
+        assert_eq!(
+            check(vec![]),
+            Err("an order needs at least one item".into())
+        );
+        assert_eq!(
+            check(vec![item("", 1, 1)]),
+            Err("items[0].sku must be 1 to 64 characters".into())
+        );
+        assert_eq!(
+            check(vec![item("a", 0, 1)]),
+            Err("items[0].quantity must be from 1 to 10000".into())
+        );
+        assert_eq!(
+            check(vec![item("a", 1, -1)]),
+            Err("items[0].unit_price_minor must not be negative".into())
+        );
+        assert_eq!(
+            check(vec![item("a", 10_000, i64::MAX)]),
+            Err("the order total is too large".into())
+        );
+        assert_eq!(
+            check(vec![item("a", 1, 0)]),
+            Err("the order total must be greater than zero".into())
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! The orders tables. A status only moves forward through conditional
+//! updates (`WHERE status = <expected>`), so concurrent drivers of one order
+//! (a request, a retry, the sweeper of the other color) cannot undo each
+//! other, and the notification it causes is written in the same transaction.
+
+use platform_runtime::storage::{self, Db};
+use sqlx::Row;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRow {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRow {
+    pub id: String,
+    pub user_id: String,
+    pub request_id: Option<String>,
+    pub status: String,
+    pub total_minor: i64,
+    pub currency: String,
+    pub payment_method: String,
+    pub payment_id: String,
+    pub failure_reason: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub items: Vec<ItemRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: String,
+    pub order_id: String,
+    pub user_id: String,
+    pub kind: String,
+    pub subject: String,
+    pub body: String,
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+}
+
+pub const PENDING: &str = "pending";
+pub const PAID: &str = "paid";
+pub const PAYMENT_FAILED: &str = "payment_failed";
+pub const CANCELLED: &str = "cancelled";
+
+const ORDER_COLUMNS: &str = "id, user_id, request_id, status, total_minor, currency, payment_method, \
+     payment_id, failure_reason, created_at_ms, updated_at_ms";
+const OUTBOX_COLUMNS: &str =
+    "id, order_id, user_id, kind, subject, body, attempts, next_attempt_at_ms";
+
+fn order(row: &sqlx::any::AnyRow) -> Result<OrderRow, sqlx::Error> {
+    Ok(OrderRow {
+        id: row.try_get(0)?,
+        user_id: row.try_get(1)?,
+        request_id: row.try_get(2)?,
+        status: row.try_get(3)?,
+        total_minor: row.try_get(4)?,
+        currency: row.try_get(5)?,
+        payment_method: row.try_get(6)?,
+        payment_id: row.try_get(7)?,
+        failure_reason: row.try_get(8)?,
+        created_at_ms: row.try_get(9)?,
+        updated_at_ms: row.try_get(10)?,
+        items: Vec::new(),
+    })
+}
+
+fn outbox(row: &sqlx::any::AnyRow) -> Result<OutboxRow, sqlx::Error> {
+    Ok(OutboxRow {
+        id: row.try_get(0)?,
+        order_id: row.try_get(1)?,
+        user_id: row.try_get(2)?,
+        kind: row.try_get(3)?,
+        subject: row.try_get(4)?,
+        body: row.try_get(5)?,
+        attempts: row.try_get(6)?,
+        next_attempt_at_ms: row.try_get(7)?,
+    })
+}
+
+/// What inserting a new order found.
+#[derive(Debug)]
+pub enum Created {
+    New,
+    /// The same user already sent this request id.
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Stores a pending order and its items in one transaction.
+    pub async fn create(&self, row: &OrderRow) -> Result<Created, sqlx::Error> {
+        let mut tx = self.db.pool().begin().await?;
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ))
+        .bind(&row.id)
+        .bind(&row.user_id)
+        .bind(row.request_id.as_deref())
+        .bind(&row.status)
+        .bind(row.total_minor)
+        .bind(&row.currency)
+        .bind(&row.payment_method)
+        .bind(&row.payment_id)
+        .bind(&row.failure_reason)
+        .bind(row.created_at_ms)
+        .bind(row.updated_at_ms)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(err) if storage::is_unique_violation(&err) => {
+                tx.rollback().await?;
+                return Ok(Created::Duplicate);
+            }
+            Err(err) => return Err(err),
+        }
+        for (line, item) in row.items.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO order_items (order_id, line, sku, quantity, unit_price_minor) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&row.id)
+            .bind(i64::try_from(line).unwrap_or(i64::MAX))
+            .bind(&item.sku)
+            .bind(item.quantity)
+            .bind(item.unit_price_minor)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Created::New)
+    }
+
+    async fn with_items(&self, mut row: OrderRow) -> Result<OrderRow, sqlx::Error> {
+        let items = sqlx::query(
+            "SELECT sku, quantity, unit_price_minor FROM order_items WHERE order_id = $1 ORDER BY line",
+        )
+        .bind(&row.id)
+        .fetch_all(self.db.pool())
+        .await?;
+        row.items = items
+            .iter()
+            .map(|r| {
+                Ok(ItemRow {
+                    sku: r.try_get(0)?,
+                    quantity: r.try_get(1)?,
+                    unit_price_minor: r.try_get(2)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(row)
+    }
+
+    /// An order of `user_id` (any user's with `None`).
+    pub async fn order(
+        &self,
+        id: &str,
+        user_id: Option<&str>,
+    ) -> Result<Option<OrderRow>, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND ($2 = '' OR user_id = $2)"
+        ))
+        .bind(id)
+        .bind(user_id.unwrap_or(""))
+        .fetch_optional(self.db.pool())
+        .await?;
+        match row {
+            Some(row) => Ok(Some(self.with_items(order(&row)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn by_request(
+        &self,
+        user_id: &str,
+        request_id: &str,
+    ) -> Result<Option<OrderRow>, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND request_id = $2"
+        ))
+        .bind(user_id)
+        .bind(request_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        match row {
+            Some(row) => Ok(Some(self.with_items(order(&row)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A user's orders, newest first, before the cursor `before`.
+    pub async fn page(
+        &self,
+        user_id: &str,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OrderRow>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(user_id)
+        .bind(before.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(self.with_items(order(row)?).await?);
+        }
+        Ok(out)
+    }
+
+    /// Moves an order from `from` to `to`, with the notification it causes.
+    /// False when the order was no longer in `from` (someone else moved it).
+    pub async fn transition(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        payment_id: &str,
+        failure_reason: &str,
+        now_ms: i64,
+        notify: &OutboxRow,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.db.pool().begin().await?;
+        let updated = sqlx::query(
+            "UPDATE orders SET status = $1, payment_id = CASE WHEN $2 = '' THEN payment_id ELSE $2 END, \
+             failure_reason = $3, updated_at_ms = $4 WHERE id = $5 AND status = $6",
+        )
+        .bind(to)
+        .bind(payment_id)
+        .bind(failure_reason)
+        .bind(now_ms)
+        .bind(id)
+        .bind(from)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(&format!(
+            "INSERT INTO outbox ({OUTBOX_COLUMNS}, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7)"
+        ))
+        .bind(&notify.id)
+        .bind(&notify.order_id)
+        .bind(&notify.user_id)
+        .bind(&notify.kind)
+        .bind(&notify.subject)
+        .bind(&notify.body)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Pending orders untouched since `before_ms`: their driver died.
+    pub async fn stale_pending(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<OrderRow>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE status = $1 AND updated_at_ms < $2 ORDER BY updated_at_ms LIMIT $3"
+        ))
+        .bind(PENDING)
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(self.with_items(order(row)?).await?);
+        }
+        Ok(out)
+    }
+
+    /// Marks a pending order as being driven now, so other sweepers skip it.
+    pub async fn touch_pending(
+        &self,
+        id: &str,
+        seen_updated_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let updated = sqlx::query("UPDATE orders SET updated_at_ms = $1 WHERE id = $2 AND status = $3 AND updated_at_ms = $4")
+            .bind(now_ms)
+            .bind(id)
+            .bind(PENDING)
+            .bind(seen_updated_at_ms)
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
+        Ok(updated == 1)
+    }
+
+    pub async fn due_outbox(
+        &self,
+        now_ms: i64,
+        order_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at_ms IS NULL AND next_attempt_at_ms <= $1 \
+             AND ($2 = '' OR order_id = $2) ORDER BY next_attempt_at_ms LIMIT $3"
+        ))
+        .bind(now_ms)
+        .bind(order_id.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(outbox).collect()
+    }
+
+    /// Takes a delivery for `lease_ms`; false when another process took it.
+    pub async fn claim_outbox(&self, row: &OutboxRow, until_ms: i64) -> Result<bool, sqlx::Error> {
+        let updated = sqlx::query(
+            "UPDATE outbox SET next_attempt_at_ms = $1, attempts = attempts + 1 \
+             WHERE id = $2 AND next_attempt_at_ms = $3 AND sent_at_ms IS NULL",
+        )
+        .bind(until_ms)
+        .bind(&row.id)
+        .bind(row.next_attempt_at_ms)
+        .execute(self.db.pool())
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    pub async fn outbox_sent(&self, id: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE outbox SET sent_at_ms = $1 WHERE id = $2")
+            .bind(now_ms)
+            .bind(id)
+            .execute(self.db.pool())
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn outbox_retry_at(&self, id: &str, at_ms: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE outbox SET next_attempt_at_ms = $1 WHERE id = $2 AND sent_at_ms IS NULL",
+        )
+        .bind(at_ms)
+        .bind(id)
+        .execute(self.db.pool())
+        .await
+        .map(|_| ())
+    }
+}

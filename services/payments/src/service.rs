@@ -1,0 +1,254 @@
+//! The gRPC face of payments: validation, caller checks, and the mapping
+//! between rows and messages.
+
+use platform_proto::payments::v1::{
+    ChargeRequest, GetPaymentRequest, ListPaymentsRequest, ListPaymentsResponse, Payment,
+    PaymentStatus, Refund, RefundRequest, payment_service_server::PaymentService,
+};
+use platform_runtime::caller::{Authenticator, Caller};
+use platform_runtime::paging::Page;
+use platform_runtime::storage::{self, Db};
+use platform_runtime::{ids, time};
+use tonic::{Request, Response, Status};
+
+use crate::processor::{Decision, decide};
+use crate::store::{PaymentRow, RefundOutcome, RefundRow, Store};
+
+/// The scope a service token needs to charge and refund.
+pub const WRITE_SCOPE: &str = "payments:write";
+
+#[derive(Debug, Clone)]
+pub struct Payments {
+    store: Store,
+    auth: Authenticator,
+}
+
+impl Payments {
+    pub fn new(db: Db, auth: Authenticator) -> Self {
+        Self {
+            store: Store::new(db),
+            auth,
+        }
+    }
+}
+
+fn required<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str, Status> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    if value.len() > max {
+        return Err(Status::invalid_argument(format!(
+            "{field} must be at most {max} characters"
+        )));
+    }
+    Ok(value)
+}
+
+/// An ISO 4217 code: three upper-case letters.
+pub fn currency(value: &str) -> Result<String, Status> {
+    let code = value.trim().to_ascii_uppercase();
+    if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(code)
+    } else {
+        Err(Status::invalid_argument(format!(
+            "currency must be an ISO 4217 code such as EUR, got {value:?}"
+        )))
+    }
+}
+
+fn to_message(row: PaymentRow) -> Payment {
+    let status = match row.status.as_str() {
+        "declined" => PaymentStatus::Declined,
+        _ if row.refunded_minor >= row.amount_minor && row.refunded_minor > 0 => {
+            PaymentStatus::Refunded
+        }
+        _ if row.refunded_minor > 0 => PaymentStatus::PartiallyRefunded,
+        _ => PaymentStatus::Approved,
+    };
+    Payment {
+        id: row.id,
+        order_id: row.order_id,
+        user_id: row.user_id,
+        amount_minor: row.amount_minor,
+        currency: row.currency,
+        status: status.into(),
+        payment_method: row.payment_method,
+        decline_reason: row.decline_reason,
+        refunded_minor: row.refunded_minor,
+        created_at: Some(time::timestamp(row.created_at_ms)),
+    }
+}
+
+fn refund_message(row: RefundRow) -> Refund {
+    Refund {
+        id: row.id,
+        payment_id: row.payment_id,
+        amount_minor: row.amount_minor,
+        reason: row.reason,
+        created_at: Some(time::timestamp(row.created_at_ms)),
+    }
+}
+
+#[tonic::async_trait]
+impl PaymentService for Payments {
+    async fn charge(&self, request: Request<ChargeRequest>) -> Result<Response<Payment>, Status> {
+        self.auth.service(&request, WRITE_SCOPE).await?;
+        let req = request.into_inner();
+        let order_id = required("order_id", &req.order_id, 64)?;
+        let user_id = required("user_id", &req.user_id, 64)?;
+        let key = required("idempotency_key", &req.idempotency_key, 128)?;
+        let method = required("payment_method", &req.payment_method, 64)?;
+        if req.amount_minor <= 0 {
+            return Err(Status::invalid_argument(
+                "amount_minor must be greater than zero",
+            ));
+        }
+        let currency = currency(&req.currency)?;
+        let (status, decline_reason) = match decide(method) {
+            Decision::Approved => ("approved", ""),
+            Decision::Declined(reason) => ("declined", reason),
+        };
+        let new = PaymentRow {
+            id: ids::new_id("pay"),
+            idempotency_key: key.to_owned(),
+            order_id: order_id.to_owned(),
+            user_id: user_id.to_owned(),
+            amount_minor: req.amount_minor,
+            currency,
+            payment_method: method.to_owned(),
+            status: status.to_owned(),
+            decline_reason: decline_reason.to_owned(),
+            refunded_minor: 0,
+            created_at_ms: time::now_ms(),
+        };
+        let stored = self
+            .store
+            .insert_payment(&new)
+            .await
+            .map_err(storage::status)?;
+        if stored.order_id != new.order_id
+            || stored.amount_minor != new.amount_minor
+            || stored.currency != new.currency
+            || stored.user_id != new.user_id
+        {
+            return Err(Status::failed_precondition(
+                "idempotency_key was already used for a different charge",
+            ));
+        }
+        if stored.id == new.id {
+            tracing::info!(payment_id = %stored.id, order_id, status, "charged");
+        } else {
+            tracing::info!(payment_id = %stored.id, order_id, "charge replayed by idempotency key");
+        }
+        Ok(Response::new(to_message(stored)))
+    }
+
+    async fn refund(&self, request: Request<RefundRequest>) -> Result<Response<Refund>, Status> {
+        self.auth.service(&request, WRITE_SCOPE).await?;
+        let req = request.into_inner();
+        let payment_id = required("payment_id", &req.payment_id, 64)?;
+        let key = required("idempotency_key", &req.idempotency_key, 128)?;
+        if req.amount_minor < 0 {
+            return Err(Status::invalid_argument(
+                "amount_minor must not be negative (0 refunds what is left)",
+            ));
+        }
+        if req.reason.len() > 500 {
+            return Err(Status::invalid_argument(
+                "reason must be at most 500 characters",
+            ));
+        }
+        let outcome = self
+            .store
+            .refund(
+                &ids::new_id("ref"),
+                key,
+                payment_id,
+                req.amount_minor,
+                req.reason.trim(),
+                time::now_ms(),
+            )
+            .await
+            .map_err(storage::status)?;
+        match outcome {
+            RefundOutcome::Done(row) => {
+                tracing::info!(refund_id = %row.id, payment_id, amount_minor = row.amount_minor, "refunded");
+                Ok(Response::new(refund_message(row)))
+            }
+            RefundOutcome::Replayed(row) if row.payment_id == payment_id => {
+                Ok(Response::new(refund_message(row)))
+            }
+            RefundOutcome::Replayed(_) => Err(Status::failed_precondition(
+                "idempotency_key was already used for a refund of another payment",
+            )),
+            RefundOutcome::NoSuchPayment => {
+                Err(Status::not_found(format!("payment {payment_id} not found")))
+            }
+            RefundOutcome::Refused(p) if p.status == "declined" => Err(
+                Status::failed_precondition("the payment was declined: there is nothing to refund"),
+            ),
+            RefundOutcome::Refused(p) => Err(Status::failed_precondition(format!(
+                "cannot refund {}: only {} of {} {} is left to refund",
+                if req.amount_minor == 0 {
+                    "the rest".to_owned()
+                } else {
+                    req.amount_minor.to_string()
+                },
+                p.amount_minor - p.refunded_minor,
+                p.amount_minor,
+                p.currency
+            ))),
+        }
+    }
+
+    async fn get_payment(
+        &self,
+        request: Request<GetPaymentRequest>,
+    ) -> Result<Response<Payment>, Status> {
+        let caller = self.auth.user_or_service(&request, WRITE_SCOPE).await?;
+        let id = required("payment_id", &request.get_ref().payment_id, 64)?;
+        let owner = match &caller {
+            Caller::User(user) => Some(user.id.as_str()),
+            Caller::Service(_) => None,
+        };
+        match self
+            .store
+            .payment(id, owner)
+            .await
+            .map_err(storage::status)?
+        {
+            Some(row) => Ok(Response::new(to_message(row))),
+            None => Err(Status::not_found(format!("payment {id} not found"))),
+        }
+    }
+
+    async fn list_payments(
+        &self,
+        request: Request<ListPaymentsRequest>,
+    ) -> Result<Response<ListPaymentsResponse>, Status> {
+        let caller = self.auth.user_or_service(&request, WRITE_SCOPE).await?;
+        let req = request.get_ref();
+        let order_id = required("order_id", &req.order_id, 64)?;
+        let page = Page::parse(req.page_size, &req.page_token)?;
+        let owner = match &caller {
+            Caller::User(user) => Some(user.id.as_str()),
+            Caller::Service(_) => None,
+        };
+        let mut rows = self
+            .store
+            .payments_of_order(
+                order_id,
+                owner,
+                page.after.as_deref().unwrap_or(""),
+                page.fetch_limit(),
+            )
+            .await
+            .map_err(storage::status)?;
+        let next_page_token = page.finish(&mut rows, |row| row.id.clone());
+        Ok(Response::new(ListPaymentsResponse {
+            payments: rows.into_iter().map(to_message).collect(),
+            next_page_token,
+        }))
+    }
+}
