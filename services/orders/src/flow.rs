@@ -11,7 +11,7 @@ use platform_runtime::{ids, storage, time};
 use tonic::Status;
 
 use crate::downstream::{Charged, Downstream};
-use crate::store::{self, OrderRow, OutboxRow, Store};
+use crate::store::{self, OrderRow, OutboxRow, Store, Transition};
 
 /// How long a claimed delivery is reserved before another process may retry it.
 const DELIVERY_LEASE_MS: i64 = 30_000;
@@ -93,12 +93,13 @@ impl Flow {
         let moved = self
             .store
             .transition(
-                &order.id,
-                store::PENDING,
-                to,
-                &payment_id,
-                &reason,
-                time::now_ms(),
+                Transition {
+                    order_id: &order.id,
+                    from: store::PENDING,
+                    to,
+                    payment_id: &payment_id,
+                    failure_reason: &reason,
+                },
                 &note,
             )
             .await
@@ -118,11 +119,16 @@ impl Flow {
     pub fn deliver_soon(&self, order_id: &str) {
         let flow = self.clone();
         let order_id = order_id.to_owned();
-        tokio::spawn(async move {
+        // Part of the request's trace, though the response does not wait for it.
+        let delivery = async move {
             if let Err(err) = flow.deliver_due(Some(&order_id)).await {
                 tracing::warn!(order_id, error = %err, "notification delivery deferred");
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(
+            delivery,
+            tracing::Span::current(),
+        ));
     }
 
     /// Sends every due outbox row (of one order, or all); failures are

@@ -10,7 +10,7 @@ use platform_runtime::{ids, storage, time};
 use tonic::{Request, Response, Status};
 
 use crate::flow::{Flow, money, notice};
-use crate::store::{self, Created, ItemRow, OrderRow};
+use crate::store::{self, Created, ItemRow, OrderRow, Transition};
 
 pub const MAX_ITEMS: usize = 100;
 pub const MAX_QUANTITY: i32 = 10_000;
@@ -299,12 +299,13 @@ impl OrderService for Orders {
         );
         let moved = store
             .transition(
-                &id,
-                &order.status,
-                store::CANCELLED,
-                "",
-                &order.failure_reason,
-                time::now_ms(),
+                Transition {
+                    order_id: &id,
+                    from: &order.status,
+                    to: store::CANCELLED,
+                    payment_id: "",
+                    failure_reason: &order.failure_reason,
+                },
                 &note,
             )
             .await

@@ -81,6 +81,16 @@ fn outbox(row: &sqlx::any::AnyRow) -> Result<OutboxRow, sqlx::Error> {
     })
 }
 
+/// A status move of one order; an empty `payment_id` keeps the stored one.
+#[derive(Debug, Clone, Copy)]
+pub struct Transition<'a> {
+    pub order_id: &'a str,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub payment_id: &'a str,
+    pub failure_reason: &'a str,
+}
+
 /// What inserting a new order found.
 #[derive(Debug)]
 pub enum Created {
@@ -225,14 +235,17 @@ impl Store {
     /// False when the order was no longer in `from` (someone else moved it).
     pub async fn transition(
         &self,
-        id: &str,
-        from: &str,
-        to: &str,
-        payment_id: &str,
-        failure_reason: &str,
-        now_ms: i64,
+        step: Transition<'_>,
         notify: &OutboxRow,
     ) -> Result<bool, sqlx::Error> {
+        let Transition {
+            order_id: id,
+            from,
+            to,
+            payment_id,
+            failure_reason,
+        } = step;
+        let now_ms = platform_runtime::time::now_ms();
         let mut tx = self.db.pool().begin().await?;
         let updated = sqlx::query(
             "UPDATE orders SET status = $1, payment_id = CASE WHEN $2 = '' THEN payment_id ELSE $2 END, \

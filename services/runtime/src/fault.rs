@@ -67,7 +67,7 @@ where
                 if !latency.is_zero() {
                     tokio::time::sleep(latency).await;
                 }
-                let status = if OsRng.next_u32() % 2 == 0 {
+                let status = if OsRng.next_u32().is_multiple_of(2) {
                     Status::unavailable("injected fault (FAULT_ERROR_RATE)")
                 } else {
                     Status::internal("injected fault (FAULT_ERROR_RATE)")

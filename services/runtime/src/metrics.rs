@@ -136,7 +136,7 @@ impl Metrics {
                     move |request: hyper::Request<hyper::body::Incoming>| {
                         let metrics = metrics.clone();
                         async move {
-                            let response = if request.uri().path() == "/metrics" {
+                            if request.uri().path() == "/metrics" {
                                 hyper::Response::builder()
                                     .header(
                                         "content-type",
@@ -147,8 +147,7 @@ impl Metrics {
                                 hyper::Response::builder().status(404).body(Full::new(
                                     Bytes::from_static(b"not found: metrics are at /metrics\n"),
                                 ))
-                            };
-                            response
+                            }
                         }
                     },
                 );

@@ -1,0 +1,34 @@
+//! The fixed local ports: blue auth/orders/payments/notifications on
+//! 50051-50054, green on 50151-50154, metrics on each port + 1000.
+
+use platform_runtime::Color;
+
+pub const SERVICES: [&str; 4] = ["auth", "orders", "payments", "notifications"];
+
+/// The gRPC port of `service` in `color`, shifted by `offset`.
+pub fn grpc(service: &str, color: Color, offset: u16) -> u16 {
+    let index = SERVICES.iter().position(|s| *s == service).unwrap_or(0) as u16;
+    let base = match color {
+        Color::Blue => 50051,
+        Color::Green => 50151,
+    };
+    base + index + offset
+}
+
+pub fn metrics(service: &str, color: Color, offset: u16) -> u16 {
+    grpc(service, color, offset) + 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_follow_the_documented_layout() {
+        assert_eq!(grpc("auth", Color::Blue, 0), 50051);
+        assert_eq!(grpc("notifications", Color::Blue, 0), 50054);
+        assert_eq!(grpc("orders", Color::Green, 0), 50152);
+        assert_eq!(metrics("auth", Color::Blue, 0), 51051);
+        assert_eq!(metrics("payments", Color::Green, 0), 51153);
+    }
+}

@@ -1,0 +1,290 @@
+//! `platformctl up`: the whole platform on one machine. Every service runs
+//! in both colors as its own process (this binary's `service` command), on
+//! the fixed local ports, with both colors of a service sharing one SQLite
+//! database in the data directory.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use platform_runtime::Color;
+use tokio::sync::watch;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::ports::{self, SERVICES};
+use crate::supervisor::{ProcessSpec, supervise};
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where databases, keys, logs and pid files live.
+    #[arg(long, default_value_os_t = crate::default_data_dir())]
+    data_dir: PathBuf,
+    /// Shift every port by this much, to run a second platform beside the first.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=10000))]
+    port_offset: u16,
+    /// Version label of the blue processes.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    blue_version: String,
+    /// Version label of the green processes.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    green_version: String,
+    /// Extra environment for every green process, KEY=VALUE (for example FAULT_ERROR_RATE=0.2).
+    #[arg(long = "green-env", value_parser = parse_pair)]
+    green_env: Vec<(String, String)>,
+    /// Extra environment for every blue process, KEY=VALUE.
+    #[arg(long = "blue-env", value_parser = parse_pair)]
+    blue_env: Vec<(String, String)>,
+    /// How long to wait for every process to report SERVING.
+    #[arg(long, default_value_t = 60)]
+    ready_timeout_secs: u64,
+}
+
+fn parse_pair(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((k, v))
+            if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Ok((k.to_owned(), v.to_owned()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got {raw:?}")),
+    }
+}
+
+/// One process of the platform.
+struct Process {
+    service: &'static str,
+    color: Color,
+    grpc: u16,
+    metrics: u16,
+}
+
+fn processes(offset: u16) -> Vec<Process> {
+    let mut all = Vec::new();
+    for color in Color::ALL {
+        for service in SERVICES {
+            all.push(Process {
+                service,
+                color,
+                grpc: ports::grpc(service, color, offset),
+                metrics: ports::metrics(service, color, offset),
+            });
+        }
+    }
+    all
+}
+
+/// The secret orders and auth share, made once per data directory.
+fn service_secret(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("service-client-secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        return Ok(secret.trim().to_owned());
+    }
+    let secret = platform_runtime::ids::new_secret();
+    std::fs::write(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(secret)
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let all = processes(args.port_offset);
+    for process in &all {
+        for port in [process.grpc, process.metrics] {
+            if TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_err() {
+                bail!(
+                    "port {port} ({}-{}) is in use: stop the other platform (or process) using it, \
+                     or pass --port-offset",
+                    process.service,
+                    process.color
+                );
+            }
+        }
+    }
+    for dir in ["logs", "run"] {
+        std::fs::create_dir_all(args.data_dir.join(dir))
+            .with_context(|| format!("cannot create {}", args.data_dir.join(dir).display()))?;
+    }
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let secret = service_secret(&data_dir)?;
+    let program = std::env::current_exe().context("cannot find the platformctl binary")?;
+    let url = |service: &str, color: Color| {
+        format!(
+            "http://127.0.0.1:{}",
+            ports::grpc(service, color, args.port_offset)
+        )
+    };
+
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for process in &all {
+        let (version, extra) = match process.color {
+            Color::Blue => (&args.blue_version, &args.blue_env),
+            Color::Green => (&args.green_version, &args.green_env),
+        };
+        let mut env = vec![
+            ("COLOR".to_owned(), process.color.to_string()),
+            ("VERSION".to_owned(), version.clone()),
+            (
+                "LISTEN_ADDR".to_owned(),
+                format!("127.0.0.1:{}", process.grpc),
+            ),
+            (
+                "METRICS_ADDR".to_owned(),
+                format!("127.0.0.1:{}", process.metrics),
+            ),
+            (
+                "DATA_DIR".to_owned(),
+                data_dir.join(process.service).display().to_string(),
+            ),
+            ("AUTH_ADDR".to_owned(), url("auth", Color::Blue)),
+            ("DRAIN_DELAY_MS".to_owned(), "500".to_owned()),
+        ];
+        match process.service {
+            "auth" => env.push(("AUTH_SERVICE_CLIENTS".into(), format!("orders={secret}"))),
+            "orders" => {
+                env.push(("SERVICE_CLIENT_SECRET".into(), secret.clone()));
+                env.push(("PAYMENTS_ADDR".into(), url("payments", Color::Blue)));
+                env.push((
+                    "NOTIFICATIONS_ADDR".into(),
+                    url("notifications", Color::Blue),
+                ));
+            }
+            _ => {}
+        }
+        env.extend(extra.iter().cloned());
+        let name = format!("{}-{}", process.service, process.color);
+        let spec = ProcessSpec {
+            log: data_dir.join("logs").join(format!("{name}.log")),
+            pid_file: data_dir.join("run").join(format!("{name}.pid")),
+            name,
+            program: program.clone(),
+            args: vec!["service".into(), process.service.into()],
+            env,
+            grace: Duration::from_secs(15),
+        };
+        tasks.push(tokio::spawn(supervise(spec, stop_rx.clone())));
+    }
+
+    let ready = tokio::select! {
+        ready = wait_until_serving(&all, Duration::from_secs(args.ready_timeout_secs)) => ready,
+        _ = shutdown_signal() => Err(anyhow::anyhow!("interrupted before the platform was up")),
+    };
+    match ready {
+        Ok(()) => {
+            print_endpoints(&all, &data_dir, &args, started.elapsed());
+            shutdown_signal().await;
+            println!("stopping every service (SIGTERM, then up to 15 s to drain)...");
+        }
+        Err(ref err) => eprintln!(
+            "error: {err:#}; stopping (see the logs in {})",
+            data_dir.join("logs").display()
+        ),
+    }
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    println!("stopped");
+    ready
+}
+
+async fn wait_until_serving(all: &[Process], timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    for process in all {
+        let endpoint = format!("http://127.0.0.1:{}", process.grpc);
+        loop {
+            if serving(&endpoint).await {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}-{} is not SERVING after {} s",
+                    process.service,
+                    process.color,
+                    timeout.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn serving(endpoint: &str) -> bool {
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(endpoint.to_owned()) else {
+        return false;
+    };
+    let Ok(channel) = channel
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+}
+
+fn print_endpoints(all: &[Process], data_dir: &Path, args: &UpArgs, took: Duration) {
+    println!(
+        "platform is up in {:.1} s: 4 services x 2 colors, each its own process",
+        took.as_secs_f64()
+    );
+    println!();
+    println!(
+        "{:<14} {:<6} {:<8} {:<17} metrics",
+        "service", "color", "version", "gRPC"
+    );
+    for p in all {
+        let version = match p.color {
+            Color::Blue => &args.blue_version,
+            Color::Green => &args.green_version,
+        };
+        println!(
+            "{:<14} {:<6} {:<8} {:<17} http://127.0.0.1:{}/metrics",
+            p.service,
+            p.color.as_str(),
+            version,
+            format!("127.0.0.1:{}", p.grpc),
+            p.metrics
+        );
+    }
+    println!();
+    println!(
+        "data: {}   logs: {}",
+        data_dir.display(),
+        data_dir.join("logs").display()
+    );
+    println!(
+        "try:  grpcurl -plaintext 127.0.0.1:{} list",
+        ports::grpc("auth", Color::Blue, args.port_offset)
+    );
+    println!("Ctrl-C stops everything.");
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
