@@ -170,7 +170,11 @@ impl Platform {
         let auth_addr = ("AUTH_ADDR", url(auth.addr));
         let payments = start_service(
             "payments",
-            env(dir.path(), &db("payments"), std::slice::from_ref(&auth_addr)),
+            env(
+                dir.path(),
+                &db("payments"),
+                std::slice::from_ref(&auth_addr),
+            ),
         )
         .await;
         let notifications = start_service(
