@@ -174,16 +174,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 
     let ready = tokio::select! {
-        ready = wait_until_serving(&all, Duration::from_secs(args.ready_timeout_secs)) => ready,
+        ready = wait_until_serving(&all, started, Duration::from_secs(args.ready_timeout_secs)) => ready,
         _ = shutdown_signal() => Err(anyhow::anyhow!("interrupted before the platform was up")),
     };
-    match ready {
-        Ok(()) => {
-            print_endpoints(&all, &data_dir, &args, started.elapsed());
+    match &ready {
+        Ok(times) => {
+            print_endpoints(&all, times, &data_dir, &args);
             shutdown_signal().await;
             println!("stopping every service (SIGTERM, then up to 15 s to drain)...");
         }
-        Err(ref err) => eprintln!(
+        Err(err) => eprintln!(
             "error: {err:#}; stopping (see the logs in {})",
             data_dir.join("logs").display()
         ),
@@ -193,18 +193,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let _ = task.await;
     }
     println!("stopped");
-    ready
+    ready.map(|_| ())
 }
 
-async fn wait_until_serving(all: &[Process], timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    for process in all {
+/// Waits for every process to report SERVING; returns how long each took
+/// from `since` (all of them starting at once, so they share the CPU).
+async fn wait_until_serving(
+    all: &[Process],
+    since: Instant,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Duration>> {
+    let checks = all.iter().map(|process| async move {
         let endpoint = format!("http://127.0.0.1:{}", process.grpc);
         loop {
             if serving(&endpoint).await {
-                break;
+                return Ok(since.elapsed());
             }
-            if Instant::now() > deadline {
+            if since.elapsed() > timeout {
                 bail!(
                     "{}-{} is not SERVING after {} s",
                     process.service,
@@ -212,10 +217,10 @@ async fn wait_until_serving(all: &[Process], timeout: Duration) -> anyhow::Resul
                     timeout.as_secs()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-    Ok(())
+    });
+    futures_util::future::try_join_all(checks).await
 }
 
 async fn serving(endpoint: &str) -> bool {
@@ -237,31 +242,58 @@ async fn serving(endpoint: &str) -> bool {
         .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
 }
 
-fn print_endpoints(all: &[Process], data_dir: &Path, args: &UpArgs, took: Duration) {
+/// Resident memory of a process, from /proc, in MiB.
+fn rss_mib(pid_file: &Path) -> Option<f64> {
+    let pid = std::fs::read_to_string(pid_file).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+fn print_endpoints(all: &[Process], ready: &[Duration], data_dir: &Path, args: &UpArgs) {
+    let slowest = ready.iter().max().copied().unwrap_or_default();
     println!(
-        "platform is up in {:.1} s: 4 services x 2 colors, each its own process",
-        took.as_secs_f64()
+        "platform is up in {:.2} s: 4 services x 2 colors, each its own process",
+        slowest.as_secs_f64()
     );
     println!();
     println!(
-        "{:<14} {:<6} {:<8} {:<17} metrics",
-        "service", "color", "version", "gRPC"
+        "{:<14} {:<6} {:<8} {:<17} {:<33} {:>8} {:>8}",
+        "service", "color", "version", "gRPC", "metrics", "ready", "RSS"
     );
-    for p in all {
+    for (p, took) in all.iter().zip(ready) {
         let version = match p.color {
             Color::Blue => &args.blue_version,
             Color::Green => &args.green_version,
         };
+        let pid_file = data_dir
+            .join("run")
+            .join(format!("{}-{}.pid", p.service, p.color));
+        let rss = rss_mib(&pid_file)
+            .map(|m| format!("{m:.1} MiB"))
+            .unwrap_or_else(|| "?".into());
         println!(
-            "{:<14} {:<6} {:<8} {:<17} http://127.0.0.1:{}/metrics",
+            "{:<14} {:<6} {:<8} {:<17} {:<33} {:>6} ms {:>8}",
             p.service,
             p.color.as_str(),
             version,
             format!("127.0.0.1:{}", p.grpc),
-            p.metrics
+            format!("http://127.0.0.1:{}/metrics", p.metrics),
+            took.as_millis(),
+            rss
         );
     }
     println!();
+    println!(
+        "ready: from start to health SERVING, all 8 processes starting at once on this machine"
+    );
     println!(
         "data: {}   logs: {}",
         data_dir.display(),
