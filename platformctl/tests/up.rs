@@ -2,9 +2,7 @@
 //! layout (shifted, so a running platform is not disturbed), called with
 //! grpcurl, and `kill -9` of orders and payments under way.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -18,50 +16,11 @@ use platform_proto::payments::v1::{
 };
 use testkit::authed;
 
+mod common;
+
+use common::{addr, alive, pid, port, up};
+
 const OFFSET: u16 = 3000;
-
-fn port(base: u16) -> u16 {
-    base + OFFSET
-}
-
-fn addr(base: u16) -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], port(base)))
-}
-
-/// Starts `platformctl up` and waits for its ready line.
-fn up(data_dir: &Path) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_platformctl"))
-        .args(["up", "--port-offset", &OFFSET.to_string(), "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("platformctl starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.starts_with("platform is up") => break,
-            Some(Ok(_)) => continue,
-            _ => panic!("platformctl up ended before the platform was up"),
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    child
-}
-
-fn pid(data_dir: &Path, name: &str) -> i32 {
-    std::fs::read_to_string(data_dir.join("run").join(format!("{name}.pid")))
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("pid")
-}
-
-fn alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
-}
 
 /// Runs grpcurl; `None` when it is not installed outside CI.
 fn grpcurl(args: &[&str]) -> Option<serde_json::Value> {
@@ -89,6 +48,7 @@ fn grpcurl(args: &[&str]) -> Option<serde_json::Value> {
 }
 
 fn order(i: usize) -> CreateOrderRequest {
+    // Each request has its own id: a retry of one would return the same order.
     CreateOrderRequest {
         items: vec![OrderItem {
             sku: format!("sku-{i}"),
@@ -105,8 +65,8 @@ fn order(i: usize) -> CreateOrderRequest {
 async fn walkthrough_and_kill_9_lose_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut platform = up(&data);
-    let auth = addr(50051).to_string();
+    let mut platform = up(&data, OFFSET, &[]);
+    let auth = addr(OFFSET, 50051).to_string();
 
     // The README walk-through, with grpcurl and no proto files.
     if let Some(list) = grpcurl(&[&auth, "list"]) {
@@ -115,9 +75,12 @@ async fn walkthrough_and_kill_9_lose_nothing() {
             assert!(list.contains(name), "{list}");
         }
         for base in [50051u16, 50052, 50053, 50054, 50151, 50152, 50153, 50154] {
-            let health =
-                grpcurl(&[&addr(base).to_string(), "grpc.health.v1.Health/Check"]).expect("health");
-            assert_eq!(health["status"], "SERVING", "port {}", port(base));
+            let health = grpcurl(&[
+                &addr(OFFSET, base).to_string(),
+                "grpc.health.v1.Health/Check",
+            ])
+            .expect("health");
+            assert_eq!(health["status"], "SERVING", "port {}", port(OFFSET, base));
         }
         let credentials = r#"{"email":"ada@example.com","password":"correct horse battery"}"#;
         grpcurl(&[
@@ -137,7 +100,7 @@ async fn walkthrough_and_kill_9_lose_nothing() {
         let token = login["accessToken"].as_str().expect("token").to_owned();
         let header = format!("authorization: Bearer {token}");
         let body = r#"{"items":[{"sku":"book-1","quantity":2,"unit_price_minor":1250}],"currency":"EUR","payment_method":"pm_card_visa"}"#;
-        let orders = addr(50052).to_string();
+        let orders = addr(OFFSET, 50052).to_string();
         let created = grpcurl(&[
             "-H",
             &header,
@@ -151,52 +114,50 @@ async fn walkthrough_and_kill_9_lose_nothing() {
         assert_eq!(created["totalMinor"], "2500");
     }
 
-    // Orders acknowledged through both colors, then kill -9 of orders and payments.
-    let (_, token) = testkit::register_and_login(addr(50051), "kill@example.com").await;
-    let blue = OrderServiceClient::new(testkit::channel(addr(50052)));
-    let green = OrderServiceClient::new(testkit::channel(addr(50152)));
-    let mut acknowledged = Vec::new();
-    for i in 0..10 {
-        let mut client = if i % 2 == 0 {
-            blue.clone()
-        } else {
-            green.clone()
-        };
-        let created = client
-            .create_order(authed(order(i), &token))
-            .await
-            .expect("create")
-            .into_inner();
-        acknowledged.push(created);
-    }
+    let (_, token) = testkit::register_and_login(addr(OFFSET, 50051), "kill@example.com").await;
+    let blue = OrderServiceClient::new(testkit::channel(addr(OFFSET, 50052)));
+    let green = OrderServiceClient::new(testkit::channel(addr(OFFSET, 50152)));
+    // A client keeps creating orders through both colors while orders (both
+    // colors) and payments are killed with -9 under it and restarted.
+    let creator = {
+        let (blue, green, token) = (blue.clone(), green.clone(), token.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(90);
+            let mut i = 0;
+            while acknowledged.len() < 40 && Instant::now() < deadline {
+                let mut client = if i % 2 == 0 {
+                    blue.clone()
+                } else {
+                    green.clone()
+                };
+                match client.create_order(authed(order(i), &token)).await {
+                    Ok(created) => acknowledged.push(created.into_inner()),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+                i += 1;
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let victims = ["orders-blue", "payments-blue", "orders-green"];
     let pids: Vec<i32> = victims.iter().map(|v| pid(&data, v)).collect();
     for p in &pids {
         kill(Pid::from_raw(*p), Signal::SIGKILL).expect("kill -9");
     }
-    // While they are down and coming back, keep creating through whichever answers.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut i = 10;
-    while i < 20 && Instant::now() < deadline {
-        let mut client = if i % 2 == 0 {
-            blue.clone()
-        } else {
-            green.clone()
-        };
-        if let Ok(created) = client.create_order(authed(order(i), &token)).await {
-            acknowledged.push(created.into_inner());
-            i += 1;
-        } else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    assert_eq!(i, 20, "the killed processes came back within 60 s");
+    let acknowledged = creator.await.expect("creator");
+    assert_eq!(
+        acknowledged.len(),
+        40,
+        "the killed processes came back and orders flowed again"
+    );
     for (victim, old) in victims.iter().zip(&pids) {
         assert_ne!(pid(&data, victim), *old, "{victim} was restarted");
     }
 
     // Everything acknowledged is there, ends paid, and is charged exactly once.
-    let mut payments = PaymentServiceClient::new(testkit::channel(addr(50153)));
+    let mut payments = PaymentServiceClient::new(testkit::channel(addr(OFFSET, 50153)));
     for ack in &acknowledged {
         let mut final_state = None;
         for _ in 0..200 {

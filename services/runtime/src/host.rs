@@ -109,7 +109,11 @@ impl Host {
         let metrics_task = tokio::spawn(self.metrics.clone().serve(self.metrics_listener));
         let stack = ServiceBuilder::new()
             // Outermost, so the span and metrics cover the injected faults too.
-            .layer(ObserveLayer::new(self.metrics.rpc.clone()))
+            .layer(ObserveLayer::new(
+                self.metrics.rpc.clone(),
+                self.config.color,
+                &self.config.version,
+            ))
             .layer(FaultLayer::new(self.config.faults))
             .into_inner();
         let server = Server::builder()

@@ -20,11 +20,25 @@ use crate::metrics::{MethodLabels, RpcLabels, RpcMetrics};
 #[derive(Debug, Clone)]
 pub struct ObserveLayer {
     metrics: RpcMetrics,
+    release: Release,
+}
+
+/// Which release serves: named on every span, so on every log line of a call.
+#[derive(Debug, Clone)]
+struct Release {
+    color: &'static str,
+    version: std::sync::Arc<str>,
 }
 
 impl ObserveLayer {
-    pub fn new(metrics: RpcMetrics) -> Self {
-        Self { metrics }
+    pub fn new(metrics: RpcMetrics, color: crate::Color, version: &str) -> Self {
+        Self {
+            metrics,
+            release: Release {
+                color: color.as_str(),
+                version: version.into(),
+            },
+        }
     }
 }
 
@@ -34,6 +48,7 @@ impl<S> Layer<S> for ObserveLayer {
         Observe {
             inner,
             metrics: self.metrics.clone(),
+            release: self.release.clone(),
         }
     }
 }
@@ -42,6 +57,7 @@ impl<S> Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     metrics: RpcMetrics,
+    release: Release,
 }
 
 impl<S, B, RB> Service<http::Request<B>> for Observe<S>
@@ -69,6 +85,8 @@ where
             rpc.method = %method,
             rpc.grpc.status_code = tracing::field::Empty,
             trace_id = tracing::field::Empty,
+            color = self.release.color,
+            version = &*self.release.version,
         );
         let _ = span.set_parent(crate::telemetry::extract(request.headers()));
         span.record("trace_id", crate::telemetry::trace_id(&span));

@@ -1,0 +1,53 @@
+//! Running `platformctl up` from tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+pub fn port(offset: u16, base: u16) -> u16 {
+    base + offset
+}
+
+pub fn addr(offset: u16, base: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port(offset, base)))
+}
+
+/// Starts `platformctl up` and waits for its ready line.
+pub fn up(data_dir: &Path, offset: u16, env: &[(&str, String)]) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_platformctl"))
+        .args(["up", "--port-offset", &offset.to_string(), "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("platformctl starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("platform is up") => break,
+            Some(Ok(_)) => continue,
+            _ => panic!("platformctl up ended before the platform was up"),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+pub fn pid(data_dir: &Path, name: &str) -> i32 {
+    std::fs::read_to_string(data_dir.join("run").join(format!("{name}.pid")))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid")
+}
+
+pub fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+}

@@ -1,0 +1,204 @@
+//! One order is one trace: every service process exports its spans over OTLP
+//! to a receiver inside this test, and the spans of orders, payments and
+//! notifications share a trace id, with the internal calls parented on the
+//! order's span. The JSON logs of the request carry the same trace id.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use platform_proto::orders::v1::{
+    CreateOrderRequest, OrderItem, order_service_client::OrderServiceClient,
+};
+use testkit::authed;
+use tokio_stream::wrappers::TcpListenerStream;
+
+const OFFSET: u16 = 4000;
+
+/// A span as received, with the resource attributes of its process.
+#[derive(Debug, Clone)]
+struct Received {
+    name: String,
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent: Vec<u8>,
+    resource: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<Received>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().expect("lock");
+        for resource_spans in request.into_inner().resource_spans {
+            let resource: HashMap<String, String> = resource_spans
+                .resource
+                .map(|r| r.attributes)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|kv| match kv.value?.value? {
+                    Value::StringValue(s) => Some((kv.key, s)),
+                    _ => None,
+                })
+                .collect();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push(Received {
+                        name: span.name,
+                        trace_id: span.trace_id,
+                        span_id: span.span_id,
+                        parent: span.parent_span_id,
+                        resource: resource.clone(),
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_one_trace_across_services() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let otlp = listener.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut platform = common::up(
+        &data,
+        OFFSET,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200".into()),
+        ],
+    );
+    let (_, token) =
+        testkit::register_and_login(common::addr(OFFSET, 50051), "trace@example.com").await;
+    let order = OrderServiceClient::new(testkit::channel(common::addr(OFFSET, 50052)))
+        .create_order(authed(
+            CreateOrderRequest {
+                items: vec![OrderItem {
+                    sku: "trace-1".into(),
+                    quantity: 1,
+                    unit_price_minor: 500,
+                }],
+                currency: "EUR".into(),
+                payment_method: "pm_card_visa".into(),
+                request_id: String::new(),
+            },
+            &token,
+        ))
+        .await
+        .expect("order")
+        .into_inner();
+
+    // Wait for the spans of all three services.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let trace = loop {
+        let spans = receiver.0.lock().expect("lock").clone();
+        let root = spans
+            .iter()
+            .find(|s| s.name == "platform.orders.v1.OrderService/CreateOrder")
+            .cloned();
+        if let Some(root) = root {
+            let trace: Vec<Received> = spans
+                .into_iter()
+                .filter(|s| s.trace_id == root.trace_id)
+                .collect();
+            if trace
+                .iter()
+                .any(|s| s.name.ends_with("NotificationService/Send"))
+                && trace.len() >= 3
+            {
+                break trace;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans did not arrive within 30 s: {:?}",
+            receiver.0.lock().expect("lock")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let root = trace
+        .iter()
+        .find(|s| s.name.ends_with("OrderService/CreateOrder"))
+        .expect("root");
+    let charge = trace
+        .iter()
+        .find(|s| s.name.ends_with("PaymentService/Charge"))
+        .expect("charge span");
+    let send = trace
+        .iter()
+        .find(|s| s.name.ends_with("NotificationService/Send"))
+        .expect("send span");
+    assert_eq!(
+        charge.parent, root.span_id,
+        "Charge is a child of CreateOrder"
+    );
+    assert_eq!(send.parent, root.span_id, "Send is a child of CreateOrder");
+    for (span, service) in [
+        (root, "orders"),
+        (charge, "payments"),
+        (send, "notifications"),
+    ] {
+        assert_eq!(
+            span.resource.get("service.name").map(String::as_str),
+            Some(service)
+        );
+        assert_eq!(
+            span.resource.get("deployment.color").map(String::as_str),
+            Some("blue")
+        );
+        assert!(span.resource.contains_key("service.version"));
+    }
+
+    // The JSON log lines of the request carry the trace id.
+    let trace_id = hex(&root.trace_id);
+    let log = std::fs::read_to_string(data.join("logs/orders-blue.log")).expect("log");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&order.id) && l.contains("order charged"))
+        .expect("a log line about the order");
+    let json: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+    assert_eq!(json["span"]["trace_id"], trace_id.as_str());
+    let payments_log = std::fs::read_to_string(data.join("logs/payments-blue.log")).expect("log");
+    assert!(
+        payments_log
+            .lines()
+            .any(|l| l.contains(&trace_id) && l.contains("charged"))
+    );
+
+    kill(Pid::from_raw(platform.id() as i32), Signal::SIGINT).expect("ctrl-c");
+    assert!(platform.wait().expect("exit").success());
+}

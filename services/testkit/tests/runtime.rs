@@ -1,0 +1,208 @@
+//! The shared runtime, seen through a real service: metrics, injected faults
+//! and the graceful drain.
+
+use std::time::{Duration, Instant};
+
+use platform_proto::payments::v1::{
+    GetPaymentRequest, payment_service_client::PaymentServiceClient,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+use tonic_health_client::{HealthCheckRequest, HealthClient, ServingStatus};
+
+mod tonic_health_client {
+    pub use tonic_health::pb::HealthCheckRequest;
+    pub use tonic_health::pb::health_check_response::ServingStatus;
+    pub use tonic_health::pb::health_client::HealthClient;
+}
+
+/// A payments service with its auth; the caller stops both.
+struct Running {
+    payments: platform_runtime::RunningService,
+    auth: platform_runtime::RunningService,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.payments.stop().await;
+        self.auth.stop().await;
+    }
+}
+
+async fn payments_with(extra: &[(&str, String)]) -> (Running, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth_db = testkit::database(&testkit::Backend::Sqlite, dir.path(), "auth").await;
+    let auth = testkit::start_service("auth", testkit::env(dir.path(), &auth_db, &[])).await;
+    let (_, token) = testkit::register_and_login(auth.addr, "rt@example.com").await;
+    let db = testkit::database(&testkit::Backend::Sqlite, dir.path(), "payments").await;
+    let mut env = vec![("AUTH_ADDR", testkit::url(auth.addr))];
+    env.extend(extra.iter().cloned());
+    let payments = testkit::start_service("payments", testkit::env(dir.path(), &db, &env)).await;
+    (
+        Running {
+            payments,
+            auth,
+            _dir: dir,
+        },
+        token,
+    )
+}
+
+async fn get(
+    payments: &platform_runtime::RunningService,
+    token: &str,
+) -> Result<(), tonic::Status> {
+    PaymentServiceClient::new(testkit::channel(payments.addr))
+        .get_payment(testkit::authed(
+            GetPaymentRequest {
+                payment_id: "pay_missing".into(),
+            },
+            token,
+        ))
+        .await
+        .map(|_| ())
+}
+
+async fn health(addr: std::net::SocketAddr) -> i32 {
+    HealthClient::new(testkit::channel(addr))
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.expect("read");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_calls_by_method_code_and_color() {
+    let (running, token) =
+        payments_with(&[("COLOR", "green".into()), ("VERSION", "v9".into())]).await;
+    let payments = &running.payments;
+    for _ in 0..3 {
+        assert_eq!(
+            get(payments, &token).await.map_err(|s| s.code()),
+            Err(Code::NotFound)
+        );
+    }
+    let text = scrape(payments.metrics_addr).await;
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("rpc_server_requests_total") && l.contains("rpc_method=\"GetPayment\"")
+        })
+        .unwrap_or_else(|| panic!("no GetPayment series in\n{text}"));
+    for label in [
+        "color=\"green\"",
+        "version=\"v9\"",
+        "service=\"payments\"",
+        "code=\"NOT_FOUND\"",
+    ] {
+        assert!(line.contains(label), "{label} missing from {line}");
+    }
+    assert!(line.ends_with(" 3"), "{line}");
+    assert!(text.contains("rpc_server_duration_seconds_bucket"));
+    assert!(text.contains("build_info{"));
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_faults_hit_calls_but_not_health() {
+    let (running, token) = payments_with(&[("FAULT_ERROR_RATE", "1".into())]).await;
+    for _ in 0..10 {
+        let code = get(&running.payments, &token)
+            .await
+            .expect_err("fault")
+            .code();
+        assert!(
+            matches!(code, Code::Unavailable | Code::Internal),
+            "{code:?}"
+        );
+    }
+    assert_eq!(
+        health(running.payments.addr).await,
+        ServingStatus::Serving as i32
+    );
+    running.stop().await;
+
+    let (slow, token) = payments_with(&[("FAULT_LATENCY_MS", "300".into())]).await;
+    let started = Instant::now();
+    assert_eq!(
+        get(&slow.payments, &token).await.map_err(|s| s.code()),
+        Err(Code::NotFound)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    slow.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_drains_then_finishes_in_flight_calls() {
+    let (running, token) = payments_with(&[
+        ("DRAIN_DELAY_MS", "800".into()),
+        ("FAULT_LATENCY_MS", "1000".into()),
+    ])
+    .await;
+    let Running {
+        payments,
+        auth,
+        _dir,
+    } = running;
+    let addr = payments.addr;
+    // A call that will still be running when the stop begins.
+    let in_flight = {
+        let token = token.clone();
+        let channel = testkit::channel(addr);
+        tokio::spawn(async move {
+            PaymentServiceClient::new(channel)
+                .get_payment(testkit::authed(
+                    GetPaymentRequest {
+                        payment_id: "pay_x".into(),
+                    },
+                    &token,
+                ))
+                .await
+                .map(|_| ())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = tokio::spawn(payments.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Health says NOT_SERVING at once, while calls are still answered.
+    assert_eq!(health(addr).await, ServingStatus::NotServing as i32);
+    let during_drain = PaymentServiceClient::new(testkit::channel(addr))
+        .get_payment(testkit::authed(
+            GetPaymentRequest {
+                payment_id: "pay_y".into(),
+            },
+            &token,
+        ))
+        .await;
+    assert_eq!(
+        during_drain.map(|_| ()).map_err(|s| s.code()),
+        Err(Code::NotFound),
+        "served during the drain"
+    );
+    assert_eq!(
+        in_flight.await.expect("join").map_err(|s| s.code()),
+        Err(Code::NotFound),
+        "the in-flight call finished normally"
+    );
+    stopping.await.expect("stopped");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+    auth.stop().await;
+}
