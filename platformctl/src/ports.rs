@@ -5,18 +5,21 @@ use platform_runtime::Color;
 
 pub const SERVICES: [&str; 4] = ["auth", "orders", "payments", "notifications"];
 
-/// The gRPC port of `service` in `color`, shifted by `offset`.
-pub fn grpc(service: &str, color: Color, offset: u16) -> u16 {
-    let index = SERVICES.iter().position(|s| *s == service).unwrap_or(0) as u16;
+/// How far `--port-offset` may shift the layout: it stays within 1024..=65535.
+pub const OFFSETS: std::ops::RangeInclusive<i64> = -49_000..=14_000;
+
+/// The gRPC port of `service` in `color`, shifted by `offset` (within [`OFFSETS`]).
+pub fn grpc(service: &str, color: Color, offset: i32) -> u16 {
+    let index = SERVICES.iter().position(|s| *s == service).unwrap_or(0) as i32;
     let base = match color {
         Color::Blue => 50051,
         Color::Green => 50151,
     };
-    base + index + offset
+    u16::try_from(base + index + offset).unwrap_or(0)
 }
 
-pub fn metrics(service: &str, color: Color, offset: u16) -> u16 {
-    grpc(service, color, offset) + 1000
+pub fn metrics(service: &str, color: Color, offset: i32) -> u16 {
+    grpc(service, color, offset + 1000)
 }
 
 #[cfg(test)]
@@ -30,5 +33,11 @@ mod tests {
         assert_eq!(grpc("orders", Color::Green, 0), 50152);
         assert_eq!(metrics("auth", Color::Blue, 0), 51051);
         assert_eq!(metrics("payments", Color::Green, 0), 51153);
+        assert_eq!(grpc("auth", Color::Blue, -30_000), 20051);
+        for offset in [*OFFSETS.start(), *OFFSETS.end()] {
+            let offset = offset as i32;
+            assert!(grpc("auth", Color::Blue, offset) >= 1024);
+            assert!(metrics("notifications", Color::Green, offset) > 1024);
+        }
     }
 }

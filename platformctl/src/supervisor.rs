@@ -57,8 +57,27 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<Child> {
     Ok(child)
 }
 
-/// Runs `spec` until `stop` turns true.
-pub async fn supervise(spec: ProcessSpec, mut stop: watch::Receiver<bool>) {
+/// The last non-empty line of a log file: where a service says why it stopped.
+fn last_line(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+/// Runs `spec` until `stop` turns true. A process that exits because its
+/// configuration is invalid is not restarted (it would fail the same way):
+/// the reason goes to `fatal`.
+pub async fn supervise(
+    spec: ProcessSpec,
+    mut stop: watch::Receiver<bool>,
+    fatal: tokio::sync::mpsc::UnboundedSender<String>,
+) {
     let mut backoff = Duration::from_millis(500);
     loop {
         let started = Instant::now();
@@ -85,6 +104,17 @@ pub async fn supervise(spec: ProcessSpec, mut stop: watch::Receiver<bool>) {
             }
         };
         if *stop.borrow() {
+            break;
+        }
+        if let Ok(status) = &status
+            && status.code() == Some(platform_runtime::config::EXIT_CONFIG)
+        {
+            let reason = last_line(&spec.log);
+            let _ = fatal.send(format!(
+                "{}: {}",
+                spec.name,
+                reason.trim_start_matches("error: ")
+            ));
             break;
         }
         if started.elapsed() > Duration::from_secs(30) {

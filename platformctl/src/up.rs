@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use platform_runtime::Color;
+use platform_runtime::host::shutdown_signal;
 use tokio::sync::watch;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -23,9 +24,10 @@ pub struct UpArgs {
     /// Where databases, keys, logs and pid files live.
     #[arg(long, default_value_os_t = crate::default_data_dir())]
     data_dir: PathBuf,
-    /// Shift every port by this much, to run a second platform beside the first.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=10000))]
-    port_offset: u16,
+    /// Shift every port by this much (it may be negative), to run a second platform beside the first.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true,
+          value_parser = clap::value_parser!(i32).range(ports::OFFSETS))]
+    port_offset: i32,
     /// Version label of the blue processes.
     #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
     blue_version: String,
@@ -62,7 +64,7 @@ struct Process {
     metrics: u16,
 }
 
-fn processes(offset: u16) -> Vec<Process> {
+fn processes(offset: i32) -> Vec<Process> {
     let mut all = Vec::new();
     for color in Color::ALL {
         for service in SERVICES {
@@ -123,6 +125,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
 
     let (stop, stop_rx) = watch::channel(false);
+    let (fatal, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();
     for process in &all {
         let (version, extra) = match process.color {
@@ -170,30 +173,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             env,
             grace: Duration::from_secs(15),
         };
-        tasks.push(tokio::spawn(supervise(spec, stop_rx.clone())));
+        tasks.push(tokio::spawn(supervise(
+            spec,
+            stop_rx.clone(),
+            fatal.clone(),
+        )));
     }
 
     let ready = tokio::select! {
         ready = wait_until_serving(&all, started, Duration::from_secs(args.ready_timeout_secs)) => ready,
         _ = shutdown_signal() => Err(anyhow::anyhow!("interrupted before the platform was up")),
+        Some(reason) = fatal_rx.recv() => Err(anyhow::anyhow!("{reason}")),
     };
-    match &ready {
-        Ok(times) => {
-            print_endpoints(&all, times, &data_dir, &args);
-            shutdown_signal().await;
-            println!("stopping every service (SIGTERM, then up to 15 s to drain)...");
-        }
-        Err(err) => eprintln!(
-            "error: {err:#}; stopping (see the logs in {})",
-            data_dir.join("logs").display()
-        ),
+    if let Ok(times) = &ready {
+        print_endpoints(&all, times, &data_dir, &args);
+        shutdown_signal().await;
+        println!("stopping every service (SIGTERM, then up to 15 s to drain)...");
     }
     let _ = stop.send(true);
     for task in tasks {
         let _ = task.await;
     }
     println!("stopped");
-    ready.map(|_| ())
+    let logs = data_dir.join("logs");
+    ready
+        .map(|_| ())
+        .map_err(|err| anyhow::anyhow!("{err:#} (logs: {})", logs.display()))
 }
 
 /// Waits for every process to report SERVING; returns how long each took
@@ -304,19 +309,4 @@ fn print_endpoints(all: &[Process], ready: &[Duration], data_dir: &Path, args: &
         ports::grpc("auth", Color::Blue, args.port_offset)
     );
     println!("Ctrl-C stops everything.");
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

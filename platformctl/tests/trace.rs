@@ -24,7 +24,8 @@ use platform_proto::orders::v1::{
 use testkit::authed;
 use tokio_stream::wrappers::TcpListenerStream;
 
-const OFFSET: u16 = 4000;
+// Below the ephemeral range, and clear of the ports of tests/up.rs.
+const OFFSET: i32 = -28_000;
 
 /// A span as received, with the resource attributes of its process.
 #[derive(Debug, Clone)]

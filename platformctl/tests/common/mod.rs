@@ -8,19 +8,20 @@ use std::process::{Child, Command, Stdio};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-pub fn port(offset: u16, base: u16) -> u16 {
-    base + offset
+pub fn port(offset: i32, base: u16) -> u16 {
+    u16::try_from(i32::from(base) + offset).expect("port in range")
 }
 
-pub fn addr(offset: u16, base: u16) -> std::net::SocketAddr {
+pub fn addr(offset: i32, base: u16) -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], port(offset, base)))
 }
 
 /// Starts `platformctl up` and waits for its ready line.
-pub fn up(data_dir: &Path, offset: u16, env: &[(&str, String)]) -> Child {
+pub fn up(data_dir: &Path, offset: i32, env: &[(&str, String)]) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_platformctl"))
-        .args(["up", "--port-offset", &offset.to_string(), "--data-dir"])
+        .args(["up", "--data-dir"])
         .arg(data_dir)
+        .arg(format!("--port-offset={offset}"))
         .env("RUST_LOG", "info")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())

@@ -10,6 +10,7 @@ use platform_runtime::caller::Authenticator;
 use platform_runtime::host::StreamsEnd;
 use platform_runtime::paging::Page;
 use platform_runtime::storage::{self, Db};
+use platform_runtime::validate::text;
 use platform_runtime::{ids, time};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -50,19 +51,6 @@ pub fn to_message(row: NotificationRow) -> Notification {
         body: row.body,
         created_at: Some(time::timestamp(row.created_at_ms)),
     }
-}
-
-fn text<'a>(field: &str, value: &'a str, max: usize, required: bool) -> Result<&'a str, Status> {
-    let value = value.trim();
-    if required && value.is_empty() {
-        return Err(Status::invalid_argument(format!("{field} is required")));
-    }
-    if value.chars().count() > max {
-        return Err(Status::invalid_argument(format!(
-            "{field} must be at most {max} characters"
-        )));
-    }
-    Ok(value)
 }
 
 #[tonic::async_trait]

@@ -6,6 +6,7 @@ use platform_proto::orders::v1::{
 };
 use platform_runtime::caller::Authenticator;
 use platform_runtime::paging::Page;
+use platform_runtime::validate::{currency, text};
 use platform_runtime::{ids, storage, time};
 use tonic::{Request, Response, Status};
 
@@ -84,12 +85,7 @@ pub fn validate_items(items: &[OrderItem]) -> Result<(Vec<ItemRow>, i64), Status
     let mut total: i64 = 0;
     let mut rows = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let sku = item.sku.trim();
-        if sku.is_empty() || sku.len() > 64 {
-            return Err(Status::invalid_argument(format!(
-                "items[{i}].sku must be 1 to 64 characters"
-            )));
-        }
+        let sku = text(&format!("items[{i}].sku"), &item.sku, 64, true)?;
         if !(1..=MAX_QUANTITY).contains(&item.quantity) {
             return Err(Status::invalid_argument(format!(
                 "items[{i}].quantity must be from 1 to {MAX_QUANTITY}"
@@ -121,17 +117,6 @@ pub fn validate_items(items: &[OrderItem]) -> Result<(Vec<ItemRow>, i64), Status
     Ok((rows, total))
 }
 
-fn currency(value: &str) -> Result<String, Status> {
-    let code = value.trim().to_ascii_uppercase();
-    if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
-        Ok(code)
-    } else {
-        Err(Status::invalid_argument(format!(
-            "currency must be an ISO 4217 code such as EUR, got {value:?}"
-        )))
-    }
-}
-
 #[tonic::async_trait]
 impl OrderService for Orders {
     async fn create_order(
@@ -142,19 +127,9 @@ impl OrderService for Orders {
         let req = request.into_inner();
         let (items, total_minor) = validate_items(&req.items)?;
         let currency = currency(&req.currency)?;
-        let payment_method = req.payment_method.trim();
-        if payment_method.is_empty() || payment_method.len() > 64 {
-            return Err(Status::invalid_argument(
-                "payment_method must be 1 to 64 characters",
-            ));
-        }
-        let request_id = match req.request_id.trim() {
+        let payment_method = text("payment_method", &req.payment_method, 64, true)?;
+        let request_id = match text("request_id", &req.request_id, 64, false)? {
             "" => None,
-            id if id.len() > 64 => {
-                return Err(Status::invalid_argument(
-                    "request_id must be at most 64 characters",
-                ));
-            }
             id => Some(id.to_owned()),
         };
         if let Some(request_id) = &request_id
@@ -354,7 +329,7 @@ mod tests {
         );
         assert_eq!(
             check(vec![item("", 1, 1)]),
-            Err("items[0].sku must be 1 to 64 characters".into())
+            Err("items[0].sku is required".into())
         );
         assert_eq!(
             check(vec![item("a", 0, 1)]),

@@ -8,6 +8,7 @@ use platform_proto::payments::v1::{
 use platform_runtime::caller::{Authenticator, Caller};
 use platform_runtime::paging::Page;
 use platform_runtime::storage::{self, Db};
+use platform_runtime::validate::{currency, text};
 use platform_runtime::{ids, time};
 use tonic::{Request, Response, Status};
 
@@ -29,31 +30,6 @@ impl Payments {
             store: Store::new(db),
             auth,
         }
-    }
-}
-
-fn required<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str, Status> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(Status::invalid_argument(format!("{field} is required")));
-    }
-    if value.len() > max {
-        return Err(Status::invalid_argument(format!(
-            "{field} must be at most {max} characters"
-        )));
-    }
-    Ok(value)
-}
-
-/// An ISO 4217 code: three upper-case letters.
-pub fn currency(value: &str) -> Result<String, Status> {
-    let code = value.trim().to_ascii_uppercase();
-    if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
-        Ok(code)
-    } else {
-        Err(Status::invalid_argument(format!(
-            "currency must be an ISO 4217 code such as EUR, got {value:?}"
-        )))
     }
 }
 
@@ -95,10 +71,10 @@ impl PaymentService for Payments {
     async fn charge(&self, request: Request<ChargeRequest>) -> Result<Response<Payment>, Status> {
         self.auth.service(&request, WRITE_SCOPE).await?;
         let req = request.into_inner();
-        let order_id = required("order_id", &req.order_id, 64)?;
-        let user_id = required("user_id", &req.user_id, 64)?;
-        let key = required("idempotency_key", &req.idempotency_key, 128)?;
-        let method = required("payment_method", &req.payment_method, 64)?;
+        let order_id = text("order_id", &req.order_id, 64, true)?;
+        let user_id = text("user_id", &req.user_id, 64, true)?;
+        let key = text("idempotency_key", &req.idempotency_key, 128, true)?;
+        let method = text("payment_method", &req.payment_method, 64, true)?;
         if req.amount_minor <= 0 {
             return Err(Status::invalid_argument(
                 "amount_minor must be greater than zero",
@@ -147,8 +123,8 @@ impl PaymentService for Payments {
     async fn refund(&self, request: Request<RefundRequest>) -> Result<Response<Refund>, Status> {
         self.auth.service(&request, WRITE_SCOPE).await?;
         let req = request.into_inner();
-        let payment_id = required("payment_id", &req.payment_id, 64)?;
-        let key = required("idempotency_key", &req.idempotency_key, 128)?;
+        let payment_id = text("payment_id", &req.payment_id, 64, true)?;
+        let key = text("idempotency_key", &req.idempotency_key, 128, true)?;
         if req.amount_minor < 0 {
             return Err(Status::invalid_argument(
                 "amount_minor must not be negative (0 refunds what is left)",
@@ -207,7 +183,7 @@ impl PaymentService for Payments {
         request: Request<GetPaymentRequest>,
     ) -> Result<Response<Payment>, Status> {
         let caller = self.auth.user_or_service(&request, WRITE_SCOPE).await?;
-        let id = required("payment_id", &request.get_ref().payment_id, 64)?;
+        let id = text("payment_id", &request.get_ref().payment_id, 64, true)?;
         let owner = match &caller {
             Caller::User(user) => Some(user.id.as_str()),
             Caller::Service(_) => None,
@@ -229,7 +205,7 @@ impl PaymentService for Payments {
     ) -> Result<Response<ListPaymentsResponse>, Status> {
         let caller = self.auth.user_or_service(&request, WRITE_SCOPE).await?;
         let req = request.get_ref();
-        let order_id = required("order_id", &req.order_id, 64)?;
+        let order_id = text("order_id", &req.order_id, 64, true)?;
         let page = Page::parse(req.page_size, &req.page_token)?;
         let owner = match &caller {
             Caller::User(user) => Some(user.id.as_str()),

@@ -17,6 +17,7 @@ pub mod storage;
 pub mod telemetry;
 pub mod time;
 pub mod tokens;
+pub mod validate;
 
 pub use config::{Color, ConfigError, Env, ServiceConfig};
 pub use host::{Host, RunningService, StartError};
