@@ -9,8 +9,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -95,7 +93,7 @@ async fn an_order_is_one_trace_across_services() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut platform = common::up(
+    let platform = common::up(
         &data,
         OFFSET,
         &[
@@ -200,6 +198,5 @@ async fn an_order_is_one_trace_across_services() {
             .any(|l| l.contains(&trace_id) && l.contains("charged"))
     );
 
-    kill(Pid::from_raw(platform.id() as i32), Signal::SIGINT).expect("ctrl-c");
-    assert!(platform.wait().expect("exit").success());
+    assert!(platform.interrupt().success());
 }

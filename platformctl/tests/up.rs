@@ -3,6 +3,8 @@
 //! grpcurl, and `kill -9` of orders and payments under way.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -66,7 +68,7 @@ fn order(i: usize) -> CreateOrderRequest {
 async fn walkthrough_and_kill_9_lose_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut platform = up(&data, OFFSET, &[]);
+    let platform = up(&data, OFFSET, &[]);
     let auth = addr(OFFSET, 50051).to_string();
 
     // The README walk-through, with grpcurl and no proto files.
@@ -120,42 +122,62 @@ async fn walkthrough_and_kill_9_lose_nothing() {
     let green = OrderServiceClient::new(testkit::channel(addr(OFFSET, 50152)));
     // A client keeps creating orders through both colors while orders (both
     // colors) and payments are killed with -9 under it and restarted.
+    let keep_going = Arc::new(AtomicBool::new(true));
+    let acked = Arc::new(Mutex::new(Vec::new()));
     let creator = {
         let (blue, green, token) = (blue.clone(), green.clone(), token.clone());
+        let (keep_going, acked) = (keep_going.clone(), acked.clone());
         tokio::spawn(async move {
-            let mut acknowledged = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(90);
             let mut i = 0;
-            while acknowledged.len() < 40 && Instant::now() < deadline {
+            while keep_going.load(Ordering::Relaxed) {
                 let mut client = if i % 2 == 0 {
                     blue.clone()
                 } else {
                     green.clone()
                 };
                 match client.create_order(authed(order(i), &token)).await {
-                    Ok(created) => acknowledged.push(created.into_inner()),
+                    Ok(created) => acked.lock().expect("lock").push(created.into_inner()),
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
                 i += 1;
             }
-            acknowledged
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let acked_count = || acked.lock().expect("lock").len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked_count() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "no orders acknowledged before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let victims = ["orders-blue", "payments-blue", "orders-green"];
     let pids: Vec<i32> = victims.iter().map(|v| pid(&data, v)).collect();
     for p in &pids {
         kill(Pid::from_raw(*p), Signal::SIGKILL).expect("kill -9");
     }
-    let acknowledged = creator.await.expect("creator");
-    assert_eq!(
-        acknowledged.len(),
-        40,
-        "the killed processes came back and orders flowed again"
-    );
+    // Wait for the supervisor to bring each back, then for 20 more orders.
     for (victim, old) in victims.iter().zip(&pids) {
-        assert_ne!(pid(&data, victim), *old, "{victim} was restarted");
+        while pid(&data, victim) == *old || !alive(pid(&data, victim)) {
+            assert!(
+                Instant::now() < deadline,
+                "{victim} was not restarted within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
+    let after_restart = acked_count();
+    while acked_count() < after_restart + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "orders did not flow again after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    keep_going.store(false, Ordering::Relaxed);
+    creator.await.expect("creator");
+    let acknowledged = acked.lock().expect("lock").clone();
 
     // Everything acknowledged is there, ends paid, and is charged exactly once.
     let mut payments = PaymentServiceClient::new(testkit::channel(addr(OFFSET, 50153)));
@@ -202,8 +224,7 @@ async fn walkthrough_and_kill_9_lose_nothing() {
         .flat_map(|s| ["blue", "green"].map(|c| format!("{s}-{c}")))
         .map(|name| pid(&data, &name))
         .collect();
-    kill(Pid::from_raw(platform.id() as i32), Signal::SIGINT).expect("ctrl-c");
-    let status = platform.wait().expect("platformctl exits");
+    let status = platform.interrupt();
     assert!(status.success(), "{status}");
     for p in all {
         assert!(
@@ -211,4 +232,47 @@ async fn walkthrough_and_kill_9_lose_nothing() {
             "process {p} still running after platformctl stopped"
         );
     }
+}
+
+#[test]
+fn bad_input_is_a_clear_error_not_a_hang() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_platformctl"))
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .output()
+            .expect("runs");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(
+        &[
+            "up",
+            "--port-offset=-24000",
+            "--green-env",
+            "FAULT_ERROR_RATE=2",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("invalid FAULT_ERROR_RATE: expected a number from 0 to 1, got 2"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["up", "--green-env", "not a pair"], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("expected KEY=VALUE"), "{stderr}");
+    let (code, stderr) = run(&["service", "billing"], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("unknown service \"billing\""), "{stderr}");
+    let (code, stderr) = run(&["service", "payments"], &[("COLOR", "red")]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: invalid COLOR: expected blue or green, got \"red\""
+    );
 }

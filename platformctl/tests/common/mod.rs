@@ -17,7 +17,34 @@ pub fn addr(offset: i32, base: u16) -> std::net::SocketAddr {
 }
 
 /// Starts `platformctl up` and waits for its ready line.
-pub fn up(data_dir: &Path, offset: i32, env: &[(&str, String)]) -> Child {
+/// A running `platformctl up`, stopped like Ctrl-C when dropped (also when a
+/// test fails), so no process outlives the test.
+pub struct Up(pub Child);
+
+impl Up {
+    /// Ctrl-C, then the exit status.
+    pub fn interrupt(mut self) -> std::process::ExitStatus {
+        let _ = kill(
+            Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        self.0.wait().expect("platformctl exits")
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = kill(
+                Pid::from_raw(self.0.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub fn up(data_dir: &Path, offset: i32, env: &[(&str, String)]) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_platformctl"))
         .args(["up", "--data-dir"])
         .arg(data_dir)
@@ -38,7 +65,7 @@ pub fn up(data_dir: &Path, offset: i32, env: &[(&str, String)]) -> Child {
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    child
+    Up(child)
 }
 
 pub fn pid(data_dir: &Path, name: &str) -> i32 {
