@@ -1,0 +1,374 @@
+//! JSON <-> protobuf for one route, with the canonical proto3 JSON mapping:
+//! proto and lowerCamelCase names accepted, lowerCamelCase emitted, 64-bit
+//! integers as strings, enums by name, well-known types in their JSON form,
+//! unknown fields refused with a message that names them.
+//!
+//! A request message is assembled as one JSON object (body, then path
+//! variables, then query parameters for the fields still unset) and
+//! deserialized once, so every field gets the same checks.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::Message;
+use prost_reflect::{
+    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, SerializeOptions,
+};
+use serde_json::{Map, Value};
+
+use crate::errors::Failure;
+use crate::routes::{BodyRule, Route};
+
+/// The protobuf request of a REST call.
+pub fn request(
+    route: &Route,
+    vars: &[(Vec<String>, String)],
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Bytes, Failure> {
+    let input = route.method.input();
+    let mut root = Map::new();
+    let parsed_body = || -> Result<Option<Value>, Failure> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        serde_json::from_slice(body)
+            .map(Some)
+            .map_err(|e| Failure::bad_request(format!("malformed JSON body: {e}")))
+    };
+    match &route.body {
+        BodyRule::All => match parsed_body()? {
+            Some(Value::Object(object)) => root = object,
+            Some(_) => return Err(Failure::bad_request("the JSON body must be an object")),
+            None => {}
+        },
+        BodyRule::Field(field) => {
+            if let Some(value) = parsed_body()? {
+                root.insert(field.clone(), value);
+            }
+        }
+        BodyRule::None => {
+            if parsed_body()?.is_some() {
+                return Err(Failure::bad_request(format!(
+                    "{} {} takes no body; send the fields as query parameters",
+                    route.http_method, route.template
+                )));
+            }
+        }
+    }
+    for (path, value) in vars {
+        set(&mut root, &input, path, value, false)?;
+    }
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        if route.body == BodyRule::All {
+            return Err(Failure::bad_request(
+                "this route takes its fields from the JSON body, not the query",
+            ));
+        }
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = decode_query(key)?;
+            let value = decode_query(value)?;
+            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+            if vars.iter().any(|(bound, _)| *bound == path) {
+                continue;
+            }
+            set(&mut root, &input, &path, &value, true)?;
+        }
+    }
+    let message = DynamicMessage::deserialize_with_options(
+        input,
+        Value::Object(root),
+        &DeserializeOptions::new(),
+    )
+    .map_err(|e| Failure::bad_request(format!("invalid request: {e}")))?;
+    Ok(frame(&message.encode_to_vec()))
+}
+
+fn decode_query(raw: &str) -> Result<String, Failure> {
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Failure::bad_request(format!("query parameter {raw:?} is not UTF-8")))
+}
+
+fn field<'a>(
+    message: &MessageDescriptor,
+    name: &'a str,
+    key: &str,
+) -> Result<FieldDescriptor, Failure> {
+    message
+        .get_field_by_name(name)
+        .or_else(|| message.get_field_by_json_name(name))
+        .ok_or_else(|| Failure::bad_request(format!("unknown field {key:?} in query or path")))
+}
+
+/// Sets the field at `path` from its text form (a path segment or a query value).
+fn set(
+    root: &mut Map<String, Value>,
+    input: &MessageDescriptor,
+    path: &[String],
+    raw: &str,
+    from_query: bool,
+) -> Result<(), Failure> {
+    let key = path.join(".");
+    let mut message = input.clone();
+    let mut object = root;
+    for (i, part) in path.iter().enumerate() {
+        let field = field(&message, part, &key)?;
+        if i + 1 < path.len() {
+            let Kind::Message(inner) = field.kind() else {
+                return Err(Failure::bad_request(format!(
+                    "{key:?}: {part} is not a message"
+                )));
+            };
+            let entry = object
+                .entry(field.name().to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
+            let Value::Object(next) = entry else {
+                return Err(Failure::bad_request(format!("{key:?} is set twice")));
+            };
+            object = next;
+            message = inner;
+            continue;
+        }
+        let value = scalar(&field, raw, &key)?;
+        let name = field.name().to_owned();
+        if field.is_list() {
+            match object
+                .entry(name)
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                Value::Array(list) => list.push(value),
+                _ => return Err(Failure::bad_request(format!("{key:?} is set twice"))),
+            }
+        } else if from_query && object.contains_key(&name) {
+            return Err(Failure::bad_request(format!(
+                "{key:?} is given more than once"
+            )));
+        } else {
+            object.insert(name, value);
+        }
+    }
+    Ok(())
+}
+
+/// The JSON form of a scalar given as text.
+fn scalar(field: &FieldDescriptor, raw: &str, key: &str) -> Result<Value, Failure> {
+    match field.kind() {
+        Kind::Bool => match raw {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(Failure::bad_request(format!(
+                "{key:?} must be true or false, got {raw:?}"
+            ))),
+        },
+        Kind::Message(m) if !m.full_name().starts_with("google.protobuf.") => {
+            Err(Failure::bad_request(format!(
+                "{key:?} is a message: set its fields as {key}.<field>"
+            )))
+        }
+        // Numbers as strings are valid proto3 JSON, and keep 64-bit values exact.
+        _ => Ok(Value::String(raw.to_owned())),
+    }
+}
+
+/// A length-prefixed gRPC message (uncompressed).
+pub fn frame(message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(5 + message.len());
+    out.put_u8(0);
+    out.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+    out.put_slice(message);
+    out.freeze()
+}
+
+/// Splits whole gRPC messages off the front of `buffer`.
+pub fn next_frame(buffer: &mut BytesMut) -> Result<Option<Bytes>, Failure> {
+    if buffer.len() < 5 {
+        return Ok(None);
+    }
+    if buffer[0] != 0 {
+        return Err(Failure::new(
+            crate::errors::INTERNAL,
+            "compressed gRPC responses are not supported",
+            crate::errors::Side::Upstream,
+        ));
+    }
+    let len = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+    if buffer.len() < 5 + len {
+        return Ok(None);
+    }
+    buffer.advance(5);
+    Ok(Some(buffer.split_to(len).freeze()))
+}
+
+/// The JSON of a response message (or of its `response_body` field).
+pub fn response(route: &Route, message: &[u8]) -> Result<Value, Failure> {
+    let decoded = DynamicMessage::decode(route.method.output(), message).map_err(|e| {
+        Failure::new(
+            crate::errors::INTERNAL,
+            format!("undecodable response: {e}"),
+            crate::errors::Side::Upstream,
+        )
+    })?;
+    let options = SerializeOptions::new();
+    let json = decoded
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .map_err(|e| {
+            Failure::new(
+                crate::errors::INTERNAL,
+                format!("unencodable response: {e}"),
+                crate::errors::Side::Gateway,
+            )
+        })?;
+    match &route.response_body {
+        None => Ok(json),
+        Some(field) => {
+            let json_name = route
+                .method
+                .output()
+                .get_field_by_name(field)
+                .map(|f| f.json_name().to_owned())
+                .unwrap_or_else(|| field.clone());
+            Ok(json.get(&json_name).cloned().unwrap_or(Value::Null))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::{Found, RouteTable};
+
+    fn decode(route: &Route, framed: Bytes) -> Value {
+        let mut buffer = BytesMut::from(&framed[..]);
+        let message = next_frame(&mut buffer).expect("frame").expect("whole");
+        let decoded = DynamicMessage::decode(route.method.input(), message).expect("decode");
+        decoded
+            .serialize_with_options(
+                serde_json::value::Serializer,
+                &SerializeOptions::new().use_proto_field_name(true),
+            )
+            .expect("json")
+    }
+
+    /// `method path?query` with `body` -> the request message as JSON, or the error.
+    fn check(method: &str, target: &str, body: &str, expect: Result<Value, &str>) {
+        let table = RouteTable::from_descriptor_sets(&[platform_proto::PLATFORM_DESCRIPTOR_SET])
+            .expect("table");
+        let (path, query) = target
+            .split_once('?')
+            .map_or((target, None), |(p, q)| (p, Some(q)));
+        let method: http::Method = method.parse().expect("method");
+        let Found::Route(route, vars) = table.find(&method, path) else {
+            panic!("no route for {target}")
+        };
+        let got = request(route, &vars, query, body.as_bytes()).map(|framed| decode(route, framed));
+        match (got, expect) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{target} {body}"),
+            (Err(failure), Err(want)) => {
+                assert!(
+                    failure.message.contains(want),
+                    "{target} {body}: {:?} lacks {want:?}",
+                    failure.message
+                );
+                assert_eq!(failure.http_status(), 400);
+            }
+            (got, want) => panic!("{target} {body}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn maps_requests() {
+        use serde_json::json;
+        // body "*", proto and camelCase names, int64 as number or string.
+        check(
+            "POST",
+            "/v1/orders",
+            r#"{"items":[{"sku":"a","quantity":2,"unitPriceMinor":"1250"}],"currency":"EUR","payment_method":"pm"}"#,
+            Ok(
+                json!({"items":[{"sku":"a","quantity":2,"unit_price_minor":"1250"}],"currency":"EUR","payment_method":"pm"}),
+            ),
+        );
+        check(
+            "GET",
+            "/v1/orders/ord_1",
+            "",
+            Ok(json!({"order_id": "ord_1"})),
+        );
+        check(
+            "POST",
+            "/v1/orders/ord%201:cancel",
+            "{}",
+            Ok(json!({"order_id": "ord 1"})),
+        );
+        // query parameters fill the remaining fields, by either name
+        check(
+            "GET",
+            "/v1/orders?page_size=5&pageToken=abc",
+            "",
+            Ok(json!({"page_size": 5, "page_token": "abc"})),
+        );
+        check(
+            "GET",
+            "/v1/orders/ord_1/payments?page_size=2",
+            "",
+            Ok(json!({"order_id": "ord_1", "page_size": 2})),
+        );
+        // errors name what is wrong
+        check(
+            "POST",
+            "/v1/orders",
+            r#"{"items": [}"#,
+            Err("malformed JSON body"),
+        );
+        check("POST", "/v1/orders", r#"{"colour":"red"}"#, Err("colour"));
+        check("POST", "/v1/orders", r#"[1]"#, Err("must be an object"));
+        check(
+            "GET",
+            "/v1/orders?colour=red",
+            "",
+            Err("unknown field \"colour\""),
+        );
+        check(
+            "GET",
+            "/v1/orders?page_size=many",
+            "",
+            Err("invalid request"),
+        );
+        check(
+            "GET",
+            "/v1/orders?page_size=1&page_size=2",
+            "",
+            Err("more than once"),
+        );
+        check(
+            "GET",
+            "/v1/orders/ord_1",
+            r#"{"x":1}"#,
+            Err("takes no body"),
+        );
+        check(
+            "POST",
+            "/v1/orders?currency=EUR",
+            "{}",
+            Err("not the query"),
+        );
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let mut buffer = BytesMut::new();
+        buffer.extend_from_slice(&frame(b"hello"));
+        buffer.extend_from_slice(&frame(b""));
+        buffer.extend_from_slice(&frame(b"wor")[..4]);
+        assert_eq!(
+            next_frame(&mut buffer).expect("ok").as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(
+            next_frame(&mut buffer).expect("ok").as_deref(),
+            Some(&b""[..])
+        );
+        assert_eq!(next_frame(&mut buffer).expect("ok"), None);
+    }
+}
