@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
+use crate::upstream::{BoxBody, full};
+
 /// gRPC status codes, with the HTTP status each one maps to.
 const TABLE: [(&str, u16); 17] = [
     ("OK", 200),
@@ -139,8 +141,8 @@ impl Failure {
     }
 
     /// The HTTP response of a REST call that failed.
-    pub fn into_http<B: From<Bytes>>(self) -> http::Response<B> {
-        let mut response = http::Response::new(B::from(self.json()));
+    pub fn into_http(self) -> http::Response<BoxBody> {
+        let mut response = http::Response::new(full(self.json()));
         *response.status_mut() = self.http_status();
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -153,8 +155,8 @@ impl Failure {
     }
 
     /// The trailers-only response of a gRPC call that failed.
-    pub fn into_grpc<B: From<Bytes>>(self) -> http::Response<B> {
-        let mut response = http::Response::new(B::from(Bytes::new()));
+    pub fn into_grpc(self) -> http::Response<BoxBody> {
+        let mut response = http::Response::new(full(Bytes::new()));
         let headers = response.headers_mut();
         headers.insert(
             http::header::CONTENT_TYPE,
@@ -182,8 +184,9 @@ pub fn status_json(code: i32, message: &str) -> Bytes {
 mod tests {
     use super::*;
 
-    #[test]
-    fn one_table_for_http_and_grpc() {
+    #[tokio::test]
+    async fn one_table_for_http_and_grpc() {
+        use http_body_util::BodyExt;
         for (code, http) in [
             (3, 400),
             (16, 401),
@@ -200,11 +203,17 @@ mod tests {
         }
         let failure = Failure::method_not_allowed(&[http::Method::GET, http::Method::POST]);
         assert_eq!(failure.http_status(), StatusCode::METHOD_NOT_ALLOWED);
-        let response: http::Response<Bytes> = failure.into_http();
+        let response = failure.into_http();
         assert_eq!(response.headers()[http::header::ALLOW], "GET, POST");
-        let json: serde_json::Value = serde_json::from_slice(response.body()).expect("json");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(json["code"], 12);
-        let grpc: http::Response<Bytes> = Failure::unavailable("no endpoint").into_grpc();
+        let grpc = Failure::unavailable("no endpoint").into_grpc();
         assert_eq!(grpc.headers()["grpc-status"], "14");
     }
 }

@@ -2,7 +2,96 @@
 //! decides which color serves each request.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod config;
+pub mod docs;
 pub mod errors;
+pub mod grpc;
 pub mod http_rule;
+pub mod metrics;
+pub mod rest;
 pub mod routes;
+pub mod routing;
+pub mod server;
+pub mod source;
 pub mod transcode;
+pub mod upstream;
+
+use config::GatewayConfig;
+use platform_runtime::Env;
+use platform_runtime::config::{EXIT_CONFIG, LogFormat};
+use platform_runtime::telemetry::{Telemetry, TelemetrySettings};
+use platform_runtime::tokens::Verifier;
+
+pub use server::RunningGateway;
+
+/// Loads routes and routing, and serves on the configured listeners.
+pub async fn start(
+    config: GatewayConfig,
+    descriptor_sets: &[&[u8]],
+) -> Result<RunningGateway, String> {
+    let table =
+        routes::RouteTable::from_descriptor_sets(descriptor_sets).map_err(|e| e.to_string())?;
+    let source = source::RoutingFile::new(config.routes_file.clone());
+    let routing_config = source.load()?;
+    let metrics = metrics::GatewayMetrics::new();
+    metrics.observe_routing(&routing_config);
+    let routing = routing::Routing::new(routing_config);
+    let upstream = upstream::Upstream::new(routing, metrics, config.upstream_timeout);
+    let verifier = Verifier::remote(&config.tokens).map_err(|e| e.to_string())?;
+    let state = server::State::new(config, table, upstream, verifier, source)?;
+    server::serve(state)
+        .await
+        .map_err(|e| format!("cannot listen: {e}"))
+}
+
+/// The gateway process: config from the environment, serve until SIGTERM or
+/// Ctrl-C, drain, exit. Returns the exit code.
+pub async fn main_from_env() -> i32 {
+    let env = Env::from_process();
+    let config = match GatewayConfig::from_env(&env) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_CONFIG;
+        }
+    };
+    let log_format = if env.string_or("LOG_FORMAT", "json") == "text" {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    };
+    let settings = TelemetrySettings {
+        service: "gateway",
+        version: env.string_or("VERSION", env!("CARGO_PKG_VERSION")),
+        color: None,
+        otlp_endpoint: env.string("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        log_format,
+        log_filter: env.string_or("RUST_LOG", "info"),
+    };
+    let telemetry = match Telemetry::init(&settings) {
+        Ok(t) => t,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return EXIT_CONFIG;
+        }
+    };
+    let running = match start(config, &[platform_proto::PLATFORM_DESCRIPTOR_SET]).await {
+        Ok(running) => running,
+        Err(message) => {
+            eprintln!("error: {message}");
+            telemetry.shutdown();
+            return 1;
+        }
+    };
+    tracing::info!(
+        addr = %running.addr,
+        admin = %running.admin_addr,
+        internal = %running.internal_addr,
+        "gateway serving"
+    );
+    platform_runtime::host::shutdown_signal().await;
+    running.stop().await;
+    telemetry.shutdown();
+    0
+}

@@ -229,7 +229,7 @@ where
 {
     let env = crate::Env::from_process();
     let config = exit_on_error(ServiceConfig::from_env(service, port, &env));
-    let telemetry = match Telemetry::init(&config) {
+    let telemetry = match Telemetry::init(&(&config).into()) {
         Ok(t) => t,
         Err(message) => {
             eprintln!("error: {message}");

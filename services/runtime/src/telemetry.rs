@@ -22,16 +22,42 @@ pub struct Telemetry {
     provider: SdkTracerProvider,
 }
 
+/// What telemetry needs to know about the process.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    pub service: &'static str,
+    pub version: String,
+    /// None for processes that have no color (the gateway).
+    pub color: Option<crate::Color>,
+    pub otlp_endpoint: Option<String>,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+}
+
+impl From<&ServiceConfig> for TelemetrySettings {
+    fn from(config: &ServiceConfig) -> Self {
+        Self {
+            service: config.service,
+            version: config.version.clone(),
+            color: Some(config.color),
+            otlp_endpoint: config.otlp_endpoint.clone(),
+            log_format: config.log_format,
+            log_filter: config.log_filter.clone(),
+        }
+    }
+}
+
 impl Telemetry {
     /// Installs the global subscriber; a second call in one process (tests
     /// that run several services) keeps the first subscriber.
-    pub fn init(config: &ServiceConfig) -> Result<Self, String> {
+    pub fn init(config: &TelemetrySettings) -> Result<Self, String> {
+        let mut attributes = vec![KeyValue::new("service.version", config.version.clone())];
+        if let Some(color) = config.color {
+            attributes.push(KeyValue::new("deployment.color", color.as_str()));
+        }
         let resource = Resource::builder()
             .with_service_name(config.service)
-            .with_attributes([
-                KeyValue::new("service.version", config.version.clone()),
-                KeyValue::new("deployment.color", config.color.as_str()),
-            ])
+            .with_attributes(attributes)
             .build();
         let mut builder = SdkTracerProvider::builder().with_resource(resource);
         if let Some(endpoint) = &config.otlp_endpoint {
@@ -107,4 +133,27 @@ pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
 pub fn trace_id(span: &tracing::Span) -> String {
     use opentelemetry::trace::TraceContextExt;
     span.context().span().span_context().trace_id().to_string()
+}
+
+/// Writes the current span's trace context into outgoing HTTP headers.
+pub fn inject_headers(headers: &mut http::HeaderMap) {
+    struct Headers<'a>(&'a mut http::HeaderMap);
+    impl Injector for Headers<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(key), Ok(value)) = (
+                http::HeaderName::from_bytes(key.as_bytes()),
+                http::HeaderValue::from_str(&value),
+            ) {
+                self.0.insert(key, value);
+            }
+        }
+    }
+    let context = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&context, &mut Headers(headers));
+}
+
+/// Makes `span` the child of the trace context in `headers` and records its trace id.
+pub fn adopt_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+    let _ = span.set_parent(extract(headers));
+    span.record("trace_id", trace_id(span));
 }

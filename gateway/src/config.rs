@@ -1,0 +1,147 @@
+//! The gateway's settings, from the environment; a bad value stops it with
+//! one line naming the variable (exit code 78).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Method;
+use platform_runtime::config::TokenConfig;
+use platform_runtime::{ConfigError, Env};
+
+/// Who may force a color with the color header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColorOverride {
+    /// Anyone (local development, smoke tests).
+    Anyone,
+    /// Only requests that also carry `x-color-token: <admin token>`.
+    AdminToken,
+    /// Nobody: the header is ignored.
+    Nobody,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// The east-west listener: gRPC between services, routed like the edge.
+    pub internal_listen: SocketAddr,
+    pub routes_file: PathBuf,
+    pub admin_token: String,
+    pub color_header: http::HeaderName,
+    pub color_override: ColorOverride,
+    /// `METHOD /path-template` pairs that need no token.
+    pub public_routes: Vec<(Method, String)>,
+    pub tokens: TokenConfig,
+    pub upstream_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub watch_interval: Duration,
+    pub drain_delay: Duration,
+}
+
+const DEFAULT_PUBLIC: &str = "POST /v1/auth/register, POST /v1/auth/login, GET /v1/auth/jwks";
+
+impl GatewayConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let admin_token = match (env.string("ADMIN_TOKEN"), env.string("ADMIN_TOKEN_FILE")) {
+            (Some(token), _) => token,
+            (None, Some(path)) => std::fs::read_to_string(&path)
+                .map(|t| t.trim().to_owned())
+                .map_err(|e| {
+                    ConfigError::new("ADMIN_TOKEN_FILE", format!("cannot read {path}: {e}"))
+                })?,
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "ADMIN_TOKEN",
+                    "required (or ADMIN_TOKEN_FILE): the bearer token of the admin API, at least 16 characters",
+                ));
+            }
+        };
+        if admin_token.len() < 16 {
+            return Err(ConfigError::new(
+                "ADMIN_TOKEN",
+                "must be at least 16 characters",
+            ));
+        }
+        let routes_file = env
+            .string("ROUTES_FILE")
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "ROUTES_FILE",
+                    "required: the routing file (see gateway/routes.example.json)",
+                )
+            })?;
+        let color_header = env
+            .string_or("COLOR_HEADER", "x-color")
+            .parse::<http::HeaderName>()
+            .map_err(|_| {
+                ConfigError::new("COLOR_HEADER", "expected a header name such as x-color")
+            })?;
+        let color_override = match env.string_or("COLOR_OVERRIDE", "anyone").as_str() {
+            "anyone" => ColorOverride::Anyone,
+            "admin-token" => ColorOverride::AdminToken,
+            "nobody" => ColorOverride::Nobody,
+            other => {
+                return Err(ConfigError::new(
+                    "COLOR_OVERRIDE",
+                    format!("expected anyone, admin-token or nobody, got {other:?}"),
+                ));
+            }
+        };
+        let mut public_routes = Vec::new();
+        for entry in env
+            .string_or("PUBLIC_ROUTES", DEFAULT_PUBLIC)
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let (method, path) = entry.split_once(' ').ok_or_else(|| {
+                ConfigError::new(
+                    "PUBLIC_ROUTES",
+                    format!("expected \"METHOD /path\", got {entry:?}"),
+                )
+            })?;
+            let method = method.parse::<Method>().map_err(|_| {
+                ConfigError::new("PUBLIC_ROUTES", format!("invalid method in {entry:?}"))
+            })?;
+            public_routes.push((method, path.trim().to_owned()));
+        }
+        let max_body = env
+            .parse::<usize>("MAX_BODY_BYTES", "a number of bytes")?
+            .unwrap_or(1 << 20);
+        Ok(Self {
+            listen: env.socket_addr("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
+            admin_listen: env.socket_addr("ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9901)))?,
+            internal_listen: env
+                .socket_addr("INTERNAL_ADDR", SocketAddr::from(([0, 0, 0, 0], 8081)))?,
+            routes_file,
+            admin_token,
+            color_header,
+            color_override,
+            public_routes,
+            tokens: TokenConfig {
+                issuer: env.string_or("AUTH_ISSUER", "platform-auth"),
+                audience: env.string_or("AUTH_AUDIENCE", "platform-api"),
+                internal_audience: env.string_or("AUTH_INTERNAL_AUDIENCE", "platform-internal"),
+                auth_endpoint: env.endpoint("AUTH_ADDR", "http://127.0.0.1:50051")?,
+            },
+            upstream_timeout: env.millis(
+                "UPSTREAM_TIMEOUT_MS",
+                Duration::from_secs(30),
+                Duration::from_secs(600),
+            )?,
+            max_body_bytes: max_body,
+            watch_interval: env.millis(
+                "ROUTES_WATCH_MS",
+                Duration::from_millis(200),
+                Duration::from_secs(60),
+            )?,
+            drain_delay: env.millis(
+                "DRAIN_DELAY_MS",
+                Duration::from_secs(5),
+                Duration::from_secs(300),
+            )?,
+        })
+    }
+}

@@ -1,0 +1,268 @@
+//! `GET /openapi.json`, an OpenAPI 3 document generated from the same
+//! annotations as the routes, and `GET /docs`, an interactive page for it
+//! whose assets the gateway serves itself (no CDN).
+
+use http::{HeaderValue, Method, Response};
+use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
+use serde_json::{Map, Value, json};
+
+use crate::routes::{BodyRule, Route, RouteTable};
+use crate::server::State;
+use crate::upstream::{BoxBody, full};
+
+const PAGE: &str = include_str!("docs.html");
+
+pub fn handle(state: &State, method: &Method, path: &str) -> Option<Response<BoxBody>> {
+    if method != Method::GET {
+        return None;
+    }
+    let (body, content_type) = match path {
+        "/openapi.json" => (
+            openapi(&state.table, &state.config.public_routes).to_string(),
+            "application/json",
+        ),
+        "/docs" | "/docs/" => (PAGE.to_owned(), "text/html; charset=utf-8"),
+        _ => return None,
+    };
+    let mut response = Response::new(full(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    Some(response)
+}
+
+/// The OpenAPI document of every route in `table`.
+pub fn openapi(table: &RouteTable, public: &[(Method, String)]) -> Value {
+    let mut paths = Map::new();
+    let mut schemas = Map::new();
+    schemas.insert(
+        "Status".into(),
+        json!({
+            "type": "object",
+            "description": "An error (google.rpc.Status): the gRPC code, a message and details.",
+            "properties": {
+                "code": {"type": "integer", "format": "int32"},
+                "message": {"type": "string"},
+                "details": {"type": "array", "items": {"type": "object"}}
+            }
+        }),
+    );
+    for route in table.routes() {
+        let path = route.template.openapi_path();
+        let operation = operation(route, &mut schemas, public);
+        let entry = paths
+            .entry(path)
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(ops) = entry {
+            ops.insert(route.http_method.as_str().to_ascii_lowercase(), operation);
+        }
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "platform API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "REST/JSON through the edge gateway, generated from the google.api.http annotations of the gRPC contracts."
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+        },
+        "security": [{"bearer": []}]
+    })
+}
+
+fn operation(
+    route: &Route,
+    schemas: &mut Map<String, Value>,
+    public: &[(Method, String)],
+) -> Value {
+    let input = route.method.input();
+    let bound: Vec<String> = route.template.variables().map(|p| p.join(".")).collect();
+    let mut parameters: Vec<Value> = bound
+        .iter()
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    if route.body != BodyRule::All {
+        for field in input.fields() {
+            let in_body = matches!(&route.body, BodyRule::Field(f) if f == field.name());
+            if bound.iter().any(|b| b == field.name())
+                || in_body
+                || matches!(field.kind(), Kind::Message(_))
+            {
+                continue;
+            }
+            parameters.push(json!({
+                "name": field.json_name(),
+                "in": "query",
+                "required": false,
+                "schema": field_schema(&field, schemas),
+            }));
+        }
+    }
+    let mut op = json!({
+        "operationId": route.method.name(),
+        "summary": first_line(&route.method),
+        "tags": [route.service],
+        "parameters": parameters,
+        "responses": {
+            "200": {"description": "OK", "content": {
+                if route.server_streaming() { "application/x-ndjson" } else { "application/json" }:
+                    {"schema": schema_ref(&route.method.output(), schemas)}
+            }},
+            "default": {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}}
+        }
+    });
+    let body_schema = match &route.body {
+        BodyRule::None => None,
+        BodyRule::All => Some(schema_ref(&input, schemas)),
+        BodyRule::Field(f) => input
+            .get_field_by_name(f)
+            .map(|field| field_schema(&field, schemas)),
+    };
+    if let (Some(schema), Value::Object(map)) = (body_schema, &mut op) {
+        map.insert(
+            "requestBody".into(),
+            json!({"required": true, "content": {"application/json": {"schema": schema}}}),
+        );
+    }
+    let template = route.template.to_string();
+    if public
+        .iter()
+        .any(|(m, p)| *m == route.http_method && *p == template)
+        && let Value::Object(map) = &mut op
+    {
+        map.insert("security".into(), json!([]));
+    }
+    op
+}
+
+fn first_line(method: &prost_reflect::MethodDescriptor) -> String {
+    let comments = method
+        .parent_file()
+        .file_descriptor_proto()
+        .source_code_info
+        .as_ref()
+        .and_then(|info| {
+            info.location
+                .iter()
+                .find(|l| l.path == method.path())
+                .and_then(|l| l.leading_comments.clone())
+        })
+        .unwrap_or_default();
+    comments
+        .trim()
+        .lines()
+        .next()
+        .unwrap_or(method.name())
+        .trim()
+        .to_owned()
+}
+
+fn schema_ref(message: &MessageDescriptor, schemas: &mut Map<String, Value>) -> Value {
+    if let Some(schema) = well_known(message) {
+        return schema;
+    }
+    let name = message.full_name().to_owned();
+    if !schemas.contains_key(&name) {
+        schemas.insert(name.clone(), Value::Null);
+        let mut properties = Map::new();
+        for field in message.fields() {
+            properties.insert(field.json_name().to_owned(), field_schema(&field, schemas));
+        }
+        schemas.insert(
+            name.clone(),
+            json!({"type": "object", "properties": properties}),
+        );
+    }
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn well_known(message: &MessageDescriptor) -> Option<Value> {
+    match message.full_name() {
+        "google.protobuf.Timestamp" => Some(json!({"type": "string", "format": "date-time"})),
+        "google.protobuf.Duration" => Some(json!({"type": "string", "example": "1.5s"})),
+        _ => None,
+    }
+}
+
+fn field_schema(field: &FieldDescriptor, schemas: &mut Map<String, Value>) -> Value {
+    let single = match field.kind() {
+        Kind::Double | Kind::Float => json!({"type": "number"}),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            json!({"type": "integer", "format": "int32"})
+        }
+        Kind::Uint32 | Kind::Fixed32 => json!({"type": "integer", "format": "int64", "minimum": 0}),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint64 | Kind::Fixed64 => {
+            json!({"type": "string", "format": "int64"})
+        }
+        Kind::Bool => json!({"type": "boolean"}),
+        Kind::String => json!({"type": "string"}),
+        Kind::Bytes => json!({"type": "string", "format": "byte"}),
+        Kind::Enum(e) => {
+            json!({"type": "string", "enum": e.values().map(|v| v.name().to_owned()).collect::<Vec<_>>()})
+        }
+        Kind::Message(m) if field.is_map() => {
+            let value = m.map_entry_value_field();
+            json!({"type": "object", "additionalProperties": field_schema(&value, schemas)})
+        }
+        Kind::Message(m) => schema_ref(&m, schemas),
+    };
+    if field.is_list() {
+        json!({"type": "array", "items": single})
+    } else {
+        single
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_every_route_with_schemas() {
+        let table = RouteTable::from_descriptor_sets(&[platform_proto::PLATFORM_DESCRIPTOR_SET])
+            .expect("table");
+        let doc = openapi(&table, &[(Method::POST, "/v1/auth/login".into())]);
+        let create = &doc["paths"]["/v1/orders"]["post"];
+        assert_eq!(create["operationId"], "CreateOrder");
+        assert_eq!(
+            create["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/platform.orders.v1.CreateOrderRequest"
+        );
+        let order = &doc["components"]["schemas"]["platform.orders.v1.Order"]["properties"];
+        assert_eq!(
+            order["totalMinor"]["type"], "string",
+            "int64 is a string in JSON"
+        );
+        assert_eq!(order["createdAt"]["format"], "date-time");
+        assert_eq!(order["status"]["enum"][2], "ORDER_STATUS_PAID");
+        let get = &doc["paths"]["/v1/orders/{order_id}"]["get"];
+        assert_eq!(get["parameters"][0]["in"], "path");
+        let list = &doc["paths"]["/v1/orders"]["get"]["parameters"];
+        assert!(
+            list.as_array()
+                .expect("array")
+                .iter()
+                .any(|p| p["name"] == "pageSize" && p["in"] == "query")
+        );
+        assert_eq!(
+            doc["paths"]["/v1/auth/login"]["post"]["security"],
+            json!([])
+        );
+        assert_eq!(
+            doc["paths"]["/v1/orders/{order_id}:cancel"]["post"]["operationId"],
+            "CancelOrder"
+        );
+        assert!(
+            create["summary"]
+                .as_str()
+                .expect("summary")
+                .starts_with("Validates and stores an order"),
+            "{}",
+            create["summary"]
+        );
+    }
+}

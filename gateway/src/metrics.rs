@@ -1,0 +1,134 @@
+//! The gateway's Prometheus metrics, served on the admin port. Names follow
+//! the OpenTelemetry semantic conventions where they exist.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::routing::RoutingConfig;
+
+const BUCKETS: [f64; 15] = [
+    0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub http_route: String,
+    pub http_request_method: String,
+    pub http_response_status_code: u16,
+    pub service: String,
+    pub color: &'static str,
+    /// `rest`, `grpc` (north-south) or `internal` (east-west).
+    pub protocol: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub service: String,
+    pub color: &'static str,
+    pub grpc_code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WeightLabels {
+    pub service: String,
+    pub color: &'static str,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayMetrics {
+    registry: Arc<Mutex<Registry>>,
+    pub requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub upstream: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    pub in_flight: Gauge,
+    pub weights: Family<WeightLabels, Gauge>,
+    pub generation: Gauge,
+    pub reload_failures: Counter,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GatewayMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Self {
+            registry: Arc::new(Mutex::new(Registry::default())),
+            requests: Family::new_with_constructor(histogram),
+            upstream: Family::new_with_constructor(histogram),
+            in_flight: Gauge::default(),
+            weights: Family::default(),
+            generation: Gauge::default(),
+            reload_failures: Counter::default(),
+        };
+        registry.register(
+            "http_server_request_duration_seconds",
+            "Requests through the gateway by route, method, status, service and color",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "gateway_upstream_duration_seconds",
+            "Calls from the gateway to a service, by service, color and gRPC code",
+            metrics.upstream.clone(),
+        );
+        registry.register(
+            "http_server_active_requests",
+            "Requests being handled now",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "gateway_route_weight",
+            "Current weight of each color, in percent",
+            metrics.weights.clone(),
+        );
+        registry.register(
+            "gateway_routing_generation",
+            "Generation of the routing state in use",
+            metrics.generation.clone(),
+        );
+        registry.register(
+            "gateway_routing_reload_failures",
+            "Routing changes refused because they were invalid",
+            metrics.reload_failures.clone(),
+        );
+        if let Ok(mut slot) = metrics.registry.lock() {
+            *slot = registry;
+        }
+        metrics
+    }
+
+    pub fn observe_routing(&self, config: &RoutingConfig) {
+        self.generation
+            .set(i64::try_from(config.generation).unwrap_or(i64::MAX));
+        for (service, routing) in &config.services {
+            for color in platform_runtime::Color::ALL {
+                self.weights
+                    .get_or_create(&WeightLabels {
+                        service: service.clone(),
+                        color: color.as_str(),
+                    })
+                    .set(i64::from(routing.weights.of(color)));
+            }
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        }
+        out
+    }
+}

@@ -1,0 +1,269 @@
+//! REST calls: route, authenticate, transcode, call the chosen color, and
+//! answer JSON (or a stream of JSON for server-streaming RPCs).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use platform_runtime::Color;
+
+use crate::errors::{Failure, Side};
+use crate::routes::{Found, Route};
+use crate::server::{RouteLabel, State};
+use crate::transcode;
+use crate::upstream::{BoxBody, failure_from, full, grpc_request, status_code};
+
+fn served_by(response: &mut Response<BoxBody>, color: Option<Color>) {
+    if let Some(color) = color {
+        response
+            .headers_mut()
+            .insert("x-served-by", HeaderValue::from_static(color.as_str()));
+    }
+}
+
+fn labelled(
+    mut response: Response<BoxBody>,
+    route: &Route,
+    color: Option<Color>,
+) -> Response<BoxBody> {
+    served_by(&mut response, color);
+    response.extensions_mut().insert(RouteLabel {
+        route: route.template.to_string(),
+        service: route.service.clone(),
+        color: color.map(Color::as_str),
+    });
+    response
+}
+
+pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<BoxBody> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let (route, vars) = match state.table.find(&method, &path) {
+        Found::Route(route, vars) => (route, vars),
+        Found::MethodNotAllowed(allowed) => {
+            return Failure::method_not_allowed(&allowed).into_http();
+        }
+        Found::NotFound => return Failure::not_found(&path).into_http(),
+    };
+    let fail = |failure: Failure| labelled(failure.into_http(), route, None);
+    if !state.is_public(&method, &path)
+        && let Err(failure) = state.authenticate(request.headers()).await
+    {
+        return fail(failure);
+    }
+    let forced = match state.forced_color(request.headers()) {
+        Ok(color) => color,
+        Err(failure) => return fail(failure),
+    };
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, state.config.max_body_bytes)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            let mut failure = Failure::new(
+                crate::errors::INVALID_ARGUMENT,
+                format!(
+                    "the body is larger than {} bytes",
+                    state.config.max_body_bytes
+                ),
+                Side::Downstream,
+            );
+            failure.http_override = Some(StatusCode::PAYLOAD_TOO_LARGE);
+            return fail(failure);
+        }
+        Err(_) => return fail(Failure::bad_request("the request body could not be read")),
+    };
+    let framed = match transcode::request(route, &vars, query.as_deref(), &body) {
+        Ok(framed) => framed,
+        Err(failure) => return fail(failure),
+    };
+    if route.server_streaming() {
+        let sse = parts
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
+        return stream(&state, route, forced, framed, &parts.headers, sse).await;
+    }
+    match state
+        .upstream
+        .unary(
+            &route.service,
+            forced,
+            &route.grpc_path,
+            framed,
+            &parts.headers,
+        )
+        .await
+    {
+        Ok(answer) => match transcode::response(route, &answer.message) {
+            Ok(json) => {
+                let mut response = Response::new(full(json.to_string()));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                labelled(response, route, Some(answer.color))
+            }
+            Err(failure) => labelled(failure.into_http(), route, Some(answer.color)),
+        },
+        Err((color, failure)) => labelled(failure.into_http(), route, color),
+    }
+}
+
+/// One line (NDJSON) or event (SSE) of a stream.
+fn encode(sse: bool, kind: &str, json: &serde_json::Value) -> Bytes {
+    if sse {
+        Bytes::from(format!("event: {kind}\ndata: {json}\n\n"))
+    } else {
+        Bytes::from(format!("{}\n", serde_json::json!({ kind: json })))
+    }
+}
+
+fn status_value(failure: Option<&Failure>) -> serde_json::Value {
+    match failure {
+        None => serde_json::json!({"code": 0, "message": "OK", "details": []}),
+        Some(f) => serde_json::json!({"code": f.code, "message": f.message, "details": []}),
+    }
+}
+
+/// A server stream as newline-delimited JSON (`{"result": ...}` per message)
+/// or Server-Sent Events (`event: result`). The last line or event is always
+/// `status`: code 0 for a clean end, the error otherwise, so a client can
+/// tell the end of the stream from a cut connection.
+async fn stream(
+    state: &State,
+    route: &Route,
+    forced: Option<Color>,
+    framed: Bytes,
+    headers: &http::HeaderMap,
+    sse: bool,
+) -> Response<BoxBody> {
+    let request = grpc_request(
+        &route.grpc_path,
+        framed,
+        headers,
+        std::time::Duration::from_secs(24 * 3600),
+    );
+    let (color, response) = match state.upstream.send(&route.service, forced, request).await {
+        Ok(ok) => ok,
+        Err((color, failure)) => return labelled(failure.into_http(), route, color),
+    };
+    let (parts, body) = response.into_parts();
+    if let Some(code) = status_code(&parts.headers).filter(|c| *c != 0) {
+        return labelled(
+            failure_from(code, &parts.headers).into_http(),
+            route,
+            Some(color),
+        );
+    }
+    let owned = route.clone();
+    struct Feed {
+        body: Incoming,
+        buffer: BytesMut,
+        done: bool,
+    }
+    let feed = Feed {
+        body,
+        buffer: BytesMut::new(),
+        done: false,
+    };
+    let frames = futures_util::stream::unfold(feed, move |mut feed| {
+        let route = owned.clone();
+        async move {
+            if feed.done {
+                return None;
+            }
+            let mut out = BytesMut::new();
+            loop {
+                match feed.body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Some(trailers) = frame.trailers_ref() {
+                            let code = status_code(trailers).unwrap_or(crate::errors::INTERNAL);
+                            let failure = (code != 0).then(|| failure_from(code, trailers));
+                            out.extend_from_slice(&encode(
+                                sse,
+                                "status",
+                                &status_value(failure.as_ref()),
+                            ));
+                            feed.done = true;
+                            break;
+                        }
+                        if let Ok(data) = frame.into_data() {
+                            feed.buffer.extend_from_slice(&data);
+                        }
+                        loop {
+                            match transcode::next_frame(&mut feed.buffer) {
+                                Ok(Some(message)) => match transcode::response(&route, &message) {
+                                    Ok(json) => {
+                                        out.extend_from_slice(&encode(sse, "result", &json))
+                                    }
+                                    Err(failure) => {
+                                        out.extend_from_slice(&encode(
+                                            sse,
+                                            "status",
+                                            &status_value(Some(&failure)),
+                                        ));
+                                        feed.done = true;
+                                        break;
+                                    }
+                                },
+                                Ok(None) => break,
+                                Err(failure) => {
+                                    out.extend_from_slice(&encode(
+                                        sse,
+                                        "status",
+                                        &status_value(Some(&failure)),
+                                    ));
+                                    feed.done = true;
+                                    break;
+                                }
+                            }
+                        }
+                        if !out.is_empty() || feed.done {
+                            break;
+                        }
+                    }
+                    Some(Err(_)) | None => {
+                        let failure = Failure::unavailable("the service ended the stream abruptly");
+                        out.extend_from_slice(&encode(
+                            sse,
+                            "status",
+                            &status_value(Some(&failure)),
+                        ));
+                        feed.done = true;
+                        break;
+                    }
+                }
+            }
+            Some((
+                Ok::<_, crate::upstream::BoxError>(Frame::data(out.freeze())),
+                feed,
+            ))
+        }
+    });
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
+    };
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    labelled(response, route, Some(color))
+}

@@ -1,0 +1,337 @@
+//! Routing state: per service, the endpoints of each color and the weight of
+//! each color. One source of truth (a routing file, or a ConfigMap in a
+//! cluster) is read into an immutable snapshot; a change swaps the whole
+//! snapshot at once, so a request sees the old state or the new one, never a
+//! mix, and the next request after a change already uses it.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use platform_runtime::Color;
+use serde::{Deserialize, Serialize};
+
+/// The weight of each color, in percent; they add up to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColorWeights {
+    pub blue: u32,
+    pub green: u32,
+}
+
+impl ColorWeights {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.blue + self.green != 100 {
+            return Err(format!(
+                "weights must add up to 100, got blue {} + green {} = {}",
+                self.blue,
+                self.green,
+                self.blue + self.green
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn of(&self, color: Color) -> u32 {
+        match color {
+            Color::Blue => self.blue,
+            Color::Green => self.green,
+        }
+    }
+}
+
+/// The endpoints (`host:port`) of each color.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColorEndpoints {
+    pub blue: Vec<String>,
+    pub green: Vec<String>,
+}
+
+impl ColorEndpoints {
+    pub fn of(&self, color: Color) -> &[String] {
+        match color {
+            Color::Blue => &self.blue,
+            Color::Green => &self.green,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRouting {
+    pub endpoints: ColorEndpoints,
+    pub weights: ColorWeights,
+    /// What `rollback` goes back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_weights: Option<ColorWeights>,
+}
+
+/// One recorded change: who, when, what before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub generation: u64,
+    pub at_ms: i64,
+    pub who: String,
+    pub service: String,
+    pub action: String,
+    pub before: ColorWeights,
+    pub after: ColorWeights,
+}
+
+/// The contents of the source of truth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingConfig {
+    #[serde(default)]
+    pub generation: u64,
+    pub services: BTreeMap<String, ServiceRouting>,
+    /// The latest changes, newest last (at most [`MAX_CHANGES`]).
+    #[serde(default)]
+    pub changes: Vec<Change>,
+}
+
+pub const MAX_CHANGES: usize = 200;
+
+impl RoutingConfig {
+    /// Parses and checks a routing document; the error says what to fix.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: RoutingConfig =
+            serde_json::from_str(text).map_err(|e| format!("invalid routing JSON: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.services.is_empty() {
+            return Err("no services: the routing document must name at least one".into());
+        }
+        for (name, service) in &self.services {
+            service
+                .weights
+                .validate()
+                .map_err(|e| format!("{name}: {e}"))?;
+            for color in Color::ALL {
+                for endpoint in service.endpoints.of(color) {
+                    let ok = endpoint.rsplit_once(':').is_some_and(|(host, port)| {
+                        !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                    });
+                    if !ok {
+                        return Err(format!(
+                            "{name}: {color} endpoint {endpoint:?} is not host:port"
+                        ));
+                    }
+                }
+                if service.weights.of(color) > 0 && service.endpoints.of(color).is_empty() {
+                    return Err(format!(
+                        "{name}: {color} has weight {} but no endpoints",
+                        service.weights.of(color)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// A color's endpoints, taken in turn.
+#[derive(Debug)]
+struct Pool {
+    endpoints: Vec<String>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    fn pick(&self) -> Option<&str> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        Some(&self.endpoints[i])
+    }
+}
+
+/// An immutable view of the routing state.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: RoutingConfig,
+    pools: BTreeMap<String, [Pool; 2]>,
+}
+
+impl Snapshot {
+    fn new(config: RoutingConfig) -> Self {
+        let pools = config
+            .services
+            .iter()
+            .map(|(name, s)| {
+                let pool = |c: Color| Pool {
+                    endpoints: s.endpoints.of(c).to_vec(),
+                    next: AtomicUsize::new(0),
+                };
+                (name.clone(), [pool(Color::Blue), pool(Color::Green)])
+            })
+            .collect();
+        Self { config, pools }
+    }
+
+    /// Chooses the color for one request (by weight, or `forced`) and an endpoint of it.
+    pub fn pick(&self, service: &str, forced: Option<Color>) -> Result<(Color, String), String> {
+        let routing = self
+            .config
+            .services
+            .get(service)
+            .ok_or_else(|| format!("no routing for service {service:?}"))?;
+        let color = forced.unwrap_or_else(|| {
+            if draw_percent() < routing.weights.blue {
+                Color::Blue
+            } else {
+                Color::Green
+            }
+        });
+        let pools = self
+            .pools
+            .get(service)
+            .ok_or_else(|| format!("no routing for service {service:?}"))?;
+        let pool = &pools[usize::from(color == Color::Green)];
+        let endpoint = pool
+            .pick()
+            .ok_or_else(|| format!("{service} has no {color} endpoints"))?;
+        Ok((color, endpoint.to_owned()))
+    }
+}
+
+/// A uniform draw from 0..100, from a per-thread xorshift generator.
+fn draw_percent() -> u32 {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u8(0);
+            h.finish() | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        ((x >> 32) % 100) as u32
+    })
+}
+
+/// The live routing state, swapped whole on every change.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    current: Arc<RwLock<Arc<Snapshot>>>,
+}
+
+impl Routing {
+    pub fn new(config: RoutingConfig) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(Arc::new(Snapshot::new(config)))),
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        match self.current.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn replace(&self, config: RoutingConfig) {
+        let snapshot = Arc::new(Snapshot::new(config));
+        match self.current.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(blue: u32, green: u32) -> String {
+        format!(
+            r#"{{"services":{{"orders":{{"endpoints":{{"blue":["127.0.0.1:50052"],"green":["127.0.0.1:50152"]}},"weights":{{"blue":{blue},"green":{green}}}}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn validates_documents() {
+        assert!(RoutingConfig::parse(&doc(100, 0)).is_ok());
+        let err = RoutingConfig::parse(&doc(90, 20)).expect_err("sum");
+        assert_eq!(
+            err,
+            "orders: weights must add up to 100, got blue 90 + green 20 = 110"
+        );
+        assert!(
+            RoutingConfig::parse("{")
+                .expect_err("json")
+                .starts_with("invalid routing JSON")
+        );
+        let no_green = doc(0, 100).replace(r#""green":["127.0.0.1:50152"]"#, r#""green":[]"#);
+        assert_eq!(
+            RoutingConfig::parse(&no_green).expect_err("empty"),
+            "orders: green has weight 100 but no endpoints"
+        );
+        let bad = doc(100, 0).replace("127.0.0.1:50052", "localhost");
+        assert!(
+            RoutingConfig::parse(&bad)
+                .expect_err("addr")
+                .contains("is not host:port")
+        );
+    }
+
+    #[test]
+    fn picks_by_weight_and_balances_endpoints() {
+        let mut config = RoutingConfig::parse(&doc(90, 10)).expect("valid");
+        config
+            .services
+            .get_mut("orders")
+            .expect("orders")
+            .endpoints
+            .blue
+            .push("127.0.0.1:60052".into());
+        let routing = Routing::new(config);
+        let snapshot = routing.snapshot();
+        let mut counts = BTreeMap::new();
+        for _ in 0..10_000 {
+            let (color, endpoint) = snapshot.pick("orders", None).expect("pick");
+            *counts.entry((color.as_str(), endpoint)).or_insert(0) += 1;
+        }
+        let blue: i32 = counts
+            .iter()
+            .filter(|((c, _), _)| *c == "blue")
+            .map(|(_, n)| n)
+            .sum();
+        assert!(
+            (8_700..=9_300).contains(&blue),
+            "blue got {blue} of 10000 at 90%"
+        );
+        let per_endpoint: Vec<i32> = counts
+            .iter()
+            .filter(|((c, _), _)| *c == "blue")
+            .map(|(_, n)| *n)
+            .collect();
+        assert!(
+            (per_endpoint[0] - per_endpoint[1]).abs() <= 1,
+            "round robin: {per_endpoint:?}"
+        );
+        assert_eq!(
+            snapshot
+                .pick("orders", Some(Color::Green))
+                .expect("forced")
+                .0,
+            Color::Green
+        );
+        assert!(snapshot.pick("billing", None).is_err());
+        routing.replace(RoutingConfig::parse(&doc(0, 100)).expect("valid"));
+        assert_eq!(
+            routing.snapshot().pick("orders", None).expect("pick").0,
+            Color::Green
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! The gateway's listeners and the one function that builds the request
+//! path. Read top to bottom, it is the order a request travels:
+//! request id -> span (child of the caller's trace) -> in-flight gauge ->
+//! dispatch (native gRPC, the API docs, or REST) -> metrics and access log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use platform_runtime::Color;
+use platform_runtime::tokens::{TokenError, Verifier};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::config::{ColorOverride, GatewayConfig};
+use crate::errors::Failure;
+use crate::grpc::{self, Listener};
+use crate::http_rule::PathTemplate;
+use crate::metrics::RequestLabels;
+use crate::routes::RouteTable;
+use crate::source::RoutingFile;
+use crate::upstream::{BoxBody, Upstream};
+
+/// Route, service and color of a response, for metrics and the access log.
+#[derive(Debug, Clone)]
+pub struct RouteLabel {
+    pub route: String,
+    pub service: String,
+    pub color: Option<&'static str>,
+}
+
+/// Everything a request needs, shared by all listeners.
+#[derive(Debug)]
+pub struct State {
+    pub config: GatewayConfig,
+    pub table: RouteTable,
+    pub upstream: Upstream,
+    pub verifier: Verifier,
+    pub source: RoutingFile,
+    public: Vec<(Method, PathTemplate)>,
+    draining: AtomicBool,
+}
+
+impl State {
+    pub fn new(
+        config: GatewayConfig,
+        table: RouteTable,
+        upstream: Upstream,
+        verifier: Verifier,
+        source: RoutingFile,
+    ) -> Result<Self, String> {
+        let mut public = Vec::new();
+        for (method, template) in &config.public_routes {
+            let parsed =
+                PathTemplate::parse(template).map_err(|e| format!("invalid PUBLIC_ROUTES: {e}"))?;
+            public.push((method.clone(), parsed));
+        }
+        Ok(Self {
+            config,
+            table,
+            upstream,
+            verifier,
+            source,
+            public,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_public(&self, method: &Method, path: &str) -> bool {
+        self.public
+            .iter()
+            .any(|(m, t)| m == method && t.matches(path).is_some())
+    }
+
+    /// Checks the bearer token; the token itself is passed on to the service.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<(), Failure> {
+        let token = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| {
+                Failure::unauthenticated("missing bearer token: send Authorization: Bearer <token>")
+            })?;
+        match self
+            .verifier
+            .verify(token.trim(), &self.config.tokens.audience)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(TokenError::KeysUnavailable) => Err(Failure::unavailable(
+                "the keys that verify tokens cannot be fetched right now",
+            )),
+            Err(err) => Err(Failure::unauthenticated(err.to_string())),
+        }
+    }
+
+    /// The color the caller asked for with the color header, if allowed.
+    pub fn forced_color(&self, headers: &HeaderMap) -> Result<Option<Color>, Failure> {
+        let Some(value) = headers.get(&self.config.color_header) else {
+            return Ok(None);
+        };
+        let color = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<Color>().ok())
+            .ok_or_else(|| {
+                Failure::bad_request(format!(
+                    "{} must be blue or green",
+                    self.config.color_header
+                ))
+            })?;
+        match self.config.color_override {
+            ColorOverride::Anyone => Ok(Some(color)),
+            ColorOverride::Nobody => Ok(None),
+            ColorOverride::AdminToken => {
+                let token = headers
+                    .get("x-color-token")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if subtle::ConstantTimeEq::ct_eq(
+                    token.as_bytes(),
+                    self.config.admin_token.as_bytes(),
+                )
+                .into()
+                {
+                    Ok(Some(color))
+                } else {
+                    Err(Failure::new(
+                        crate::errors::PERMISSION_DENIED,
+                        format!(
+                            "forcing a color with {} needs x-color-token",
+                            self.config.color_header
+                        ),
+                        crate::errors::Side::Downstream,
+                    ))
+                }
+            }
+        }
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// The request path of the public and internal listeners.
+pub async fn serve_request(
+    state: Arc<State>,
+    mut request: Request<Incoming>,
+    listener: Listener,
+) -> Response<BoxBody> {
+    let started = Instant::now();
+    let request_id = match request.headers().get("x-request-id").cloned() {
+        Some(id) => id,
+        None => {
+            let id = HeaderValue::from_str(&platform_runtime::ids::new_id("req"))
+                .unwrap_or(HeaderValue::from_static("req"));
+            request.headers_mut().insert("x-request-id", id.clone());
+            id
+        }
+    };
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let span = tracing::info_span!(
+        "gateway",
+        otel.name = %format_args!("{method} {path}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        url.path = %path,
+        trace_id = tracing::field::Empty,
+    );
+    platform_runtime::telemetry::adopt_parent(&span, request.headers());
+    let metrics = state.upstream.metrics.clone();
+    metrics.in_flight.inc();
+    let is_grpc = grpc::is_grpc(&request);
+    let response = async {
+        if is_grpc || listener == Listener::Internal {
+            grpc::handle(Arc::clone(&state), request, listener).await
+        } else if let Some(page) = crate::docs::handle(&state, &method, &path) {
+            page
+        } else {
+            crate::rest::handle(Arc::clone(&state), request).await
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    metrics.in_flight.dec();
+    let mut response = response;
+    response
+        .headers_mut()
+        .insert("x-request-id", request_id.clone());
+    let label = response.extensions().get::<RouteLabel>().cloned();
+    let status = response.status().as_u16();
+    let (route, service, color) = match &label {
+        Some(l) => (
+            l.route.clone(),
+            l.service.clone(),
+            l.color.unwrap_or("none"),
+        ),
+        None => ("unmatched".to_owned(), "none".to_owned(), "none"),
+    };
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            http_route: route.clone(),
+            http_request_method: method.to_string(),
+            http_response_status_code: status,
+            service: service.clone(),
+            color,
+            protocol: match (listener, is_grpc) {
+                (Listener::Internal, _) => "internal",
+                (_, true) => "grpc",
+                _ => "rest",
+            },
+        })
+        .observe(started.elapsed().as_secs_f64());
+    let _entered = span.enter();
+    tracing::info!(
+        request_id = request_id.to_str().unwrap_or(""),
+        %method,
+        path,
+        route,
+        status,
+        service,
+        color,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "access"
+    );
+    response
+}
+
+/// The listeners of a running gateway.
+#[derive(Debug)]
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub internal_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningGateway {
+    /// Drains (readiness fails, requests still served for the drain delay),
+    /// stops accepting, lets requests finish, and returns.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Binds the three listeners and serves until stopped.
+pub async fn serve(state: State) -> std::io::Result<RunningGateway> {
+    let public = TcpListener::bind(state.config.listen).await?;
+    let admin = TcpListener::bind(state.config.admin_listen).await?;
+    let internal = TcpListener::bind(state.config.internal_listen).await?;
+    let (addr, admin_addr, internal_addr) = (
+        public.local_addr()?,
+        admin.local_addr()?,
+        internal.local_addr()?,
+    );
+    let state = Arc::new(state);
+    let (stop, stop_rx) = watch::channel(false);
+    let watcher = {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let every = state.config.watch_interval;
+            state
+                .source
+                .watch(
+                    state.upstream.routing.clone(),
+                    state.upstream.metrics.clone(),
+                    every,
+                )
+                .await;
+        })
+    };
+    let task = tokio::spawn(async move {
+        let (accepting_tx, accepting) = watch::channel(true);
+        let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+        let loops = [
+            tokio::spawn(accept(
+                Arc::clone(&state),
+                public,
+                Kind::Public,
+                accepting.clone(),
+                Arc::clone(&graceful),
+            )),
+            tokio::spawn(accept(
+                Arc::clone(&state),
+                internal,
+                Kind::Internal,
+                accepting.clone(),
+                Arc::clone(&graceful),
+            )),
+            tokio::spawn(accept(
+                Arc::clone(&state),
+                admin,
+                Kind::Admin,
+                accepting.clone(),
+                Arc::clone(&graceful),
+            )),
+        ];
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.wait_for(|s| *s).await;
+        state.draining.store(true, Ordering::Relaxed);
+        tracing::info!(
+            drain_delay_ms = state.config.drain_delay.as_millis() as u64,
+            "draining: readiness fails"
+        );
+        tokio::time::sleep(state.config.drain_delay).await;
+        let _ = accepting_tx.send(false);
+        for l in loops {
+            let _ = l.await;
+        }
+        watcher.abort();
+        match Arc::try_unwrap(graceful) {
+            Ok(graceful) => {
+                if tokio::time::timeout(Duration::from_secs(20), graceful.shutdown())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("requests still running after 20 s; stopping anyway");
+                }
+            }
+            Err(_) => tracing::warn!("connections still referenced at shutdown"),
+        }
+    });
+    Ok(RunningGateway {
+        addr,
+        admin_addr,
+        internal_addr,
+        stop,
+        task,
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Public,
+    Internal,
+    Admin,
+}
+
+async fn accept(
+    state: Arc<State>,
+    listener: TcpListener,
+    kind: Kind,
+    mut accepting: watch::Receiver<bool>,
+    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(ok) => ok,
+                Err(_) => continue,
+            },
+            _ = accepting.wait_for(|a| !*a) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let state = Arc::clone(&state);
+            async move {
+                let response = match kind {
+                    Kind::Public => serve_request(state, request, Listener::Public).await,
+                    Kind::Internal => serve_request(state, request, Listener::Internal).await,
+                    Kind::Admin => crate::admin::handle(state, request, peer).await,
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+}

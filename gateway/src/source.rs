@@ -1,0 +1,106 @@
+//! The routing file: the source of truth outside Kubernetes. The gateway
+//! watches it (a change by hand or by another gateway replica is applied
+//! within a poll interval) and writes admin changes to it atomically (a
+//! temporary file renamed over it), so every replica and a restarted gateway
+//! agree. An invalid document is refused and the last good state keeps serving.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::metrics::GatewayMetrics;
+use crate::routing::{Change, MAX_CHANGES, Routing, RoutingConfig};
+
+#[derive(Debug)]
+pub struct RoutingFile {
+    path: PathBuf,
+    /// Serializes writers in this process; the rename makes each write atomic.
+    write: tokio::sync::Mutex<()>,
+}
+
+impl RoutingFile {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            write: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    pub fn load(&self) -> Result<RoutingConfig, String> {
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| format!("cannot read the routing file {}: {e}", self.path.display()))?;
+        RoutingConfig::parse(&text).map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+
+    /// Applies the file whenever its contents change.
+    pub async fn watch(&self, routing: Routing, metrics: GatewayMetrics, every: Duration) {
+        let mut seen = std::fs::read(&self.path).ok();
+        loop {
+            tokio::time::sleep(every).await;
+            let Ok(now) = std::fs::read(&self.path) else {
+                continue;
+            };
+            if seen.as_deref() == Some(now.as_slice()) {
+                continue;
+            }
+            seen = Some(now.clone());
+            let parsed = std::str::from_utf8(&now)
+                .map_err(|_| "the routing file is not UTF-8".to_owned())
+                .and_then(RoutingConfig::parse);
+            match parsed {
+                Ok(config)
+                    if config.generation != routing.snapshot().config.generation
+                        || config != routing.snapshot().config =>
+                {
+                    tracing::info!(
+                        generation = config.generation,
+                        "routing file changed; applied"
+                    );
+                    metrics.observe_routing(&config);
+                    routing.replace(config);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    metrics.reload_failures.inc();
+                    tracing::error!(%error, "routing file change refused; the last good routing keeps serving");
+                }
+            }
+        }
+    }
+
+    /// Reads the current document, applies `change`, bumps the generation,
+    /// records the change, writes the file and swaps the live state.
+    pub async fn update(
+        &self,
+        routing: &Routing,
+        metrics: &GatewayMetrics,
+        change: impl FnOnce(&mut RoutingConfig) -> Result<Change, String>,
+    ) -> Result<(RoutingConfig, Change), String> {
+        let _guard = self.write.lock().await;
+        let mut config = self.load()?;
+        let mut record = change(&mut config)?;
+        config.validate()?;
+        config.generation += 1;
+        record.generation = config.generation;
+        config.changes.push(record.clone());
+        let excess = config.changes.len().saturating_sub(MAX_CHANGES);
+        config.changes.drain(..excess);
+        let tmp = self.path.with_extension("tmp");
+        write_synced(&tmp, config.to_json().as_bytes())
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| format!("cannot write the routing file {}: {e}", self.path.display()))?;
+        metrics.observe_routing(&config);
+        routing.replace(config.clone());
+        Ok((config, record))
+    }
+}
+
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
