@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use platform_runtime::Color;
 use platform_runtime::tokens::{TokenError, Verifier};
@@ -377,7 +377,9 @@ async fn accept(
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new());
+        builder.http2().timer(TokioTimer::new());
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();

@@ -1,0 +1,187 @@
+//! The real services behind a real gateway, in-process on loopback ports,
+//! and an HTTP/1.1 client that keeps one connection alive.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use platform_runtime::RunningService;
+use testkit::{Backend, Platform};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+pub struct Stack {
+    pub platform: Platform,
+    pub orders_green: RunningService,
+    pub gateway: gateway::RunningGateway,
+    pub routes_file: PathBuf,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        let platform = Platform::start(&Backend::Sqlite).await;
+        let db = platform
+            .databases
+            .iter()
+            .find(|(s, _)| *s == "orders")
+            .expect("db")
+            .1
+            .clone();
+        let orders_green = testkit::start_service(
+            "orders",
+            testkit::env(
+                platform.dir.path(),
+                &db,
+                &[
+                    ("COLOR", "green".into()),
+                    ("AUTH_ADDR", testkit::url(platform.auth.addr)),
+                    ("PAYMENTS_ADDR", testkit::url(platform.payments.addr)),
+                    (
+                        "NOTIFICATIONS_ADDR",
+                        testkit::url(platform.notifications.addr),
+                    ),
+                    ("SERVICE_CLIENT_SECRET", testkit::ORDERS_SECRET.into()),
+                ],
+            ),
+        )
+        .await;
+        let one = |s: &RunningService| serde_json::json!({"endpoints": {"blue": [s.addr.to_string()], "green": [s.addr.to_string()]}, "weights": {"blue": 100, "green": 0}});
+        let routes = serde_json::json!({
+            "services": {
+                "auth": one(&platform.auth),
+                "payments": one(&platform.payments),
+                "notifications": one(&platform.notifications),
+                "orders": {
+                    "endpoints": {"blue": [platform.orders.addr.to_string()], "green": [orders_green.addr.to_string()]},
+                    "weights": {"blue": 100, "green": 0}
+                }
+            }
+        });
+        let routes_file = platform.dir.path().join("routes.json");
+        std::fs::write(&routes_file, routes.to_string()).expect("routes file");
+        let env = platform_runtime::Env::from_pairs([
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("ADMIN_ADDR", "127.0.0.1:0"),
+            ("INTERNAL_ADDR", "127.0.0.1:0"),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("DRAIN_DELAY_MS", "0"),
+            ("ROUTES_WATCH_MS", "50"),
+            ("ROUTES_FILE", routes_file.to_str().expect("utf-8")),
+            ("AUTH_ADDR", &testkit::url(platform.auth.addr)),
+        ]);
+        let config = gateway::config::GatewayConfig::from_env(&env).expect("config");
+        let gateway = gateway::start(config, &[platform_proto::PLATFORM_DESCRIPTOR_SET])
+            .await
+            .expect("gateway");
+        Stack {
+            platform,
+            orders_green,
+            gateway,
+            routes_file,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.gateway.stop().await;
+        self.orders_green.stop().await;
+        self.platform.stop().await;
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.gateway.addr).await
+    }
+
+    pub async fn admin(&self) -> Client {
+        Client::connect(self.gateway.admin_addr).await
+    }
+
+    /// Registers and logs in through the gateway; returns the bearer token.
+    pub async fn login(&self, email: &str) -> String {
+        let mut client = self.client().await;
+        let credentials = format!(r#"{{"email":"{email}","password":"correct horse battery"}}"#);
+        let registered = client
+            .call("POST", "/v1/auth/register", &[], &credentials)
+            .await;
+        assert_eq!(registered.status, 200, "{}", registered.text());
+        let login = client
+            .call("POST", "/v1/auth/login", &[], &credentials)
+            .await;
+        assert_eq!(login.status, 200, "{}", login.text());
+        login.json()["accessToken"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// One HTTP/1.1 connection, kept alive across calls.
+pub struct Client {
+    sender: SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        Client { sender, addr }
+    }
+
+    pub async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .expect("request");
+        self.sender.ready().await.expect("connection ready");
+        let response = self.sender.send_request(request).await.expect("response");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    }
+}
