@@ -91,9 +91,9 @@ fn decode_query(raw: &str) -> Result<String, Failure> {
         .map_err(|_| Failure::bad_request(format!("query parameter {raw:?} is not UTF-8")))
 }
 
-fn field<'a>(
+fn field(
     message: &MessageDescriptor,
-    name: &'a str,
+    name: &str,
     key: &str,
 ) -> Result<FieldDescriptor, Failure> {
     message

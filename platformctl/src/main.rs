@@ -28,6 +28,8 @@ enum Command {
         /// auth, orders, payments or notifications
         name: String,
     },
+    /// Run the edge gateway in the foreground, configured from the environment.
+    Gateway,
 }
 
 #[tokio::main]
@@ -42,6 +44,9 @@ async fn main() -> ExitCode {
             }
         },
         Command::Service { name } => run_service(&name).await,
+        Command::Gateway => {
+            ExitCode::from(u8::try_from(gateway::main_from_env().await).unwrap_or(1))
+        }
     }
 }
 

@@ -5,8 +5,15 @@ use platform_runtime::Color;
 
 pub const SERVICES: [&str; 4] = ["auth", "orders", "payments", "notifications"];
 
-/// How far `--port-offset` may shift the layout: it stays within 1024..=65535.
-pub const OFFSETS: std::ops::RangeInclusive<i64> = -49_000..=14_000;
+/// How far `--port-offset` may shift the layout: every port stays within 1024..=65535.
+pub const OFFSETS: std::ops::RangeInclusive<i64> = -7_000..=14_000;
+
+/// The gateway's public REST/gRPC port, its admin port and its internal
+/// (east-west) gRPC port.
+pub fn gateway(offset: i32) -> (u16, u16, u16) {
+    let port = |base: i32| u16::try_from(base + offset).unwrap_or(0);
+    (port(8080), port(9901), port(8081))
+}
 
 /// The gRPC port of `service` in `color`, shifted by `offset` (within [`OFFSETS`]).
 pub fn grpc(service: &str, color: Color, offset: i32) -> u16 {
@@ -33,10 +40,10 @@ mod tests {
         assert_eq!(grpc("orders", Color::Green, 0), 50152);
         assert_eq!(metrics("auth", Color::Blue, 0), 51051);
         assert_eq!(metrics("payments", Color::Green, 0), 51153);
-        assert_eq!(grpc("auth", Color::Blue, -30_000), 20051);
+        assert_eq!(gateway(0), (8080, 9901, 8081));
         for offset in [*OFFSETS.start(), *OFFSETS.end()] {
             let offset = offset as i32;
-            assert!(grpc("auth", Color::Blue, offset) >= 1024);
+            assert!(gateway(offset).0 >= 1024);
             assert!(metrics("notifications", Color::Green, offset) > 1024);
         }
     }

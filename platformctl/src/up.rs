@@ -79,20 +79,109 @@ fn processes(offset: i32) -> Vec<Process> {
     all
 }
 
-/// The secret orders and auth share, made once per data directory.
-fn service_secret(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join("service-client-secret");
-    if let Ok(secret) = std::fs::read_to_string(&path) {
+/// A random secret kept in `path` (made once, readable by its owner only):
+/// the service-client secret orders and auth share, the admin token.
+fn secret_file(path: &Path) -> anyhow::Result<String> {
+    if let Ok(secret) = std::fs::read_to_string(path) {
         return Ok(secret.trim().to_owned());
     }
     let secret = platform_runtime::ids::new_secret();
-    std::fs::write(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     }
     Ok(secret)
+}
+
+/// Writes the routing file with this layout's endpoints. Weights, their
+/// history and the generation survive a restart: the file is the source of
+/// truth, so a platform restarted after a switch still routes as switched.
+fn write_routes(path: &Path, offset: i32) -> anyhow::Result<()> {
+    let previous: Option<serde_json::Value> = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let mut services = serde_json::Map::new();
+    for service in SERVICES {
+        let endpoint = |color| format!("127.0.0.1:{}", ports::grpc(service, color, offset));
+        let kept = previous.as_ref().map(|p| &p["services"][service]);
+        let weights = kept
+            .map(|k| k["weights"].clone())
+            .filter(|w| w.is_object())
+            .unwrap_or_else(|| serde_json::json!({"blue": 100, "green": 0}));
+        let mut entry = serde_json::json!({
+            "endpoints": {"blue": [endpoint(Color::Blue)], "green": [endpoint(Color::Green)]},
+            "weights": weights,
+        });
+        if let Some(previous_weights) = kept
+            .map(|k| k["previous_weights"].clone())
+            .filter(|w| w.is_object())
+        {
+            entry["previous_weights"] = previous_weights;
+        }
+        services.insert(service.to_owned(), entry);
+    }
+    let document = serde_json::json!({
+        "generation": previous.as_ref().map(|p| p["generation"].clone()).filter(|g| g.is_u64()).unwrap_or(serde_json::json!(0)),
+        "services": services,
+        "changes": previous.as_ref().map(|p| p["changes"].clone()).filter(|c| c.is_array()).unwrap_or(serde_json::json!([])),
+    });
+    let text = serde_json::to_string_pretty(&document)?;
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Waits for the gateway's readiness endpoint.
+async fn wait_until_ready(
+    admin_port: u16,
+    since: Instant,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", admin_port)).await {
+            let _ = stream
+                .write_all(b"GET /ready HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
+                .await;
+            let mut reply = Vec::new();
+            let _ = stream.read_to_end(&mut reply).await;
+            if reply.starts_with(b"HTTP/1.1 200") {
+                return Ok(since.elapsed());
+            }
+        }
+        if since.elapsed() > timeout {
+            bail!("the gateway is not ready after {} s", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn print_gateway(offset: i32, ready: Duration, data_dir: &Path) {
+    let (port, admin, internal) = ports::gateway(offset);
+    let rss = rss_mib(&data_dir.join("run").join("gateway.pid"))
+        .map(|m| format!("{m:.1} MiB"))
+        .unwrap_or_else(|| "?".into());
+    println!();
+    println!(
+        "gateway: http://127.0.0.1:{port} (REST and gRPC; blue 100%)   ready {} ms   RSS {rss}",
+        ready.as_millis()
+    );
+    println!("  docs:     http://127.0.0.1:{port}/docs");
+    println!(
+        "  admin:    http://127.0.0.1:{admin}/admin/routes  (token: {})",
+        data_dir.join("admin-token").display()
+    );
+    println!("  metrics:  http://127.0.0.1:{admin}/metrics");
+    println!(
+        "  internal: 127.0.0.1:{internal} (east-west gRPC: orders -> payments, notifications)"
+    );
+    println!();
+    println!("try:  curl -s http://127.0.0.1:{port}/v1/auth/jwks");
+    println!(
+        "      grpcurl -plaintext 127.0.0.1:{} list",
+        ports::grpc("auth", Color::Blue, offset)
+    );
+    println!("Ctrl-C stops everything.");
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -110,12 +199,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let (gateway_port, admin_port, internal_port) = ports::gateway(args.port_offset);
+    for port in [gateway_port, admin_port, internal_port] {
+        if TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_err() {
+            bail!(
+                "port {port} (gateway) is in use: stop the other platform (or process) using it, or pass --port-offset"
+            );
+        }
+    }
     for dir in ["logs", "run"] {
         std::fs::create_dir_all(args.data_dir.join(dir))
             .with_context(|| format!("cannot create {}", args.data_dir.join(dir).display()))?;
     }
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
-    let secret = service_secret(&data_dir)?;
+    let secret = secret_file(&data_dir.join("service-client-secret"))?;
+    let admin_token_file = data_dir.join("admin-token");
+    secret_file(&admin_token_file)?;
+    let routes_file = data_dir.join("routes.json");
+    write_routes(&routes_file, args.port_offset)?;
+    let internal = format!("http://127.0.0.1:{internal_port}");
     let program = std::env::current_exe().context("cannot find the platformctl binary")?;
     let url = |service: &str, color: Color| {
         format!(
@@ -154,11 +256,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "auth" => env.push(("AUTH_SERVICE_CLIENTS".into(), format!("orders={secret}"))),
             "orders" => {
                 env.push(("SERVICE_CLIENT_SECRET".into(), secret.clone()));
-                env.push(("PAYMENTS_ADDR".into(), url("payments", Color::Blue)));
-                env.push((
-                    "NOTIFICATIONS_ADDR".into(),
-                    url("notifications", Color::Blue),
-                ));
+                // East-west calls go through the gateway's internal listener,
+                // so they follow the same color weights as edge traffic.
+                env.push(("PAYMENTS_ADDR".into(), internal.clone()));
+                env.push(("NOTIFICATIONS_ADDR".into(), internal.clone()));
             }
             _ => {}
         }
@@ -180,13 +281,51 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         )));
     }
 
+    let gateway_env = vec![
+        (
+            "LISTEN_ADDR".to_owned(),
+            format!("127.0.0.1:{gateway_port}"),
+        ),
+        ("ADMIN_ADDR".to_owned(), format!("127.0.0.1:{admin_port}")),
+        (
+            "INTERNAL_ADDR".to_owned(),
+            format!("127.0.0.1:{internal_port}"),
+        ),
+        ("ROUTES_FILE".to_owned(), routes_file.display().to_string()),
+        (
+            "ADMIN_TOKEN_FILE".to_owned(),
+            admin_token_file.display().to_string(),
+        ),
+        ("AUTH_ADDR".to_owned(), url("auth", Color::Blue)),
+        ("DRAIN_DELAY_MS".to_owned(), "500".to_owned()),
+    ];
+    let spec = ProcessSpec {
+        log: data_dir.join("logs").join("gateway.log"),
+        pid_file: data_dir.join("run").join("gateway.pid"),
+        name: "gateway".into(),
+        program: program.clone(),
+        args: vec!["gateway".into()],
+        env: gateway_env,
+        grace: Duration::from_secs(30),
+    };
+    tasks.push(tokio::spawn(supervise(
+        spec,
+        stop_rx.clone(),
+        fatal.clone(),
+    )));
+
     let ready = tokio::select! {
-        ready = wait_until_serving(&all, started, Duration::from_secs(args.ready_timeout_secs)) => ready,
+        ready = async {
+            let times = wait_until_serving(&all, started, Duration::from_secs(args.ready_timeout_secs)).await?;
+            let gateway = wait_until_ready(admin_port, started, Duration::from_secs(args.ready_timeout_secs)).await?;
+            Ok::<_, anyhow::Error>((times, gateway))
+        } => ready,
         _ = shutdown_signal() => Err(anyhow::anyhow!("interrupted before the platform was up")),
         Some(reason) = fatal_rx.recv() => Err(anyhow::anyhow!("{reason}")),
     };
-    if let Ok(times) = &ready {
+    if let Ok((times, gateway)) = &ready {
         print_endpoints(&all, times, &data_dir, &args);
+        print_gateway(args.port_offset, *gateway, &data_dir);
         shutdown_signal().await;
         println!("stopping every service (SIGTERM, then up to 15 s to drain)...");
     }
@@ -304,9 +443,4 @@ fn print_endpoints(all: &[Process], ready: &[Duration], data_dir: &Path, args: &
         data_dir.display(),
         data_dir.join("logs").display()
     );
-    println!(
-        "try:  grpcurl -plaintext 127.0.0.1:{} list",
-        ports::grpc("auth", Color::Blue, args.port_offset)
-    );
-    println!("Ctrl-C stops everything.");
 }

@@ -16,14 +16,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use platform_proto::orders::v1::{
-    CreateOrderRequest, OrderItem, order_service_client::OrderServiceClient,
-};
-use testkit::authed;
 use tokio_stream::wrappers::TcpListenerStream;
 
-// Below the ephemeral range, and clear of the ports of tests/up.rs.
-const OFFSET: i32 = -28_000;
+// Outside the ephemeral range, and clear of the ports of tests/up.rs.
+const OFFSET: i32 = 12_500;
 
 /// A span as received, with the resource attributes of its process.
 #[derive(Debug, Clone)]
@@ -103,32 +99,29 @@ async fn an_order_is_one_trace_across_services() {
     );
     let (_, token) =
         testkit::register_and_login(common::addr(OFFSET, 50051), "trace@example.com").await;
-    let order = OrderServiceClient::new(testkit::channel(common::addr(OFFSET, 50052)))
-        .create_order(authed(
-            CreateOrderRequest {
-                items: vec![OrderItem {
-                    sku: "trace-1".into(),
-                    quantity: 1,
-                    unit_price_minor: 500,
-                }],
-                currency: "EUR".into(),
-                payment_method: "pm_card_visa".into(),
-                request_id: String::new(),
-            },
-            &token,
-        ))
-        .await
-        .expect("order")
-        .into_inner();
+    // A REST call through the gateway.
+    let gateway =
+        std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(8080 + OFFSET).expect("port")));
+    let body = r#"{"items":[{"sku":"trace-1","quantity":1,"unitPriceMinor":500}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
+    let bearer = format!("Bearer {token}");
+    let reply = common::http(
+        gateway,
+        "POST",
+        "/v1/orders",
+        &[("authorization", bearer.as_str())],
+        body,
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let order: serde_json::Value =
+        serde_json::from_str(reply.split("\r\n\r\n").nth(1).expect("body")).expect("json");
+    let order_id = order["id"].as_str().expect("id").to_owned();
 
-    // Wait for the spans of all three services.
+    // Wait for the spans of the gateway and all three services.
     let deadline = Instant::now() + Duration::from_secs(30);
     let trace = loop {
         let spans = receiver.0.lock().expect("lock").clone();
-        let root = spans
-            .iter()
-            .find(|s| s.name == "platform.orders.v1.OrderService/CreateOrder")
-            .cloned();
+        let root = spans.iter().find(|s| s.name == "POST /v1/orders").cloned();
         if let Some(root) = root {
             let trace: Vec<Received> = spans
                 .into_iter()
@@ -137,7 +130,7 @@ async fn an_order_is_one_trace_across_services() {
             if trace
                 .iter()
                 .any(|s| s.name.ends_with("NotificationService/Send"))
-                && trace.len() >= 3
+                && trace.len() >= 6
             {
                 break trace;
             }
@@ -149,25 +142,41 @@ async fn an_order_is_one_trace_across_services() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let root = trace
-        .iter()
-        .find(|s| s.name.ends_with("OrderService/CreateOrder"))
-        .expect("root");
-    let charge = trace
-        .iter()
-        .find(|s| s.name.ends_with("PaymentService/Charge"))
-        .expect("charge span");
-    let send = trace
-        .iter()
-        .find(|s| s.name.ends_with("NotificationService/Send"))
-        .expect("send span");
+    let find = |name: &str| {
+        trace
+            .iter()
+            .find(|s| s.name.ends_with(name))
+            .unwrap_or_else(|| panic!("no {name} span in {trace:?}"))
+    };
+    let edge = find("POST /v1/orders");
+    let create = find("OrderService/CreateOrder");
+    let charge = find("PaymentService/Charge");
+    let send = find("NotificationService/Send");
     assert_eq!(
-        charge.parent, root.span_id,
-        "Charge is a child of CreateOrder"
+        create.parent, edge.span_id,
+        "CreateOrder is a child of the gateway's span"
     );
-    assert_eq!(send.parent, root.span_id, "Send is a child of CreateOrder");
+    for internal in [charge, send] {
+        let hop = trace
+            .iter()
+            .find(|s| s.span_id == internal.parent)
+            .expect("parent span");
+        assert_eq!(
+            hop.resource.get("service.name").map(String::as_str),
+            Some("gateway"),
+            "east-west goes through the gateway"
+        );
+        assert_eq!(
+            hop.parent, create.span_id,
+            "the internal hop is a child of CreateOrder"
+        );
+    }
+    assert_eq!(
+        edge.resource.get("service.name").map(String::as_str),
+        Some("gateway")
+    );
     for (span, service) in [
-        (root, "orders"),
+        (create, "orders"),
         (charge, "payments"),
         (send, "notifications"),
     ] {
@@ -181,13 +190,14 @@ async fn an_order_is_one_trace_across_services() {
         );
         assert!(span.resource.contains_key("service.version"));
     }
+    let root = create;
 
     // The JSON log lines of the request carry the trace id.
     let trace_id = hex(&root.trace_id);
     let log = std::fs::read_to_string(data.join("logs/orders-blue.log")).expect("log");
     let line = log
         .lines()
-        .find(|l| l.contains(&order.id) && l.contains("order charged"))
+        .find(|l| l.contains(&order_id) && l.contains("order charged"))
         .expect("a log line about the order");
     let json: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
     assert_eq!(json["span"]["trace_id"], trace_id.as_str());

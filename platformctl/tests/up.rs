@@ -22,8 +22,9 @@ mod common;
 
 use common::{addr, alive, pid, port, up};
 
-// Below the kernel's ephemeral range, so no test's client port can take one.
-const OFFSET: i32 = -30_000;
+// Every port above or below the kernel's ephemeral range (32768-60999),
+// so no client port of a test can take one.
+const OFFSET: i32 = 14_000;
 
 /// Runs grpcurl; `None` when it is not installed outside CI.
 fn grpcurl(args: &[&str]) -> Option<serde_json::Value> {
@@ -116,6 +117,31 @@ async fn walkthrough_and_kill_9_lose_nothing() {
         assert_eq!(created["status"], "ORDER_STATUS_PAID");
         assert_eq!(created["totalMinor"], "2500");
     }
+
+    // The README walk-through through the gateway, as curl would send it.
+    let gateway =
+        std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(8080 + OFFSET).expect("port")));
+    let credentials = r#"{"email":"curl@example.com","password":"correct horse battery"}"#;
+    let registered = common::http(gateway, "POST", "/v1/auth/register", &[], credentials).await;
+    assert!(registered.starts_with("HTTP/1.1 200"), "{registered}");
+    let login = common::http(gateway, "POST", "/v1/auth/login", &[], credentials).await;
+    let login: serde_json::Value =
+        serde_json::from_str(login.split("\r\n\r\n").nth(1).expect("body")).expect("json");
+    let bearer = format!("Bearer {}", login["accessToken"].as_str().expect("token"));
+    let body = r#"{"items":[{"sku":"book-1","quantity":2,"unitPriceMinor":1250}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
+    let created = common::http(
+        gateway,
+        "POST",
+        "/v1/orders",
+        &[("authorization", bearer.as_str())],
+        body,
+    )
+    .await;
+    assert!(created.starts_with("HTTP/1.1 200"), "{created}");
+    assert!(
+        created.contains("x-served-by: blue") && created.contains("ORDER_STATUS_PAID"),
+        "{created}"
+    );
 
     let (_, token) = testkit::register_and_login(addr(OFFSET, 50051), "kill@example.com").await;
     let blue = OrderServiceClient::new(testkit::channel(addr(OFFSET, 50052)));
@@ -252,7 +278,7 @@ fn bad_input_is_a_clear_error_not_a_hang() {
     let (code, stderr) = run(
         &[
             "up",
-            "--port-offset=-24000",
+            "--port-offset=11000",
             "--green-env",
             "FAULT_ERROR_RATE=2",
         ],

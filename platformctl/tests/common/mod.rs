@@ -79,3 +79,28 @@ pub fn pid(data_dir: &Path, name: &str) -> i32 {
 pub fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
 }
+
+/// One HTTP/1.1 request on a fresh connection; the whole response as text.
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.expect("read");
+    reply
+}
