@@ -91,11 +91,7 @@ fn decode_query(raw: &str) -> Result<String, Failure> {
         .map_err(|_| Failure::bad_request(format!("query parameter {raw:?} is not UTF-8")))
 }
 
-fn field(
-    message: &MessageDescriptor,
-    name: &str,
-    key: &str,
-) -> Result<FieldDescriptor, Failure> {
+fn field(message: &MessageDescriptor, name: &str, key: &str) -> Result<FieldDescriptor, Failure> {
     message
         .get_field_by_name(name)
         .or_else(|| message.get_field_by_json_name(name))
