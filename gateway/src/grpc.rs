@@ -73,7 +73,7 @@ pub async fn handle(
     let request = Request::from_parts(
         parts,
         body.map_err(|e| Box::new(e) as crate::upstream::BoxError)
-            .boxed(),
+            .boxed_unsync(),
     );
     let label = |color: Option<platform_runtime::Color>| RouteLabel {
         route: format!("/{service_name}/*"),
@@ -90,7 +90,7 @@ pub async fn handle(
             Response::from_parts(
                 parts,
                 body.map_err(|e| Box::new(e) as crate::upstream::BoxError)
-                    .boxed(),
+                    .boxed_unsync(),
             )
         }
         Err((color, failure)) => {

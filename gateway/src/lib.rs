@@ -8,6 +8,7 @@ pub mod docs;
 pub mod errors;
 pub mod grpc;
 pub mod http_rule;
+pub mod local;
 pub mod metrics;
 pub mod rest;
 pub mod routes;
@@ -39,7 +40,8 @@ pub async fn start(
     let routing = routing::Routing::new(routing_config);
     let upstream = upstream::Upstream::new(routing, metrics, config.upstream_timeout);
     let verifier = Verifier::remote(&config.tokens).map_err(|e| e.to_string())?;
-    let state = server::State::new(config, table, upstream, verifier, source)?;
+    let local = local::LocalGrpc::new(descriptor_sets)?;
+    let state = server::State::new(config, table, upstream, verifier, source, local)?;
     server::serve(state)
         .await
         .map_err(|e| format!("cannot listen: {e}"))

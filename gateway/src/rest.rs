@@ -251,7 +251,7 @@ async fn stream(
             ))
         }
     });
-    let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+    let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
     let content_type = if sse {
         "text/event-stream"
     } else {

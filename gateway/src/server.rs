@@ -45,6 +45,7 @@ pub struct State {
     pub source: RoutingFile,
     public: Vec<(Method, PathTemplate)>,
     draining: AtomicBool,
+    local: crate::local::LocalGrpc,
 }
 
 impl State {
@@ -54,6 +55,7 @@ impl State {
         upstream: Upstream,
         verifier: Verifier,
         source: RoutingFile,
+        local: crate::local::LocalGrpc,
     ) -> Result<Self, String> {
         let mut public = Vec::new();
         for (method, template) in &config.public_routes {
@@ -69,6 +71,7 @@ impl State {
             source,
             public,
             draining: AtomicBool::new(false),
+            local,
         })
     }
 
@@ -182,7 +185,9 @@ pub async fn serve_request(
     metrics.in_flight.inc();
     let is_grpc = grpc::is_grpc(&request);
     let response = async {
-        if is_grpc || listener == Listener::Internal {
+        if is_grpc && crate::local::LocalGrpc::handles(&path) {
+            state.local.call(request).await
+        } else if is_grpc || listener == Listener::Internal {
             grpc::handle(Arc::clone(&state), request, listener).await
         } else if let Some(page) = crate::docs::handle(&state, &method, &path) {
             page
@@ -311,6 +316,7 @@ pub async fn serve(state: State) -> std::io::Result<RunningGateway> {
         let mut stop_rx = stop_rx;
         let _ = stop_rx.wait_for(|s| *s).await;
         state.draining.store(true, Ordering::Relaxed);
+        state.local.draining().await;
         tracing::info!(
             drain_delay_ms = state.config.drain_delay.as_millis() as u64,
             "draining: readiness fails"

@@ -19,12 +19,12 @@ use crate::metrics::{GatewayMetrics, UpstreamLabels};
 use crate::routing::Routing;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
-        .boxed()
+        .boxed_unsync()
 }
 
 /// Headers a REST request passes on to the service.
