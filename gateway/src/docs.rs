@@ -152,13 +152,13 @@ fn first_line(method: &prost_reflect::MethodDescriptor) -> String {
                 .and_then(|l| l.leading_comments.clone())
         })
         .unwrap_or_default();
-    comments
-        .trim()
-        .lines()
-        .next()
-        .unwrap_or(method.name())
-        .trim()
-        .to_owned()
+    // The first sentence of the comment, however it was wrapped.
+    let text = comments.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.find(". ") {
+        Some(end) => text[..=end].to_owned(),
+        None if text.is_empty() => method.name().to_owned(),
+        None => text,
+    }
 }
 
 fn schema_ref(message: &MessageDescriptor, schemas: &mut Map<String, Value>) -> Value {
