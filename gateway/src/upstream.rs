@@ -13,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use platform_runtime::Color;
+use tracing::Instrument;
 
 use crate::errors::{Failure, Side};
 use crate::metrics::{GatewayMetrics, UpstreamLabels};
@@ -108,8 +109,25 @@ impl Upstream {
                 ),
             )
         })?;
+        // The upstream call is a child span of the request's span; the
+        // service's span becomes its child through the injected context.
+        let span = tracing::info_span!(
+            "upstream",
+            otel.name = %format_args!("{service} {path}"),
+            otel.kind = "client",
+            rpc.system = "grpc",
+            service,
+            color = color.as_str(),
+            server.address = %endpoint,
+        );
+        {
+            let _entered = span.enter();
+            platform_runtime::telemetry::inject_headers(request.headers_mut());
+        }
         let started = Instant::now();
-        let response = tokio::time::timeout(self.timeout, self.client.request(request)).await;
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .instrument(span)
+            .await;
         match response {
             Ok(Ok(response)) => Ok((color, response)),
             Ok(Err(err)) => {

@@ -130,7 +130,7 @@ async fn an_order_is_one_trace_across_services() {
             if trace
                 .iter()
                 .any(|s| s.name.ends_with("NotificationService/Send"))
-                && trace.len() >= 6
+                && trace.len() >= 9
             {
                 break trace;
             }
@@ -152,15 +152,31 @@ async fn an_order_is_one_trace_across_services() {
     let create = find("OrderService/CreateOrder");
     let charge = find("PaymentService/Charge");
     let send = find("NotificationService/Send");
+    // Each call through the gateway: its request span, then an `upstream`
+    // client span, then the service's span.
+    let parent = |child: &Received| {
+        trace
+            .iter()
+            .find(|s| s.span_id == child.parent)
+            .expect("parent span")
+            .clone()
+    };
+    let upstream = parent(create);
     assert_eq!(
-        create.parent, edge.span_id,
-        "CreateOrder is a child of the gateway's span"
+        upstream.name, "orders /platform.orders.v1.OrderService/CreateOrder",
+        "{trace:?}"
+    );
+    assert_eq!(
+        upstream.parent, edge.span_id,
+        "the upstream call is a child of the request's span"
     );
     for internal in [charge, send] {
-        let hop = trace
-            .iter()
-            .find(|s| s.span_id == internal.parent)
-            .expect("parent span");
+        let upstream = parent(internal);
+        assert!(
+            upstream.name.starts_with("payments ") || upstream.name.starts_with("notifications "),
+            "{upstream:?}"
+        );
+        let hop = parent(&upstream);
         assert_eq!(
             hop.resource.get("service.name").map(String::as_str),
             Some("gateway"),
