@@ -150,7 +150,7 @@ async fn change(
     service: &str,
     who: &str,
     action: &str,
-    next: impl FnOnce(Option<ColorWeights>) -> Result<ColorWeights, (StatusCode, String)>,
+    next: impl Fn(Option<ColorWeights>) -> Result<ColorWeights, (StatusCode, String)>,
 ) -> Response<BoxBody> {
     let mut refusal = None;
     let result = state

@@ -26,7 +26,10 @@ pub struct GatewayConfig {
     pub admin_listen: SocketAddr,
     /// The east-west listener: gRPC between services, routed like the edge.
     pub internal_listen: SocketAddr,
-    pub routes_file: PathBuf,
+    /// The routing file, when the routing state is not in a ConfigMap.
+    pub routes_file: Option<PathBuf>,
+    /// The routing ConfigMap (`ROUTES_CONFIGMAP`), inside a cluster.
+    pub configmap: Option<crate::kube::ConfigMapSource>,
     pub admin_token: String,
     pub color_header: http::HeaderName,
     pub color_override: ColorOverride,
@@ -63,15 +66,14 @@ impl GatewayConfig {
                 "must be at least 16 characters",
             ));
         }
-        let routes_file = env
-            .string("ROUTES_FILE")
-            .map(PathBuf::from)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "ROUTES_FILE",
-                    "required: the routing file (see gateway/routes.example.json)",
-                )
-            })?;
+        let configmap = crate::kube::ConfigMapSource::from_env(env)?;
+        let routes_file = env.string("ROUTES_FILE").map(PathBuf::from);
+        if routes_file.is_none() && configmap.is_none() {
+            return Err(ConfigError::new(
+                "ROUTES_FILE",
+                "required (or ROUTES_CONFIGMAP=<namespace>/<name> in a cluster): where the routing state lives",
+            ));
+        }
         let color_header = env
             .string_or("COLOR_HEADER", "x-color")
             .parse::<http::HeaderName>()
@@ -116,6 +118,7 @@ impl GatewayConfig {
             internal_listen: env
                 .socket_addr("INTERNAL_ADDR", SocketAddr::from(([0, 0, 0, 0], 8081)))?,
             routes_file,
+            configmap,
             admin_token,
             color_header,
             color_override,

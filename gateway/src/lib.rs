@@ -8,6 +8,7 @@ pub mod docs;
 pub mod errors;
 pub mod grpc;
 pub mod http_rule;
+pub mod kube;
 pub mod local;
 pub mod metrics;
 pub mod rest;
@@ -33,8 +34,13 @@ pub async fn start(
 ) -> Result<RunningGateway, String> {
     let table =
         routes::RouteTable::from_descriptor_sets(descriptor_sets).map_err(|e| e.to_string())?;
-    let source = source::RoutingFile::new(config.routes_file.clone());
-    let routing_config = source.load()?;
+    let source = match (&config.configmap, &config.routes_file) {
+        (Some(configmap), _) => source::RoutingSource::ConfigMap(configmap.clone()),
+        (None, Some(file)) => source::RoutingSource::File(source::RoutingFile::new(file.clone())),
+        (None, None) => return Err("no routing source: set ROUTES_FILE or ROUTES_CONFIGMAP".into()),
+    };
+    let routing_config = source.load().await?;
+    tracing::info!(source = %source.describe(), generation = routing_config.generation, "routing loaded");
     let metrics = metrics::GatewayMetrics::new();
     metrics.observe_routing(&routing_config);
     let routing = routing::Routing::new(routing_config);

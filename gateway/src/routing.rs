@@ -130,6 +130,15 @@ impl RoutingConfig {
         Ok(())
     }
 
+    /// Records `change` as the next generation, keeping the newest [`MAX_CHANGES`].
+    pub fn bump(&mut self, change: &mut Change) {
+        self.generation += 1;
+        change.generation = self.generation;
+        self.changes.push(change.clone());
+        let excess = self.changes.len().saturating_sub(MAX_CHANGES);
+        self.changes.drain(..excess);
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }

@@ -24,7 +24,7 @@ use crate::grpc::{self, Listener};
 use crate::http_rule::PathTemplate;
 use crate::metrics::RequestLabels;
 use crate::routes::RouteTable;
-use crate::source::RoutingFile;
+use crate::source::RoutingSource;
 use crate::upstream::{BoxBody, Upstream};
 
 /// Route, service and color of a response, for metrics and the access log.
@@ -42,7 +42,7 @@ pub struct State {
     pub table: RouteTable,
     pub upstream: Upstream,
     pub verifier: Verifier,
-    pub source: RoutingFile,
+    pub source: RoutingSource,
     public: Vec<(Method, PathTemplate)>,
     draining: AtomicBool,
     local: crate::local::LocalGrpc,
@@ -54,7 +54,7 @@ impl State {
         table: RouteTable,
         upstream: Upstream,
         verifier: Verifier,
-        source: RoutingFile,
+        source: RoutingSource,
         local: crate::local::LocalGrpc,
     ) -> Result<Self, String> {
         let mut public = Vec::new();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::metrics::GatewayMetrics;
-use crate::routing::{Change, MAX_CHANGES, Routing, RoutingConfig};
+use crate::routing::{Change, Routing, RoutingConfig};
 
 #[derive(Debug)]
 pub struct RoutingFile {
@@ -77,17 +77,13 @@ impl RoutingFile {
         &self,
         routing: &Routing,
         metrics: &GatewayMetrics,
-        change: impl FnOnce(&mut RoutingConfig) -> Result<Change, String>,
+        mut change: impl FnMut(&mut RoutingConfig) -> Result<Change, String>,
     ) -> Result<(RoutingConfig, Change), String> {
         let _guard = self.write.lock().await;
         let mut config = self.load()?;
         let mut record = change(&mut config)?;
         config.validate()?;
-        config.generation += 1;
-        record.generation = config.generation;
-        config.changes.push(record.clone());
-        let excess = config.changes.len().saturating_sub(MAX_CHANGES);
-        config.changes.drain(..excess);
+        config.bump(&mut record);
         let tmp = self.path.with_extension("tmp");
         write_synced(&tmp, config.to_json().as_bytes())
             .and_then(|()| std::fs::rename(&tmp, &self.path))
@@ -103,4 +99,46 @@ fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::File::create(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+/// Where the routing state lives: a file, or a ConfigMap in a cluster.
+#[derive(Debug)]
+pub enum RoutingSource {
+    File(RoutingFile),
+    ConfigMap(crate::kube::ConfigMapSource),
+}
+
+impl RoutingSource {
+    pub fn describe(&self) -> String {
+        match self {
+            RoutingSource::File(file) => format!("file {}", file.path().display()),
+            RoutingSource::ConfigMap(cm) => cm.describe(),
+        }
+    }
+
+    pub async fn load(&self) -> Result<RoutingConfig, String> {
+        match self {
+            RoutingSource::File(file) => file.load(),
+            RoutingSource::ConfigMap(cm) => cm.load().await,
+        }
+    }
+
+    pub async fn watch(&self, routing: Routing, metrics: GatewayMetrics, every: Duration) {
+        match self {
+            RoutingSource::File(file) => file.watch(routing, metrics, every).await,
+            RoutingSource::ConfigMap(cm) => cm.watch(routing, metrics).await,
+        }
+    }
+
+    pub async fn update(
+        &self,
+        routing: &Routing,
+        metrics: &GatewayMetrics,
+        change: impl FnMut(&mut RoutingConfig) -> Result<Change, String>,
+    ) -> Result<(RoutingConfig, Change), String> {
+        match self {
+            RoutingSource::File(file) => file.update(routing, metrics, change).await,
+            RoutingSource::ConfigMap(cm) => cm.update(routing, metrics, change).await,
+        }
+    }
 }

@@ -1,0 +1,307 @@
+//! The routing state in a Kubernetes ConfigMap, the source of truth inside a
+//! cluster. Every gateway replica watches the one ConfigMap through the API
+//! server (a change reaches all of them within a second), and the admin API
+//! writes it with optimistic concurrency (the `resourceVersion` it read), so
+//! two replicas changing weights at once never lose a change. The service
+//! account needs only get, watch and update on that one ConfigMap.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use platform_runtime::{ConfigError, Env};
+use serde_json::Value;
+
+use crate::metrics::GatewayMetrics;
+use crate::routing::{Change, Routing, RoutingConfig};
+
+const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The key of the ConfigMap that holds the routing document.
+pub const KEY: &str = "routes.json";
+
+#[derive(Debug, Clone)]
+pub struct ConfigMapSource {
+    api: String,
+    namespace: String,
+    name: String,
+    token_file: Option<PathBuf>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl ConfigMapSource {
+    /// `ROUTES_CONFIGMAP=<namespace>/<name>`; the API server from
+    /// `KUBE_API_URL` or the in-cluster `KUBERNETES_SERVICE_HOST`/`_PORT`,
+    /// with the service account's token and CA.
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let Some(target) = env.string("ROUTES_CONFIGMAP") else {
+            return Ok(None);
+        };
+        let (namespace, name) = target
+            .split_once('/')
+            .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
+            .ok_or_else(|| ConfigError::new("ROUTES_CONFIGMAP", "expected <namespace>/<name>"))?;
+        let api = match (
+            env.string("KUBE_API_URL"),
+            env.string("KUBERNETES_SERVICE_HOST"),
+        ) {
+            (Some(url), _) => url.trim_end_matches('/').to_owned(),
+            (None, Some(host)) => format!(
+                "https://{host}:{}",
+                env.string_or("KUBERNETES_SERVICE_PORT", "443")
+            ),
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "KUBE_API_URL",
+                    "ROUTES_CONFIGMAP needs the API server: run in a cluster or set KUBE_API_URL",
+                ));
+            }
+        };
+        let token_file = env
+            .string("KUBE_TOKEN_FILE")
+            .map(PathBuf::from)
+            .or_else(|| Some(PathBuf::from(SERVICE_ACCOUNT).join("token")).filter(|p| p.exists()));
+        let ca_file = env
+            .string("KUBE_CA_FILE")
+            .map(PathBuf::from)
+            .or_else(|| Some(PathBuf::from(SERVICE_ACCOUNT).join("ca.crt")).filter(|p| p.exists()));
+        let connector = connector(ca_file.as_deref())?;
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Ok(Some(Self {
+            api,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            token_file,
+            client,
+        }))
+    }
+
+    pub fn describe(&self) -> String {
+        format!("ConfigMap {}/{} (key {KEY})", self.namespace, self.name)
+    }
+
+    fn path(&self) -> String {
+        format!(
+            "{}/api/v1/namespaces/{}/configmaps/{}",
+            self.api, self.namespace, self.name
+        )
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, hyper::body::Incoming), String> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url)
+            .header("accept", "application/json");
+        if let Some(file) = &self.token_file {
+            // Re-read each time: projected service-account tokens rotate.
+            let token = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            request = request.header("authorization", format!("Bearer {}", token.trim()));
+        }
+        let body = match body {
+            Some(v) => {
+                request = request.header("content-type", "application/json");
+                Full::new(Bytes::from(v.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = request.body(body).map_err(|e| e.to_string())?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| format!("the Kubernetes API is unreachable: {e}"))?;
+        Ok((response.status(), response.into_body()))
+    }
+
+    /// The ConfigMap object and its routing document.
+    async fn get(&self) -> Result<(Value, RoutingConfig), String> {
+        let (status, body) = self.call(Method::GET, &self.path(), None).await?;
+        let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if status != StatusCode::OK {
+            return Err(format!(
+                "{}: the API answered {status}: {}",
+                self.describe(),
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        let object: Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", self.describe()))?;
+        let config = parse(&object).map_err(|e| format!("{}: {e}", self.describe()))?;
+        Ok((object, config))
+    }
+
+    pub async fn load(&self) -> Result<RoutingConfig, String> {
+        self.get().await.map(|(_, config)| config)
+    }
+
+    /// Follows the ConfigMap: each change is applied, or refused when invalid.
+    pub async fn watch(&self, routing: Routing, metrics: GatewayMetrics) {
+        loop {
+            if let Err(error) = self.watch_once(&routing, &metrics).await {
+                tracing::warn!(%error, "routing watch interrupted; resuming");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn watch_once(&self, routing: &Routing, metrics: &GatewayMetrics) -> Result<(), String> {
+        // Start from a fresh read, so a change made while not watching is not missed.
+        let (object, config) = self.get().await?;
+        apply(routing, metrics, Ok(config));
+        let version = object["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let url = format!(
+            "{}/api/v1/namespaces/{}/configmaps?watch=true&fieldSelector=metadata.name%3D{}&resourceVersion={version}",
+            self.api, self.namespace, self.name
+        );
+        let (status, mut body) = self.call(Method::GET, &url, None).await?;
+        if status != StatusCode::OK {
+            return Err(format!("watching {} failed: {status}", self.describe()));
+        }
+        let mut buffer = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| e.to_string())?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buffer.extend_from_slice(&data);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                    continue;
+                };
+                match event["type"].as_str() {
+                    Some("ADDED" | "MODIFIED") => apply(routing, metrics, parse(&event["object"])),
+                    Some("DELETED") => {
+                        metrics.reload_failures.inc();
+                        tracing::error!(
+                            "{} was deleted; the last good routing keeps serving",
+                            self.describe()
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read, change, write with the version read; on a conflict (another
+    /// replica wrote first) read again and redo the change.
+    pub async fn update(
+        &self,
+        routing: &Routing,
+        metrics: &GatewayMetrics,
+        mut change: impl FnMut(&mut RoutingConfig) -> Result<Change, String>,
+    ) -> Result<(RoutingConfig, Change), String> {
+        for _ in 0..5 {
+            let (mut object, mut config) = self.get().await?;
+            let mut record = change(&mut config)?;
+            config.validate()?;
+            config.bump(&mut record);
+            object["data"][KEY] = Value::String(config.to_json());
+            let (status, body) = self.call(Method::PUT, &self.path(), Some(object)).await?;
+            match status {
+                StatusCode::OK | StatusCode::CREATED => {
+                    metrics.observe_routing(&config);
+                    routing.replace(config.clone());
+                    return Ok((config, record));
+                }
+                StatusCode::CONFLICT => continue,
+                other => {
+                    let bytes = body
+                        .collect()
+                        .await
+                        .map(|c| c.to_bytes())
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "cannot update {}: {other}: {}",
+                        self.describe(),
+                        String::from_utf8_lossy(&bytes)
+                    ));
+                }
+            }
+        }
+        Err(format!(
+            "cannot update {}: it kept changing under us; retry",
+            self.describe()
+        ))
+    }
+}
+
+fn parse(object: &Value) -> Result<RoutingConfig, String> {
+    let text = object["data"][KEY]
+        .as_str()
+        .ok_or_else(|| format!("the ConfigMap has no data key {KEY:?}"))?;
+    RoutingConfig::parse(text)
+}
+
+fn apply(routing: &Routing, metrics: &GatewayMetrics, parsed: Result<RoutingConfig, String>) {
+    match parsed {
+        Ok(config) => {
+            if routing.snapshot().config != config {
+                tracing::info!(
+                    generation = config.generation,
+                    "routing ConfigMap changed; applied"
+                );
+                metrics.observe_routing(&config);
+                routing.replace(config);
+            }
+        }
+        Err(error) => {
+            metrics.reload_failures.inc();
+            tracing::error!(%error, "routing ConfigMap change refused; the last good routing keeps serving");
+        }
+    }
+}
+
+/// HTTPS with the cluster's CA (or plain HTTP for a local API server).
+fn connector(
+    ca_file: Option<&std::path::Path>,
+) -> Result<HttpsConnector<HttpConnector>, ConfigError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(file) = ca_file {
+        for cert in CertificateDer::pem_file_iter(file).map_err(|e| {
+            ConfigError::new(
+                "KUBE_CA_FILE",
+                format!("cannot read {}: {e}", file.display()),
+            )
+        })? {
+            let cert = cert.map_err(|e| {
+                ConfigError::new("KUBE_CA_FILE", format!("{}: {e}", file.display()))
+            })?;
+            roots.add(cert).map_err(|e| {
+                ConfigError::new("KUBE_CA_FILE", format!("{}: {e}", file.display()))
+            })?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ConfigError::new("KUBE_CA_FILE", e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build())
+}
