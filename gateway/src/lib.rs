@@ -35,7 +35,7 @@ pub async fn start(
     let table =
         routes::RouteTable::from_descriptor_sets(descriptor_sets).map_err(|e| e.to_string())?;
     let source = match (&config.configmap, &config.routes_file) {
-        (Some(configmap), _) => source::RoutingSource::ConfigMap(configmap.clone()),
+        (Some(configmap), _) => source::RoutingSource::ConfigMap(Box::new(configmap.clone())),
         (None, Some(file)) => source::RoutingSource::File(source::RoutingFile::new(file.clone())),
         (None, None) => return Err("no routing source: set ROUTES_FILE or ROUTES_CONFIGMAP".into()),
     };

@@ -105,7 +105,7 @@ fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 #[derive(Debug)]
 pub enum RoutingSource {
     File(RoutingFile),
-    ConfigMap(crate::kube::ConfigMapSource),
+    ConfigMap(Box<crate::kube::ConfigMapSource>),
 }
 
 impl RoutingSource {
