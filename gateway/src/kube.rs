@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use crate::metrics::GatewayMetrics;
 use crate::routing::{Change, Routing, RoutingConfig};
+use crate::source::apply;
 
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The key of the ConfigMap that holds the routing document.
@@ -160,7 +161,7 @@ impl ConfigMapSource {
     async fn watch_once(&self, routing: &Routing, metrics: &GatewayMetrics) -> Result<(), String> {
         // Start from a fresh read, so a change made while not watching is not missed.
         let (object, config) = self.get().await?;
-        apply(routing, metrics, Ok(config));
+        apply(routing, metrics, Ok(config), "routing ConfigMap");
         let version = object["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or("")
@@ -186,7 +187,12 @@ impl ConfigMapSource {
                     continue;
                 };
                 match event["type"].as_str() {
-                    Some("ADDED" | "MODIFIED") => apply(routing, metrics, parse(&event["object"])),
+                    Some("ADDED" | "MODIFIED") => apply(
+                        routing,
+                        metrics,
+                        parse(&event["object"]),
+                        "routing ConfigMap",
+                    ),
                     Some("DELETED") => {
                         metrics.reload_failures.inc();
                         tracing::error!(
@@ -249,25 +255,6 @@ fn parse(object: &Value) -> Result<RoutingConfig, String> {
         .as_str()
         .ok_or_else(|| format!("the ConfigMap has no data key {KEY:?}"))?;
     RoutingConfig::parse(text)
-}
-
-fn apply(routing: &Routing, metrics: &GatewayMetrics, parsed: Result<RoutingConfig, String>) {
-    match parsed {
-        Ok(config) => {
-            if routing.snapshot().config != config {
-                tracing::info!(
-                    generation = config.generation,
-                    "routing ConfigMap changed; applied"
-                );
-                metrics.observe_routing(&config);
-                routing.replace(config);
-            }
-        }
-        Err(error) => {
-            metrics.reload_failures.inc();
-            tracing::error!(%error, "routing ConfigMap change refused; the last good routing keeps serving");
-        }
-    }
 }
 
 /// HTTPS with the cluster's CA (or plain HTTP for a local API server).

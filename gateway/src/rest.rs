@@ -136,6 +136,66 @@ fn status_value(failure: Option<&Failure>) -> serde_json::Value {
     }
 }
 
+/// Turns the gRPC frames of a server stream into lines (or events).
+struct Feed {
+    body: Incoming,
+    buffer: BytesMut,
+    done: bool,
+    route: Route,
+    sse: bool,
+}
+
+impl Feed {
+    /// Writes the final status line and ends the stream.
+    fn end(&mut self, out: &mut BytesMut, failure: Option<&Failure>) {
+        out.extend_from_slice(&encode(self.sse, "status", &status_value(failure)));
+        self.done = true;
+    }
+
+    /// The next piece of the HTTP body: every whole message that arrived.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        let mut out = BytesMut::new();
+        while out.is_empty() && !self.done {
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        let code = status_code(trailers).unwrap_or(crate::errors::INTERNAL);
+                        let failure = (code != 0).then(|| failure_from(code, trailers));
+                        self.end(&mut out, failure.as_ref());
+                        break;
+                    }
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                    loop {
+                        let json = transcode::next_frame(&mut self.buffer).and_then(|m| {
+                            m.map(|m| transcode::response(&self.route, &m)).transpose()
+                        });
+                        match json {
+                            Ok(Some(json)) => {
+                                out.extend_from_slice(&encode(self.sse, "result", &json))
+                            }
+                            Ok(None) => break,
+                            Err(failure) => {
+                                self.end(&mut out, Some(&failure));
+                                break;
+                            }
+                        }
+                    }
+                }
+                Some(Err(_)) | None => {
+                    let failure = Failure::unavailable("the service ended the stream abruptly");
+                    self.end(&mut out, Some(&failure));
+                }
+            }
+        }
+        Some(out.freeze())
+    }
+}
+
 /// A server stream as newline-delimited JSON (`{"result": ...}` per message)
 /// or Server-Sent Events (`event: result`). The last line or event is always
 /// `status`: code 0 for a clean end, the error otherwise, so a client can
@@ -166,90 +226,16 @@ async fn stream(
             Some(color),
         );
     }
-    let owned = route.clone();
-    struct Feed {
-        body: Incoming,
-        buffer: BytesMut,
-        done: bool,
-    }
     let feed = Feed {
         body,
         buffer: BytesMut::new(),
         done: false,
+        route: route.clone(),
+        sse,
     };
-    let frames = futures_util::stream::unfold(feed, move |mut feed| {
-        let route = owned.clone();
-        async move {
-            if feed.done {
-                return None;
-            }
-            let mut out = BytesMut::new();
-            loop {
-                match feed.body.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Some(trailers) = frame.trailers_ref() {
-                            let code = status_code(trailers).unwrap_or(crate::errors::INTERNAL);
-                            let failure = (code != 0).then(|| failure_from(code, trailers));
-                            out.extend_from_slice(&encode(
-                                sse,
-                                "status",
-                                &status_value(failure.as_ref()),
-                            ));
-                            feed.done = true;
-                            break;
-                        }
-                        if let Ok(data) = frame.into_data() {
-                            feed.buffer.extend_from_slice(&data);
-                        }
-                        loop {
-                            match transcode::next_frame(&mut feed.buffer) {
-                                Ok(Some(message)) => match transcode::response(&route, &message) {
-                                    Ok(json) => {
-                                        out.extend_from_slice(&encode(sse, "result", &json))
-                                    }
-                                    Err(failure) => {
-                                        out.extend_from_slice(&encode(
-                                            sse,
-                                            "status",
-                                            &status_value(Some(&failure)),
-                                        ));
-                                        feed.done = true;
-                                        break;
-                                    }
-                                },
-                                Ok(None) => break,
-                                Err(failure) => {
-                                    out.extend_from_slice(&encode(
-                                        sse,
-                                        "status",
-                                        &status_value(Some(&failure)),
-                                    ));
-                                    feed.done = true;
-                                    break;
-                                }
-                            }
-                        }
-                        if !out.is_empty() || feed.done {
-                            break;
-                        }
-                    }
-                    Some(Err(_)) | None => {
-                        let failure = Failure::unavailable("the service ended the stream abruptly");
-                        out.extend_from_slice(&encode(
-                            sse,
-                            "status",
-                            &status_value(Some(&failure)),
-                        ));
-                        feed.done = true;
-                        break;
-                    }
-                }
-            }
-            Some((
-                Ok::<_, crate::upstream::BoxError>(Frame::data(out.freeze())),
-                feed,
-            ))
-        }
+    let frames = futures_util::stream::unfold(feed, |mut feed| async move {
+        let chunk = feed.next_chunk().await?;
+        Some((Ok::<_, crate::upstream::BoxError>(Frame::data(chunk)), feed))
     });
     let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
     let content_type = if sse {

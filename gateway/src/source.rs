@@ -50,24 +50,7 @@ impl RoutingFile {
             let parsed = std::str::from_utf8(&now)
                 .map_err(|_| "the routing file is not UTF-8".to_owned())
                 .and_then(RoutingConfig::parse);
-            match parsed {
-                Ok(config)
-                    if config.generation != routing.snapshot().config.generation
-                        || config != routing.snapshot().config =>
-                {
-                    tracing::info!(
-                        generation = config.generation,
-                        "routing file changed; applied"
-                    );
-                    metrics.observe_routing(&config);
-                    routing.replace(config);
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    metrics.reload_failures.inc();
-                    tracing::error!(%error, "routing file change refused; the last good routing keeps serving");
-                }
-            }
+            apply(&routing, &metrics, parsed, "routing file");
         }
     }
 
@@ -99,6 +82,29 @@ fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::File::create(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+/// Swaps in a changed routing document, or refuses an invalid one and keeps
+/// serving the last good state. `from` names the source in the log.
+pub fn apply(
+    routing: &Routing,
+    metrics: &GatewayMetrics,
+    parsed: Result<RoutingConfig, String>,
+    from: &str,
+) {
+    match parsed {
+        Ok(config) => {
+            if routing.snapshot().config != config {
+                tracing::info!(generation = config.generation, "{from} changed; applied");
+                metrics.observe_routing(&config);
+                routing.replace(config);
+            }
+        }
+        Err(error) => {
+            metrics.reload_failures.inc();
+            tracing::error!(%error, "{from} change refused; the last good routing keeps serving");
+        }
+    }
 }
 
 /// Where the routing state lives: a file, or a ConfigMap in a cluster.

@@ -107,25 +107,17 @@ async fn serves_a_new_contract_from_its_annotations() {
         .to_string(),
     )
     .expect("routes");
-    let env = platform_runtime::Env::from_pairs([
-        ("LISTEN_ADDR", "127.0.0.1:0"),
-        ("ADMIN_ADDR", "127.0.0.1:0"),
-        ("INTERNAL_ADDR", "127.0.0.1:0"),
-        ("ADMIN_TOKEN", common::ADMIN_TOKEN),
-        ("DRAIN_DELAY_MS", "0"),
-        ("ROUTES_FILE", routes.to_str().expect("utf-8")),
-        (
-            "PUBLIC_ROUTES",
-            "POST /v1/shelves/{shelf.id}/notes/{note_id}:echo, GET /v1/echo/{note_id}",
-        ),
-    ]);
-    let config = gateway::config::GatewayConfig::from_env(&env).expect("config");
-    let running = gateway::start(
-        config,
+    let running = common::start_gateway(
+        &[
+            ("ROUTES_FILE", routes.to_str().expect("utf-8")),
+            (
+                "PUBLIC_ROUTES",
+                "POST /v1/shelves/{shelf.id}/notes/{note_id}:echo, GET /v1/echo/{note_id}",
+            ),
+        ],
         &[platform_proto::PLATFORM_DESCRIPTOR_SET, &descriptors],
     )
-    .await
-    .expect("gateway");
+    .await;
     let mut client = common::Client::connect(running.addr).await;
 
     // Nested path variable, body field, repeated and nested query

@@ -201,21 +201,18 @@ async fn replica(
     api: SocketAddr,
     token_file: &std::path::Path,
 ) -> gateway::RunningGateway {
-    let env = platform_runtime::Env::from_pairs([
-        ("LISTEN_ADDR", "127.0.0.1:0"),
-        ("ADMIN_ADDR", "127.0.0.1:0"),
-        ("INTERNAL_ADDR", "127.0.0.1:0"),
-        ("ADMIN_TOKEN", ADMIN_TOKEN),
-        ("DRAIN_DELAY_MS", "0"),
-        ("ROUTES_CONFIGMAP", "platform/routing"),
-        ("KUBE_API_URL", &format!("http://{api}")),
-        ("KUBE_TOKEN_FILE", token_file.to_str().expect("utf-8")),
-        ("AUTH_ADDR", &testkit::url(stack.platform.auth.addr)),
-    ]);
-    let config = gateway::config::GatewayConfig::from_env(&env).expect("config");
-    gateway::start(config, &[platform_proto::PLATFORM_DESCRIPTOR_SET])
-        .await
-        .expect("replica")
+    let api = format!("http://{api}");
+    let auth = testkit::url(stack.platform.auth.addr);
+    common::start_gateway(
+        &[
+            ("ROUTES_CONFIGMAP", "platform/routing"),
+            ("KUBE_API_URL", &api),
+            ("KUBE_TOKEN_FILE", token_file.to_str().expect("utf-8")),
+            ("AUTH_ADDR", &auth),
+        ],
+        &[platform_proto::PLATFORM_DESCRIPTOR_SET],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,18 +23,11 @@ async fn chromium_shows_every_operation() {
         r#"{"services":{"orders":{"endpoints":{"blue":["127.0.0.1:9"],"green":[]},"weights":{"blue":100,"green":0}}}}"#,
     )
     .expect("routes");
-    let env = platform_runtime::Env::from_pairs([
-        ("LISTEN_ADDR", "127.0.0.1:0"),
-        ("ADMIN_ADDR", "127.0.0.1:0"),
-        ("INTERNAL_ADDR", "127.0.0.1:0"),
-        ("ADMIN_TOKEN", common::ADMIN_TOKEN),
-        ("DRAIN_DELAY_MS", "0"),
-        ("ROUTES_FILE", routes.to_str().expect("utf-8")),
-    ]);
-    let config = gateway::config::GatewayConfig::from_env(&env).expect("config");
-    let running = gateway::start(config, &[platform_proto::PLATFORM_DESCRIPTOR_SET])
-        .await
-        .expect("gateway");
+    let running = common::start_gateway(
+        &[("ROUTES_FILE", routes.to_str().expect("utf-8"))],
+        &[platform_proto::PLATFORM_DESCRIPTOR_SET],
+    )
+    .await;
     let url = format!("http://{}/docs", running.addr);
     let profile = dir.path().join("chromium");
     let output = tokio::task::spawn_blocking(move || {

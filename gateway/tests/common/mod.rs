@@ -14,6 +14,28 @@ use testkit::{Backend, Platform};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// Starts a gateway on kernel-chosen loopback ports with no drain delay;
+/// `extra` adds to (or overrides) its environment.
+pub async fn start_gateway(
+    extra: &[(&str, &str)],
+    descriptor_sets: &[&[u8]],
+) -> gateway::RunningGateway {
+    let mut env = platform_runtime::Env::from_pairs([
+        ("LISTEN_ADDR", "127.0.0.1:0"),
+        ("ADMIN_ADDR", "127.0.0.1:0"),
+        ("INTERNAL_ADDR", "127.0.0.1:0"),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("DRAIN_DELAY_MS", "0"),
+    ]);
+    for (key, value) in extra {
+        env.set(key, *value);
+    }
+    let config = gateway::config::GatewayConfig::from_env(&env).expect("gateway config");
+    gateway::start(config, descriptor_sets)
+        .await
+        .expect("gateway starts")
+}
+
 pub struct Stack {
     pub platform: Platform,
     pub orders_green: RunningService,
@@ -63,20 +85,16 @@ impl Stack {
         });
         let routes_file = platform.dir.path().join("routes.json");
         std::fs::write(&routes_file, routes.to_string()).expect("routes file");
-        let env = platform_runtime::Env::from_pairs([
-            ("LISTEN_ADDR", "127.0.0.1:0"),
-            ("ADMIN_ADDR", "127.0.0.1:0"),
-            ("INTERNAL_ADDR", "127.0.0.1:0"),
-            ("ADMIN_TOKEN", ADMIN_TOKEN),
-            ("DRAIN_DELAY_MS", "0"),
-            ("ROUTES_WATCH_MS", "50"),
-            ("ROUTES_FILE", routes_file.to_str().expect("utf-8")),
-            ("AUTH_ADDR", &testkit::url(platform.auth.addr)),
-        ]);
-        let config = gateway::config::GatewayConfig::from_env(&env).expect("config");
-        let gateway = gateway::start(config, &[platform_proto::PLATFORM_DESCRIPTOR_SET])
-            .await
-            .expect("gateway");
+        let auth = testkit::url(platform.auth.addr);
+        let gateway = start_gateway(
+            &[
+                ("ROUTES_WATCH_MS", "50"),
+                ("ROUTES_FILE", routes_file.to_str().expect("utf-8")),
+                ("AUTH_ADDR", &auth),
+            ],
+            &[platform_proto::PLATFORM_DESCRIPTOR_SET],
+        )
+        .await;
         Stack {
             platform,
             orders_green,
