@@ -40,6 +40,52 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     pub watch_interval: Duration,
     pub drain_delay: Duration,
+    /// Requests handled at once; beyond it, a fast 503.
+    pub max_concurrent: usize,
+    /// Requests per second per client (token subject, else address); 0 turns it off.
+    pub rate_limit: f64,
+    pub rate_burst: f64,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    /// Deadline of the upstream call, per route.
+    pub route_timeouts: Vec<(RouteKey, Duration)>,
+    /// Largest body accepted, per route.
+    pub route_body_limits: Vec<(RouteKey, usize)>,
+}
+
+/// A route as configuration names it: method and path template.
+pub type RouteKey = (Method, String);
+
+/// Parses `METHOD /template=value, ...` entries of `var`.
+fn per_route<T: std::str::FromStr>(
+    env: &Env,
+    var: &str,
+    what: &str,
+) -> Result<Vec<(RouteKey, T)>, ConfigError> {
+    let mut out = Vec::new();
+    for entry in env
+        .string(var)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let bad = || {
+            ConfigError::new(
+                var,
+                format!(
+                    "expected \"METHOD /template={what}\" entries separated by commas, got {entry:?}"
+                ),
+            )
+        };
+        let (route, value) = entry.rsplit_once('=').ok_or_else(bad)?;
+        let (method, template) = route.trim().split_once(' ').ok_or_else(bad)?;
+        let method = method.parse::<Method>().map_err(|_| bad())?;
+        let value = value.trim().parse::<T>().map_err(|_| bad())?;
+        out.push(((method, template.trim().to_owned()), value));
+    }
+    Ok(out)
 }
 
 const DEFAULT_PUBLIC: &str = "POST /v1/auth/register, POST /v1/auth/login, GET /v1/auth/jwks";
@@ -145,6 +191,36 @@ impl GatewayConfig {
                 Duration::from_secs(5),
                 Duration::from_secs(300),
             )?,
+            max_concurrent: env
+                .parse::<usize>("MAX_CONCURRENT_REQUESTS", "a number of requests")?
+                .unwrap_or(1024)
+                .max(1),
+            rate_limit: env
+                .parse::<f64>(
+                    "RATE_LIMIT_PER_SECOND",
+                    "requests per second (0 turns it off)",
+                )?
+                .unwrap_or(100.0),
+            rate_burst: env
+                .parse::<f64>("RATE_LIMIT_BURST", "a number of requests")?
+                .unwrap_or(200.0),
+            max_headers: env
+                .parse::<usize>("MAX_HEADERS", "a number of headers")?
+                .unwrap_or(100),
+            max_header_bytes: env
+                .parse::<usize>("MAX_HEADER_BYTES", "a number of bytes, at least 8192")?
+                .unwrap_or(64 * 1024)
+                .max(8192),
+            header_read_timeout: env.millis(
+                "HEADER_READ_TIMEOUT_MS",
+                Duration::from_secs(10),
+                Duration::from_secs(300),
+            )?,
+            route_timeouts: per_route::<u64>(env, "ROUTE_TIMEOUTS", "milliseconds")?
+                .into_iter()
+                .map(|(route, ms)| (route, Duration::from_millis(ms)))
+                .collect(),
+            route_body_limits: per_route(env, "ROUTE_BODY_LIMITS", "bytes")?,
         })
     }
 }

@@ -34,6 +34,7 @@ pub async fn handle(
     state: Arc<State>,
     request: Request<Incoming>,
     listener: Listener,
+    peer: std::net::SocketAddr,
 ) -> Response<BoxBody> {
     let path = request.uri().path().to_owned();
     let Some((service_name, _)) = path.trim_start_matches('/').split_once('/') else {
@@ -61,7 +62,23 @@ pub async fn handle(
         )
         .into_grpc();
     }
+    if listener == Listener::Public
+        && let Err(failure) = state
+            .rate
+            .check(&format!("addr:{}", peer.ip()), std::time::Instant::now())
+    {
+        return failure.into_grpc();
+    }
     let service = logical_service(method.parent_service().package_name());
+    // The caller's deadline (grpc-timeout), within the gateway's own.
+    let timeout = request
+        .headers()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map_or(state.upstream.default_timeout(), |t| {
+            t.min(state.upstream.default_timeout())
+        });
     let forced = match state.forced_color(request.headers()) {
         Ok(color) => color,
         Err(failure) => return failure.into_grpc(),
@@ -80,7 +97,11 @@ pub async fn handle(
         service: service.clone(),
         color: color.map(platform_runtime::Color::as_str),
     };
-    match state.upstream.send(&service, forced, request).await {
+    match state
+        .upstream
+        .send(&service, forced, request, timeout)
+        .await
+    {
         Ok((color, response)) => {
             let (mut parts, body) = response.into_parts();
             parts
@@ -97,6 +118,42 @@ pub async fn handle(
             let mut response: Response<BoxBody> = failure.into_grpc();
             response.extensions_mut().insert(label(color));
             response
+        }
+    }
+}
+
+/// `grpc-timeout`: an integer of at most 8 digits and a unit (H M S m u n).
+pub fn parse_grpc_timeout(value: &str) -> Option<std::time::Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => std::time::Duration::from_secs(n * 3600),
+        "M" => std::time::Duration::from_secs(n * 60),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_grpc_timeouts() {
+        use std::time::Duration;
+        for (raw, want) in [
+            ("5S", Some(Duration::from_secs(5))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("123456789S", None),
+            ("S", None),
+            ("5x", None),
+        ] {
+            assert_eq!(super::parse_grpc_timeout(raw), want, "{raw}");
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod grpc;
 pub mod http_rule;
 pub mod kube;
+pub mod limits;
 pub mod local;
 pub mod metrics;
 pub mod rest;

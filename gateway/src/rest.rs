@@ -37,7 +37,11 @@ fn labelled(
     response
 }
 
-pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<BoxBody> {
+pub async fn handle(
+    state: Arc<State>,
+    request: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<BoxBody> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().map(str::to_owned);
@@ -49,9 +53,16 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<B
         Found::NotFound => return Failure::not_found(&path).into_http(),
     };
     let fail = |failure: Failure| labelled(failure.into_http(), route, None);
-    if !state.is_public(&method, &path)
-        && let Err(failure) = state.authenticate(request.headers()).await
-    {
+    // Rate limits are per caller: the token's subject, else the address.
+    let client = if state.is_public(&method, &path) {
+        format!("addr:{}", peer.ip())
+    } else {
+        match state.authenticate(request.headers()).await {
+            Ok(subject) => format!("sub:{subject}"),
+            Err(failure) => return fail(failure),
+        }
+    };
+    if let Err(failure) = state.rate.check(&client, std::time::Instant::now()) {
         return fail(failure);
     }
     let forced = match state.forced_color(request.headers()) {
@@ -59,10 +70,7 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<B
         Err(failure) => return fail(failure),
     };
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, state.config.max_body_bytes)
-        .collect()
-        .await
-    {
+    let body = match Limited::new(body, state.body_limit(route)).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(err)
             if err
@@ -102,6 +110,7 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<B
             &route.grpc_path,
             framed,
             &parts.headers,
+            state.route_timeout(route),
         )
         .await
     {
@@ -119,6 +128,9 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<B
         Err((color, failure)) => labelled(failure.into_http(), route, color),
     }
 }
+
+/// How long a server stream may last.
+const STREAM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// One line (NDJSON) or event (SSE) of a stream.
 fn encode(sse: bool, kind: &str, json: &serde_json::Value) -> Bytes {
@@ -208,13 +220,12 @@ async fn stream(
     headers: &http::HeaderMap,
     sse: bool,
 ) -> Response<BoxBody> {
-    let request = grpc_request(
-        &route.grpc_path,
-        framed,
-        headers,
-        std::time::Duration::from_secs(24 * 3600),
-    );
-    let (color, response) = match state.upstream.send(&route.service, forced, request).await {
+    let request = grpc_request(&route.grpc_path, framed, headers, STREAM_DEADLINE);
+    let (color, response) = match state
+        .upstream
+        .send(&route.service, forced, request, STREAM_DEADLINE)
+        .await
+    {
         Ok(ok) => ok,
         Err((color, failure)) => return labelled(failure.into_http(), route, color),
     };

@@ -46,6 +46,8 @@ pub struct State {
     public: Vec<(Method, PathTemplate)>,
     draining: AtomicBool,
     local: crate::local::LocalGrpc,
+    limit: crate::limits::ConcurrencyLimit,
+    pub rate: crate::limits::RateLimiter,
 }
 
 impl State {
@@ -63,6 +65,8 @@ impl State {
                 PathTemplate::parse(template).map_err(|e| format!("invalid PUBLIC_ROUTES: {e}"))?;
             public.push((method.clone(), parsed));
         }
+        let limit = crate::limits::ConcurrencyLimit::new(config.max_concurrent);
+        let rate = crate::limits::RateLimiter::new(config.rate_limit, config.rate_burst);
         Ok(Self {
             config,
             table,
@@ -72,6 +76,8 @@ impl State {
             public,
             draining: AtomicBool::new(false),
             local,
+            limit,
+            rate,
         })
     }
 
@@ -81,8 +87,9 @@ impl State {
             .any(|(m, t)| m == method && t.matches(path).is_some())
     }
 
-    /// Checks the bearer token; the token itself is passed on to the service.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<(), Failure> {
+    /// Checks the bearer token and returns its subject; the token itself is
+    /// passed on to the service.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<String, Failure> {
         let token = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -98,7 +105,7 @@ impl State {
             .verify(token.trim(), &self.config.tokens.audience)
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(claims) => Ok(claims.sub),
             Err(TokenError::KeysUnavailable) => Err(Failure::unavailable(
                 "the keys that verify tokens cannot be fetched right now",
             )),
@@ -150,6 +157,26 @@ impl State {
         }
     }
 
+    /// The deadline of an upstream call on `route`.
+    pub fn route_timeout(&self, route: &crate::routes::Route) -> std::time::Duration {
+        let template = route.template.to_string();
+        self.config
+            .route_timeouts
+            .iter()
+            .find(|((m, t), _)| *m == route.http_method && *t == template)
+            .map_or_else(|| self.upstream.default_timeout(), |(_, d)| *d)
+    }
+
+    /// The largest body `route` accepts.
+    pub fn body_limit(&self, route: &crate::routes::Route) -> usize {
+        let template = route.template.to_string();
+        self.config
+            .route_body_limits
+            .iter()
+            .find(|((m, t), _)| *m == route.http_method && *t == template)
+            .map_or(self.config.max_body_bytes, |(_, n)| *n)
+    }
+
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
@@ -160,6 +187,7 @@ pub async fn serve_request(
     state: Arc<State>,
     mut request: Request<Incoming>,
     listener: Listener,
+    peer: SocketAddr,
 ) -> Response<BoxBody> {
     let started = Instant::now();
     let request_id = match request.headers().get("x-request-id").cloned() {
@@ -184,15 +212,24 @@ pub async fn serve_request(
     let metrics = state.upstream.metrics.clone();
     metrics.in_flight.inc();
     let is_grpc = grpc::is_grpc(&request);
+    // Shed load before any work: a full gateway answers at once.
+    let permit = state.limit.try_acquire();
     let response = async {
-        if is_grpc && crate::local::LocalGrpc::handles(&path) {
+        if let Err(failure) = permit.as_ref() {
+            let failure = failure.clone();
+            if is_grpc {
+                failure.into_grpc()
+            } else {
+                failure.into_http()
+            }
+        } else if is_grpc && crate::local::LocalGrpc::handles(&path) {
             state.local.call(request).await
         } else if is_grpc || listener == Listener::Internal {
-            grpc::handle(Arc::clone(&state), request, listener).await
+            grpc::handle(Arc::clone(&state), request, listener, peer).await
         } else if let Some(page) = crate::docs::handle(&state, &method, &path) {
             page
         } else {
-            crate::rest::handle(Arc::clone(&state), request).await
+            crate::rest::handle(Arc::clone(&state), request, peer).await
         }
     }
     .instrument(span.clone())
@@ -371,21 +408,36 @@ async fn accept(
             _ = accepting.wait_for(|a| !*a) => return,
         };
         let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
+        let shared = Arc::clone(&state);
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let state = Arc::clone(&state);
+            let state = Arc::clone(&shared);
             async move {
                 let response = match kind {
-                    Kind::Public => serve_request(state, request, Listener::Public).await,
-                    Kind::Internal => serve_request(state, request, Listener::Internal).await,
+                    Kind::Public => serve_request(state, request, Listener::Public, peer).await,
+                    Kind::Internal => serve_request(state, request, Listener::Internal, peer).await,
                     Kind::Admin => crate::admin::handle(state, request, peer).await,
                 };
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new());
-        builder.http2().timer(TokioTimer::new());
+        // Slow or oversized clients cost little: headers must arrive in time
+        // and fit the limits (431 otherwise), and HTTP/2 streams are capped,
+        // rapid resets included.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(state.config.header_read_timeout)
+            .max_headers(state.config.max_headers)
+            .max_buf_size(state.config.max_header_bytes);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .max_pending_accept_reset_streams(Some(50))
+            .max_header_list_size(u32::try_from(state.config.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .keep_alive_timeout(Duration::from_secs(20));
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();

@@ -52,6 +52,11 @@ fn grpc_timeout(timeout: Duration) -> HeaderValue {
 }
 
 impl Upstream {
+    /// The deadline of a call whose route sets none.
+    pub fn default_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn new(routing: Routing, metrics: GatewayMetrics, timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -88,6 +93,7 @@ impl Upstream {
         service: &str,
         forced: Option<Color>,
         mut request: Request<BoxBody>,
+        timeout: Duration,
     ) -> Result<(Color, Response<Incoming>), (Option<Color>, Failure)> {
         let (color, endpoint) = self
             .routing
@@ -125,7 +131,7 @@ impl Upstream {
             platform_runtime::telemetry::inject_headers(request.headers_mut());
         }
         let started = Instant::now();
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+        let response = tokio::time::timeout(timeout, self.client.request(request))
             .instrument(span)
             .await;
         match response {
@@ -160,17 +166,18 @@ impl Upstream {
         grpc_path: &str,
         framed: Bytes,
         incoming: &HeaderMap,
+        timeout: Duration,
     ) -> Result<Answer, (Option<Color>, Failure)> {
-        let request = grpc_request(grpc_path, framed, incoming, self.timeout);
+        let request = grpc_request(grpc_path, framed, incoming, timeout);
         let started = Instant::now();
-        let (color, response) = self.send(service, forced, request).await?;
+        let (color, response) = self.send(service, forced, request, timeout).await?;
         let (parts, body) = response.into_parts();
         let fail = |f: Failure| (Some(color), f);
         if let Some(code) = status_code(&parts.headers) {
             self.record(service, color, code, started);
             return Err(fail(failure_from(code, &parts.headers)));
         }
-        let collected = tokio::time::timeout(self.timeout, body.collect())
+        let collected = tokio::time::timeout(timeout, body.collect())
             .await
             .map_err(|_| {
                 fail(Failure::new(

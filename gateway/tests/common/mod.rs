@@ -26,6 +26,8 @@ pub async fn start_gateway(
         ("INTERNAL_ADDR", "127.0.0.1:0"),
         ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("DRAIN_DELAY_MS", "0"),
+        // Tests send fast from one user; the limits test turns it on.
+        ("RATE_LIMIT_PER_SECOND", "0"),
     ]);
     for (key, value) in extra {
         env.set(key, *value);
@@ -45,6 +47,12 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> Stack {
+        Self::start_with(&[], &[]).await
+    }
+
+    /// `gateway_env` adds to the gateway's environment, `green_env` to
+    /// green orders' (for example an injected latency).
+    pub async fn start_with(gateway_env: &[(&str, &str)], green_env: &[(&str, String)]) -> Stack {
         let platform = Platform::start(&Backend::Sqlite).await;
         let db = platform
             .databases
@@ -67,7 +75,10 @@ impl Stack {
                         testkit::url(platform.notifications.addr),
                     ),
                     ("SERVICE_CLIENT_SECRET", testkit::ORDERS_SECRET.into()),
-                ],
+                ]
+                .into_iter()
+                .chain(green_env.iter().cloned())
+                .collect::<Vec<_>>(),
             ),
         )
         .await;
@@ -86,15 +97,13 @@ impl Stack {
         let routes_file = platform.dir.path().join("routes.json");
         std::fs::write(&routes_file, routes.to_string()).expect("routes file");
         let auth = testkit::url(platform.auth.addr);
-        let gateway = start_gateway(
-            &[
-                ("ROUTES_WATCH_MS", "50"),
-                ("ROUTES_FILE", routes_file.to_str().expect("utf-8")),
-                ("AUTH_ADDR", &auth),
-            ],
-            &[platform_proto::PLATFORM_DESCRIPTOR_SET],
-        )
-        .await;
+        let mut env = vec![
+            ("ROUTES_WATCH_MS", "50"),
+            ("ROUTES_FILE", routes_file.to_str().expect("utf-8")),
+            ("AUTH_ADDR", auth.as_str()),
+        ];
+        env.extend_from_slice(gateway_env);
+        let gateway = start_gateway(&env, &[platform_proto::PLATFORM_DESCRIPTOR_SET]).await;
         Stack {
             platform,
             orders_green,
