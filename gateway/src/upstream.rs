@@ -126,10 +126,7 @@ impl Upstream {
             color = color.as_str(),
             server.address = %endpoint,
         );
-        {
-            let _entered = span.enter();
-            platform_runtime::telemetry::inject_headers(request.headers_mut());
-        }
+        platform_runtime::telemetry::inject_span_headers(&span, request.headers_mut());
         let started = Instant::now();
         let response = tokio::time::timeout(timeout, self.client.request(request))
             .instrument(span)

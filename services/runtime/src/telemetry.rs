@@ -137,6 +137,11 @@ pub fn trace_id(span: &tracing::Span) -> String {
 
 /// Writes the current span's trace context into outgoing HTTP headers.
 pub fn inject_headers(headers: &mut http::HeaderMap) {
+    inject_span_headers(&tracing::Span::current(), headers);
+}
+
+/// Writes `span`'s trace context into outgoing HTTP headers.
+pub fn inject_span_headers(span: &tracing::Span, headers: &mut http::HeaderMap) {
     struct Headers<'a>(&'a mut http::HeaderMap);
     impl Injector for Headers<'_> {
         fn set(&mut self, key: &str, value: String) {
@@ -148,7 +153,7 @@ pub fn inject_headers(headers: &mut http::HeaderMap) {
             }
         }
     }
-    let context = tracing::Span::current().context();
+    let context = span.context();
     TraceContextPropagator::new().inject_context(&context, &mut Headers(headers));
 }
 
