@@ -52,6 +52,10 @@ pub struct GatewayConfig {
     pub route_timeouts: Vec<(RouteKey, Duration)>,
     /// Largest body accepted, per route.
     pub route_body_limits: Vec<(RouteKey, usize)>,
+    pub resilience: crate::upstream::Resilience,
+    /// gRPC methods (`/package.Service/Method`) safe to send twice, besides
+    /// every method behind a GET route.
+    pub idempotent_methods: Vec<String>,
 }
 
 /// A route as configuration names it: method and path template.
@@ -221,6 +225,38 @@ impl GatewayConfig {
                 .map(|(route, ms)| (route, Duration::from_millis(ms)))
                 .collect(),
             route_body_limits: per_route(env, "ROUTE_BODY_LIMITS", "bytes")?,
+            resilience: crate::upstream::Resilience {
+                consecutive_failures: env
+                    .parse::<u32>("OUTLIER_CONSECUTIVE_FAILURES", "a number of failures")?
+                    .unwrap_or(5),
+                base_ejection: env.millis(
+                    "OUTLIER_EJECTION_MS",
+                    Duration::from_secs(1),
+                    Duration::from_secs(600),
+                )?,
+                max_ejection: env.millis(
+                    "OUTLIER_MAX_EJECTION_MS",
+                    Duration::from_secs(30),
+                    Duration::from_secs(3600),
+                )?,
+                retry_ratio: env
+                    .parse::<f64>("RETRY_BUDGET_RATIO", "a fraction such as 0.2")?
+                    .unwrap_or(0.2),
+                retries_per_second: env
+                    .parse::<f64>("RETRY_BUDGET_PER_SECOND", "retries per second")?
+                    .unwrap_or(10.0),
+                failover: env
+                    .parse::<bool>("FAILOVER_TO_OTHER_COLOR", "true or false")?
+                    .unwrap_or(false),
+            },
+            idempotent_methods: env
+                .string("IDEMPOTENT_METHODS")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect(),
         })
     }
 }

@@ -35,6 +35,7 @@ pub const UNAVAILABLE: i32 = 14;
 pub const UNAUTHENTICATED: i32 = 16;
 pub const PERMISSION_DENIED: i32 = 7;
 pub const INTERNAL: i32 = 13;
+pub const RESOURCE_EXHAUSTED: i32 = 8;
 
 pub fn code_name(code: i32) -> &'static str {
     usize::try_from(code)

@@ -7,13 +7,13 @@
 use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::errors::{Failure, Side};
 use crate::routes::logical_service;
 use crate::server::{RouteLabel, State};
-use crate::upstream::BoxBody;
+use crate::upstream::{BoxBody, Call, CallBody};
 
 /// Which listener a call came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,25 +83,50 @@ pub async fn handle(
         Ok(color) => color,
         Err(failure) => return failure.into_grpc(),
     };
-    let (mut parts, body) = request.into_parts();
-    parts.version = http::Version::HTTP_2;
-    parts.headers.remove(http::header::HOST);
-    platform_runtime::telemetry::inject_headers(&mut parts.headers);
-    let request = Request::from_parts(
-        parts,
-        body.map_err(|e| Box::new(e) as crate::upstream::BoxError)
-            .boxed_unsync(),
-    );
+    let (parts, body) = request.into_parts();
+    let mut headers = parts.headers;
+    headers.remove(http::header::HOST);
+    // A unary request is buffered (within the body limit), so it can be sent
+    // again to another endpoint; a client stream is passed through once.
+    let body = if method.is_client_streaming() {
+        CallBody::Streaming(Some(
+            body.map_err(|e| Box::new(e) as crate::upstream::BoxError)
+                .boxed_unsync(),
+        ))
+    } else {
+        match Limited::new(body, state.config.max_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(collected) => CallBody::Buffered(collected.to_bytes()),
+            Err(_) => {
+                return Failure::new(
+                    crate::errors::RESOURCE_EXHAUSTED,
+                    format!(
+                        "the request is larger than {} bytes",
+                        state.config.max_body_bytes
+                    ),
+                    Side::Downstream,
+                )
+                .into_grpc();
+            }
+        }
+    };
+    let call = Call {
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| path.clone(), |p| p.to_string()),
+        headers,
+        body,
+        idempotent: state.idempotent(&path),
+    };
     let label = |color: Option<platform_runtime::Color>| RouteLabel {
         route: format!("/{service_name}/*"),
         service: service.clone(),
         color: color.map(platform_runtime::Color::as_str),
     };
-    match state
-        .upstream
-        .send(&service, forced, request, timeout)
-        .await
-    {
+    match state.upstream.send(&service, forced, call, timeout).await {
         Ok((color, response)) => {
             let (mut parts, body) = response.into_parts();
             parts

@@ -12,6 +12,7 @@ pub mod kube;
 pub mod limits;
 pub mod local;
 pub mod metrics;
+pub mod outliers;
 pub mod rest;
 pub mod routes;
 pub mod routing;
@@ -45,7 +46,8 @@ pub async fn start(
     let metrics = metrics::GatewayMetrics::new();
     metrics.observe_routing(&routing_config);
     let routing = routing::Routing::new(routing_config);
-    let upstream = upstream::Upstream::new(routing, metrics, config.upstream_timeout);
+    let upstream =
+        upstream::Upstream::new(routing, metrics, config.upstream_timeout, config.resilience);
     let verifier = Verifier::remote(&config.tokens).map_err(|e| e.to_string())?;
     let local = local::LocalGrpc::new(descriptor_sets)?;
     let state = server::State::new(config, table, upstream, verifier, source, local)?;

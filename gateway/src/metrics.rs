@@ -35,6 +35,14 @@ pub struct UpstreamLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub service: String,
+    pub color: &'static str,
+    /// `connect` (never reached the service), `broken`, or `unavailable`.
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WeightLabels {
     pub service: String,
     pub color: &'static str,
@@ -53,6 +61,9 @@ pub struct GatewayMetrics {
     pub weights: Family<WeightLabels, Gauge>,
     pub generation: Gauge,
     pub reload_failures: Counter,
+    pub retries: Family<RetryLabels, Counter>,
+    pub ejections: Family<WeightLabels, Counter>,
+    pub color_down: Family<WeightLabels, Gauge>,
 }
 
 impl Default for GatewayMetrics {
@@ -72,6 +83,9 @@ impl GatewayMetrics {
             weights: Family::default(),
             generation: Gauge::default(),
             reload_failures: Counter::default(),
+            retries: Family::default(),
+            ejections: Family::default(),
+            color_down: Family::default(),
         };
         registry.register(
             "http_server_request_duration_seconds",
@@ -102,6 +116,21 @@ impl GatewayMetrics {
             "gateway_routing_reload_failures",
             "Routing changes refused because they were invalid",
             metrics.reload_failures.clone(),
+        );
+        registry.register(
+            "gateway_upstream_retries",
+            "Calls sent again to another endpoint, by reason",
+            metrics.retries.clone(),
+        );
+        registry.register(
+            "gateway_endpoint_ejections",
+            "Endpoints taken out after consecutive failures",
+            metrics.ejections.clone(),
+        );
+        registry.register(
+            "gateway_color_down",
+            "1 while every endpoint of a color with weight is failing",
+            metrics.color_down.clone(),
         );
         if let Ok(mut slot) = metrics.registry.lock() {
             *slot = registry;

@@ -13,7 +13,7 @@ use crate::errors::{Failure, Side};
 use crate::routes::{Found, Route};
 use crate::server::{RouteLabel, State};
 use crate::transcode;
-use crate::upstream::{BoxBody, failure_from, full, grpc_request, status_code};
+use crate::upstream::{BoxBody, Call, failure_from, full, status_code};
 
 fn served_by(response: &mut Response<BoxBody>, color: Option<Color>) {
     if let Some(color) = color {
@@ -102,16 +102,16 @@ pub async fn handle(
             .is_some_and(|v| v.contains("text/event-stream"));
         return stream(&state, route, forced, framed, &parts.headers, sse).await;
     }
+    let call = Call::grpc(
+        &route.grpc_path,
+        framed,
+        &parts.headers,
+        state.route_timeout(route),
+        state.idempotent(&route.grpc_path),
+    );
     match state
         .upstream
-        .unary(
-            &route.service,
-            forced,
-            &route.grpc_path,
-            framed,
-            &parts.headers,
-            state.route_timeout(route),
-        )
+        .unary(&route.service, forced, call, state.route_timeout(route))
         .await
     {
         Ok(answer) => match transcode::response(route, &answer.message) {
@@ -220,10 +220,16 @@ async fn stream(
     headers: &http::HeaderMap,
     sse: bool,
 ) -> Response<BoxBody> {
-    let request = grpc_request(&route.grpc_path, framed, headers, STREAM_DEADLINE);
+    let call = Call::grpc(
+        &route.grpc_path,
+        framed,
+        headers,
+        STREAM_DEADLINE,
+        state.idempotent(&route.grpc_path),
+    );
     let (color, response) = match state
         .upstream
-        .send(&route.service, forced, request, STREAM_DEADLINE)
+        .send(&route.service, forced, call, STREAM_DEADLINE)
         .await
     {
         Ok(ok) => ok,

@@ -210,6 +210,68 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Chooses the color (by weight, or `forced`) and an endpoint of it that
+    /// was not `tried`, preferring endpoints that are not `ejected`. When
+    /// every endpoint of the color is ejected, one is used anyway (a color is
+    /// never emptied by ejection) unless `failover` allows the other color.
+    /// Returns the color, the endpoint and whether the whole color is ejected.
+    pub fn pick_where(
+        &self,
+        service: &str,
+        forced: Option<Color>,
+        tried: &[String],
+        ejected: impl Fn(&str) -> bool,
+        failover: bool,
+    ) -> Result<(Color, String, bool), String> {
+        let routing = self
+            .config
+            .services
+            .get(service)
+            .ok_or_else(|| format!("no routing for service {service:?}"))?;
+        let pools = self
+            .pools
+            .get(service)
+            .ok_or_else(|| format!("no routing for service {service:?}"))?;
+        let mut color = forced.unwrap_or_else(|| {
+            if draw_percent() < routing.weights.blue {
+                Color::Blue
+            } else {
+                Color::Green
+            }
+        });
+        let pool = |c: Color| &pools[usize::from(c == Color::Green)];
+        let all_ejected = |c: Color| pool(c).endpoints.iter().all(|e| ejected(e));
+        let color_down = !pool(color).endpoints.is_empty() && all_ejected(color);
+        if color_down && failover && forced.is_none() {
+            let other = if color == Color::Blue {
+                Color::Green
+            } else {
+                Color::Blue
+            };
+            if !pool(other).endpoints.is_empty() && !all_ejected(other) {
+                color = other;
+            }
+        }
+        let pool = pool(color);
+        let n = pool.endpoints.len();
+        if n == 0 {
+            return Err(format!("{service} has no {color} endpoints"));
+        }
+        let start = pool.next.fetch_add(1, Ordering::Relaxed);
+        let candidates: Vec<&String> = (0..n)
+            .map(|i| &pool.endpoints[(start + i) % n])
+            .filter(|e| !tried.contains(e))
+            .collect();
+        let endpoint = candidates
+            .iter()
+            .find(|e| !ejected(e))
+            .or_else(|| candidates.first())
+            .ok_or_else(|| format!("{service} ({color}): every endpoint was tried"))?;
+        Ok((color, (*endpoint).clone(), color_down))
+    }
+}
+
 /// A uniform draw from 0..100, from a per-thread xorshift generator.
 fn draw_percent() -> u32 {
     thread_local! {

@@ -177,6 +177,19 @@ impl State {
             .map_or(self.config.max_body_bytes, |(_, n)| *n)
     }
 
+    /// Safe to send twice: behind a GET route, or marked in config.
+    pub fn idempotent(&self, grpc_path: &str) -> bool {
+        self.config
+            .idempotent_methods
+            .iter()
+            .any(|m| m == grpc_path)
+            || self
+                .table
+                .routes()
+                .iter()
+                .any(|r| r.grpc_path == grpc_path && r.http_method == Method::GET)
+    }
+
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }

@@ -3,6 +3,7 @@
 //! endpoint chosen per request from the routing snapshot, and the outcome
 //! recorded per service, color and gRPC code.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -16,7 +17,8 @@ use platform_runtime::Color;
 use tracing::Instrument;
 
 use crate::errors::{Failure, Side};
-use crate::metrics::{GatewayMetrics, UpstreamLabels};
+use crate::metrics::{GatewayMetrics, RetryLabels, UpstreamLabels, WeightLabels};
+use crate::outliers::{Outliers, RetryBudget};
 use crate::routing::Routing;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -37,6 +39,21 @@ pub struct Upstream {
     pub routing: Routing,
     pub metrics: GatewayMetrics,
     timeout: Duration,
+    outliers: Arc<Outliers>,
+    budget: Arc<RetryBudget>,
+    failover: bool,
+}
+
+/// How the gateway treats failing endpoints.
+#[derive(Debug, Clone, Copy)]
+pub struct Resilience {
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub retry_ratio: f64,
+    pub retries_per_second: f64,
+    /// Serve from the other color when every endpoint of the chosen one fails.
+    pub failover: bool,
 }
 
 /// A unary call's answer: the message, or the service's error.
@@ -57,7 +74,12 @@ impl Upstream {
         self.timeout
     }
 
-    pub fn new(routing: Routing, metrics: GatewayMetrics, timeout: Duration) -> Self {
+    pub fn new(
+        routing: Routing,
+        metrics: GatewayMetrics,
+        timeout: Duration,
+        resilience: Resilience,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -72,6 +94,17 @@ impl Upstream {
             routing,
             metrics,
             timeout,
+            outliers: Arc::new(Outliers::new(
+                resilience.consecutive_failures,
+                resilience.base_ejection,
+                resilience.max_ejection,
+            )),
+            budget: Arc::new(RetryBudget::new(
+                resilience.retry_ratio,
+                resilience.retries_per_second,
+                100.0 + resilience.retries_per_second,
+            )),
+            failover: resilience.failover,
         }
     }
 
@@ -86,88 +119,154 @@ impl Upstream {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Sends a gRPC request to a color of `service`; returns the color and the
-    /// response head and body, or a failure to reach it.
+    /// Sends `call` to a color of `service`, chosen once; returns the color
+    /// and the response head and body, or a failure to reach it. A call that
+    /// never reached a service (connection refused) is retried on another
+    /// endpoint of the same color; an idempotent one also when the service
+    /// answered UNAVAILABLE or the connection broke; both within the budget.
     pub async fn send(
         &self,
         service: &str,
         forced: Option<Color>,
-        mut request: Request<BoxBody>,
+        mut call: Call,
         timeout: Duration,
     ) -> Result<(Color, Response<Incoming>), (Option<Color>, Failure)> {
-        let (color, endpoint) = self
-            .routing
-            .snapshot()
-            .pick(service, forced)
-            .map_err(|e| (None, Failure::unavailable(e)))?;
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        *request.uri_mut() = format!("http://{endpoint}{path}").parse().map_err(|_| {
-            (
-                Some(color),
-                Failure::new(
-                    crate::errors::INTERNAL,
-                    "invalid upstream address",
-                    Side::Gateway,
-                ),
-            )
-        })?;
-        // The upstream call is a child span of the request's span; the
-        // service's span becomes its child through the injected context.
-        let span = tracing::info_span!(
-            "upstream",
-            otel.name = %format_args!("{service} {path}"),
-            otel.kind = "client",
-            rpc.system = "grpc",
-            service,
-            color = color.as_str(),
-            server.address = %endpoint,
-        );
-        platform_runtime::telemetry::inject_span_headers(&span, request.headers_mut());
-        let started = Instant::now();
-        let response = tokio::time::timeout(timeout, self.client.request(request))
-            .instrument(span)
-            .await;
-        match response {
-            Ok(Ok(response)) => Ok((color, response)),
-            Ok(Err(err)) => {
-                self.record(service, color, crate::errors::UNAVAILABLE, started);
-                tracing::warn!(service, %color, endpoint, error = %err, "upstream unreachable");
-                Err((
-                    Some(color),
+        let snapshot = self.routing.snapshot();
+        self.budget.deposit(Instant::now());
+        let mut tried: Vec<String> = Vec::new();
+        let mut chosen = forced;
+        loop {
+            let now = Instant::now();
+            let picked = snapshot.pick_where(
+                service,
+                chosen,
+                &tried,
+                |endpoint| self.outliers.is_ejected(endpoint, now),
+                self.failover,
+            );
+            let (color, endpoint, all_ejected) = match picked {
+                Ok(picked) => picked,
+                Err(reason) => return Err((chosen, Failure::unavailable(reason))),
+            };
+            self.metrics
+                .color_down
+                .get_or_create(&WeightLabels {
+                    service: service.to_owned(),
+                    color: color.as_str(),
+                })
+                .set(i64::from(all_ejected));
+            if all_ejected {
+                tracing::error!(service, %color, "every endpoint of this color is failing while it has weight");
+            }
+            chosen = Some(color);
+            let replayable = matches!(call.body, CallBody::Buffered(_));
+            let Some(request) = call.request(&endpoint) else {
+                return Err((
+                    chosen,
                     Failure::unavailable(format!("{service} ({color}) is unavailable")),
-                ))
+                ));
+            };
+            let mut request = request;
+            // The upstream call is a child span of the request's span; the
+            // service's span becomes its child through the injected context.
+            let span = tracing::info_span!(
+                "upstream",
+                otel.name = %format_args!("{service} {}", call.path),
+                otel.kind = "client",
+                rpc.system = "grpc",
+                service,
+                color = color.as_str(),
+                server.address = %endpoint,
+            );
+            platform_runtime::telemetry::inject_span_headers(&span, request.headers_mut());
+            let started = Instant::now();
+            let response = tokio::time::timeout(timeout, self.client.request(request))
+                .instrument(span)
+                .await;
+            let retry_reason = match response {
+                Ok(Ok(response)) => {
+                    let unavailable =
+                        status_code(response.headers()) == Some(crate::errors::UNAVAILABLE);
+                    if !unavailable {
+                        self.outliers.success(&endpoint);
+                        return Ok((color, response));
+                    }
+                    self.fail(service, color, &endpoint);
+                    if !(call.idempotent && replayable) {
+                        return Ok((color, response));
+                    }
+                    "unavailable"
+                }
+                Ok(Err(err)) => {
+                    self.record(service, color, crate::errors::UNAVAILABLE, started);
+                    self.fail(service, color, &endpoint);
+                    tracing::warn!(service, %color, endpoint, error = %err, "upstream call failed");
+                    if !(replayable && (err.is_connect() || call.idempotent)) {
+                        return Err((
+                            chosen,
+                            Failure::unavailable(format!("{service} ({color}) is unavailable")),
+                        ));
+                    }
+                    if err.is_connect() {
+                        "connect"
+                    } else {
+                        "broken"
+                    }
+                }
+                Err(_) => {
+                    self.record(service, color, crate::errors::DEADLINE_EXCEEDED, started);
+                    return Err((
+                        chosen,
+                        Failure::new(
+                            crate::errors::DEADLINE_EXCEEDED,
+                            format!("{service} ({color}) did not answer in time"),
+                            Side::Upstream,
+                        ),
+                    ));
+                }
+            };
+            tried.push(endpoint);
+            if tried.len() > MAX_RETRIES || !self.budget.withdraw(Instant::now()) {
+                return Err((
+                    chosen,
+                    Failure::unavailable(format!("{service} ({color}) is unavailable")),
+                ));
             }
-            Err(_) => {
-                self.record(service, color, crate::errors::DEADLINE_EXCEEDED, started);
-                Err((
-                    Some(color),
-                    Failure::new(
-                        crate::errors::DEADLINE_EXCEEDED,
-                        format!("{service} ({color}) did not answer in time"),
-                        Side::Upstream,
-                    ),
-                ))
-            }
+            self.metrics
+                .retries
+                .get_or_create(&RetryLabels {
+                    service: service.to_owned(),
+                    color: color.as_str(),
+                    reason: retry_reason,
+                })
+                .inc();
         }
     }
 
-    /// A unary call with an already framed message.
+    /// Records a failure of `endpoint`, ejecting it after too many.
+    fn fail(&self, service: &str, color: Color, endpoint: &str) {
+        if let Some(time) = self.outliers.failure(endpoint, Instant::now()) {
+            tracing::warn!(service, %color, endpoint, ejected_ms = time.as_millis() as u64, "endpoint ejected");
+            self.metrics
+                .ejections
+                .get_or_create(&WeightLabels {
+                    service: service.to_owned(),
+                    color: color.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    /// A unary call: the one message of the answer, or the failure.
     pub async fn unary(
         &self,
         service: &str,
         forced: Option<Color>,
-        grpc_path: &str,
-        framed: Bytes,
-        incoming: &HeaderMap,
+        call: Call,
         timeout: Duration,
     ) -> Result<Answer, (Option<Color>, Failure)> {
-        let request = grpc_request(grpc_path, framed, incoming, timeout);
         let started = Instant::now();
-        let (color, response) = self.send(service, forced, request, timeout).await?;
+        let (color, response) = self.send(service, forced, call, timeout).await?;
         let (parts, body) = response.into_parts();
         let fail = |f: Failure| (Some(color), f);
         if let Some(code) = status_code(&parts.headers) {
@@ -208,32 +307,68 @@ impl Upstream {
     }
 }
 
-/// A gRPC request to `path` carrying `body`, with the caller's headers that
-/// belong to the call and the current trace context.
-pub fn grpc_request(
-    path: &str,
-    body: Bytes,
-    incoming: &HeaderMap,
-    timeout: Duration,
-) -> Request<BoxBody> {
-    let mut request = Request::new(full(body));
-    *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = path.parse().unwrap_or_default();
-    *request.version_mut() = http::Version::HTTP_2;
-    let headers = request.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
-    headers.insert("grpc-timeout", grpc_timeout(timeout));
-    for name in PASSED_ON {
-        if let Some(value) = incoming.get(name) {
-            headers.insert(name, value.clone());
+/// Retries after the first attempt, at most.
+const MAX_RETRIES: usize = 2;
+
+/// A request that can be sent again when its body is buffered.
+pub struct Call {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: CallBody,
+    /// Safe to send twice (a read, or a method marked idempotent).
+    pub idempotent: bool,
+}
+
+pub enum CallBody {
+    Buffered(Bytes),
+    /// A streamed body can be sent once.
+    Streaming(Option<BoxBody>),
+}
+
+impl Call {
+    /// A gRPC call to `path` carrying `body`, with the caller's headers that
+    /// belong to the call and a deadline.
+    pub fn grpc(
+        path: &str,
+        body: Bytes,
+        incoming: &HeaderMap,
+        timeout: Duration,
+        idempotent: bool,
+    ) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        headers.insert("grpc-timeout", grpc_timeout(timeout));
+        for name in PASSED_ON {
+            if let Some(value) = incoming.get(name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        Self {
+            path: path.to_owned(),
+            headers,
+            body: CallBody::Buffered(body),
+            idempotent,
         }
     }
-    platform_runtime::telemetry::inject_headers(headers);
-    request
+
+    /// The HTTP/2 request for one attempt at `endpoint`; None once a
+    /// streamed body was sent.
+    fn request(&mut self, endpoint: &str) -> Option<Request<BoxBody>> {
+        let body = match &mut self.body {
+            CallBody::Buffered(bytes) => full(bytes.clone()),
+            CallBody::Streaming(body) => body.take()?,
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = format!("http://{endpoint}{}", self.path).parse().ok()?;
+        *request.version_mut() = http::Version::HTTP_2;
+        *request.headers_mut() = self.headers.clone();
+        Some(request)
+    }
 }
 
 pub fn status_code(headers: &HeaderMap) -> Option<i32> {

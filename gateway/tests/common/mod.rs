@@ -212,3 +212,68 @@ impl Client {
         }
     }
 }
+
+/// A TCP link in front of an endpoint, standing in for its process: `kill`
+/// drops every connection and stops listening at once (what `kill -9` looks
+/// like from the network), `revive` listens on the same port again.
+pub struct Link {
+    pub addr: SocketAddr,
+    target: SocketAddr,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// Connections accepted since the link was (re)started.
+    pub accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Link {
+    pub async fn start(target: SocketAddr) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let link = Link {
+            addr,
+            target,
+            tasks: Default::default(),
+            accepted: Default::default(),
+        };
+        link.serve(listener);
+        link
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let (target, tasks, accepted) = (self.target, self.tasks.clone(), self.accepted.clone());
+        let acceptor = tokio::spawn({
+            let tasks = tasks.clone();
+            async move {
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let copy = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    tasks.lock().expect("lock").push(copy.abort_handle());
+                }
+            }
+        });
+        tasks.lock().expect("lock").push(acceptor.abort_handle());
+    }
+
+    pub fn kill(&self) {
+        for task in self.tasks.lock().expect("lock").drain(..) {
+            task.abort();
+        }
+    }
+
+    pub async fn revive(&self) {
+        self.accepted.store(0, std::sync::atomic::Ordering::Relaxed);
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("bind the same port again");
+        self.serve(listener);
+    }
+}

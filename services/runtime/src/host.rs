@@ -128,6 +128,7 @@ impl Host {
                 let _ = accepting_stopped.wait_for(|stopped| *stopped).await;
             });
         let mut server = tokio::spawn(server);
+        let kill_switch = vec![server.abort_handle(), metrics_task.abort_handle()];
         let config = Arc::clone(&self.config);
         let streams_end = self.streams_end;
         let task = tokio::spawn(async move {
@@ -167,6 +168,7 @@ impl Host {
             metrics_addr,
             stop,
             task,
+            kill_switch,
         })
     }
 }
@@ -178,6 +180,7 @@ pub struct RunningService {
     pub metrics_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    kill_switch: Vec<tokio::task::AbortHandle>,
 }
 
 impl RunningService {
@@ -185,6 +188,15 @@ impl RunningService {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+    }
+
+    /// Stops at once, like `kill -9`: connections are dropped mid-call and
+    /// nothing drains. For failure drills in tests.
+    pub fn kill(self) {
+        for handle in &self.kill_switch {
+            handle.abort();
+        }
+        self.task.abort();
     }
 
     /// Serves until SIGTERM or SIGINT, then stops gracefully.

@@ -1,0 +1,107 @@
+//! An endpoint dies under load: reads keep succeeding (retried on the other
+//! endpoint of the color), the dead endpoint is ejected, and traffic returns
+//! to it once it is back.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{ADMIN_TOKEN, Link, Stack};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_endpoint_loses_no_request_and_comes_back() {
+    let stack = Stack::start_with(
+        &[
+            ("OUTLIER_CONSECUTIVE_FAILURES", "2"),
+            ("OUTLIER_EJECTION_MS", "300"),
+        ],
+        &[],
+    )
+    .await;
+    // Two endpoints for blue orders.
+    let first = Link::start(stack.platform.orders.addr).await;
+    let second = Link::start(stack.platform.orders.addr).await;
+    let mut admin = stack.admin().await;
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let table = admin
+        .call("GET", "/admin/routes", &[("authorization", &auth)], "")
+        .await
+        .json();
+    let mut doc = table.clone();
+    doc["services"]["orders"]["endpoints"]["blue"] =
+        serde_json::json!([first.addr.to_string(), second.addr.to_string()]);
+    std::fs::write(&stack.routes_file, doc.to_string()).expect("routes");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let token = stack.login("failover@example.com").await;
+    let bearer = format!("Bearer {token}");
+    let running = Arc::new(AtomicBool::new(true));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let mut client = stack.client().await;
+        let (running, sent, failed, bearer) = (
+            running.clone(),
+            sent.clone(),
+            failed.clone(),
+            bearer.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            while running.load(Ordering::Relaxed) {
+                let reply = client
+                    .call(
+                        "GET",
+                        "/v1/orders",
+                        &[("authorization", bearer.as_str())],
+                        "",
+                    )
+                    .await;
+                sent.fetch_add(1, Ordering::Relaxed);
+                if reply.status != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("failed: {} {}", reply.status, reply.text());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        second.accepted.load(Ordering::Relaxed) > 0,
+        "both endpoints take traffic before the kill"
+    );
+    second.kill();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let metrics = admin.call("GET", "/metrics", &[], "").await.text();
+    assert!(
+        metrics.contains("gateway_endpoint_ejections_total{service=\"orders\",color=\"blue\"}"),
+        "the dead endpoint was ejected:\n{metrics}"
+    );
+    second.revive().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    running.store(false, Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("client");
+    }
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("{sent} requests, {failed} failed");
+    assert!(sent > 100, "a steady stream ({sent})");
+    assert_eq!(
+        failed, 0,
+        "no request failed while an endpoint died and came back"
+    );
+    assert!(
+        second.accepted.load(Ordering::Relaxed) > 0,
+        "traffic returned to the revived endpoint"
+    );
+    let metrics = admin.call("GET", "/metrics", &[], "").await.text();
+    assert!(
+        metrics.contains("gateway_upstream_retries_total{service=\"orders\",color=\"blue\""),
+        "{metrics}"
+    );
+    first.kill();
+    second.kill();
+    stack.stop().await;
+}
