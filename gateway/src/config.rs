@@ -53,6 +53,8 @@ pub struct GatewayConfig {
     /// Largest body accepted, per route.
     pub route_body_limits: Vec<(RouteKey, usize)>,
     pub resilience: crate::upstream::Resilience,
+    /// TLS on the public listener, when a certificate and key are given.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// gRPC methods (`/package.Service/Method`) safe to send twice, besides
     /// every method behind a GET route.
     pub idempotent_methods: Vec<String>,
@@ -225,6 +227,19 @@ impl GatewayConfig {
                 .map(|(route, ms)| (route, Duration::from_millis(ms)))
                 .collect(),
             route_body_limits: per_route(env, "ROUTE_BODY_LIMITS", "bytes")?,
+            tls: match (env.string("TLS_CERT_FILE"), env.string("TLS_KEY_FILE")) {
+                (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                    cert: PathBuf::from(cert),
+                    key: PathBuf::from(key),
+                }),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::new(
+                        "TLS_CERT_FILE",
+                        "TLS needs both TLS_CERT_FILE and TLS_KEY_FILE (PEM), or neither",
+                    ));
+                }
+            },
             resilience: crate::upstream::Resilience {
                 consecutive_failures: env
                     .parse::<u32>("OUTLIER_CONSECUTIVE_FAILURES", "a number of failures")?

@@ -18,6 +18,7 @@ pub mod routes;
 pub mod routing;
 pub mod server;
 pub mod source;
+pub mod tls;
 pub mod transcode;
 pub mod upstream;
 

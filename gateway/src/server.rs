@@ -48,6 +48,7 @@ pub struct State {
     local: crate::local::LocalGrpc,
     limit: crate::limits::ConcurrencyLimit,
     pub rate: crate::limits::RateLimiter,
+    tls: Option<crate::tls::Tls>,
 }
 
 impl State {
@@ -65,6 +66,7 @@ impl State {
                 PathTemplate::parse(template).map_err(|e| format!("invalid PUBLIC_ROUTES: {e}"))?;
             public.push((method.clone(), parsed));
         }
+        let tls = config.tls.clone().map(crate::tls::Tls::new).transpose()?;
         let limit = crate::limits::ConcurrencyLimit::new(config.max_concurrent);
         let rate = crate::limits::RateLimiter::new(config.rate_limit, config.rate_burst);
         Ok(Self {
@@ -78,6 +80,7 @@ impl State {
             local,
             limit,
             rate,
+            tls,
         })
     }
 
@@ -337,6 +340,10 @@ pub async fn serve(state: State) -> std::io::Result<RunningGateway> {
                 .await;
         })
     };
+    let tls_watcher = state
+        .tls
+        .clone()
+        .map(|tls| tokio::spawn(async move { tls.watch(Duration::from_secs(1)).await }));
     let task = tokio::spawn(async move {
         let (accepting_tx, accepting) = watch::channel(true);
         let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
@@ -377,6 +384,9 @@ pub async fn serve(state: State) -> std::io::Result<RunningGateway> {
             let _ = l.await;
         }
         watcher.abort();
+        if let Some(tls) = tls_watcher {
+            tls.abort();
+        }
         match Arc::try_unwrap(graceful) {
             Ok(graceful) => {
                 if tokio::time::timeout(Duration::from_secs(20), graceful.shutdown())
@@ -451,6 +461,25 @@ async fn accept(
             .max_header_list_size(u32::try_from(state.config.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(Duration::from_secs(20)))
             .keep_alive_timeout(Duration::from_secs(20));
+        if let (Kind::Public, Some(tls)) = (kind, &state.tls) {
+            // TLS: the handshake has its own deadline, like the headers.
+            let (acceptor, graceful, deadline) = (
+                tls.acceptor(),
+                Arc::clone(&graceful),
+                state.config.header_read_timeout,
+            );
+            tokio::spawn(async move {
+                let Ok(Ok(stream)) = tokio::time::timeout(deadline, acceptor.accept(stream)).await
+                else {
+                    return;
+                };
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let _ = graceful.watch(connection).await;
+            });
+            continue;
+        }
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
