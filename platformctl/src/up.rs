@@ -37,6 +37,9 @@ pub struct UpArgs {
     /// Extra environment for every green process, KEY=VALUE (for example FAULT_ERROR_RATE=0.2).
     #[arg(long = "green-env", value_parser = parse_pair)]
     green_env: Vec<(String, String)>,
+    /// Extra environment for the gateway, KEY=VALUE (for example RATE_LIMIT_PER_SECOND=0).
+    #[arg(long = "gateway-env", value_parser = parse_pair)]
+    gateway_env: Vec<(String, String)>,
     /// Extra environment for every blue process, KEY=VALUE.
     #[arg(long = "blue-env", value_parser = parse_pair)]
     blue_env: Vec<(String, String)>,
@@ -299,6 +302,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ("AUTH_ADDR".to_owned(), url("auth", Color::Blue)),
         ("DRAIN_DELAY_MS".to_owned(), "500".to_owned()),
     ];
+    let gateway_env = gateway_env
+        .into_iter()
+        .chain(args.gateway_env.iter().cloned())
+        .collect();
     let spec = ProcessSpec {
         log: data_dir.join("logs").join("gateway.log"),
         pid_file: data_dir.join("run").join("gateway.pid"),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::transport::Server;
@@ -116,6 +117,15 @@ impl Host {
             ))
             .layer(FaultLayer::new(self.config.faults))
             .into_inner();
+        // A custom incoming stream bypasses tonic's own socket options:
+        // without TCP_NODELAY, small HTTP/2 frames on a connection shared by
+        // concurrent calls wait for delayed ACKs (tens of milliseconds).
+        let incoming = TcpListenerStream::new(self.listener).map(|accepted| {
+            if let Ok(stream) = &accepted {
+                let _ = stream.set_nodelay(true);
+            }
+            accepted
+        });
         let server = Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
@@ -124,7 +134,7 @@ impl Host {
             .add_service(reflection)
             .add_service(reflection_alpha)
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = accepting_stopped.wait_for(|stopped| *stopped).await;
             });
         let mut server = tokio::spawn(server);
