@@ -5,7 +5,10 @@
 #     gRPC through nginx grpc_pass (same two weighted upstreams, 90/10), and
 #     as REST through the gateway;
 #   - at a fixed rate (p50, p99 from every request's time) and at saturation;
-#   - the gateway's resident memory during the fixed-rate runs.
+#   - the gateway's resident memory during the fixed-rate runs, at saturation,
+#     and at twice the saturating concurrency (128 streams), where its
+#     concurrency limit (192, above saturation, so the saturation runs are
+#     never shed) answers the excess with fast 503s.
 # Usage: load/bench-gateway.sh   (RATE=2000 SECONDS_PER_RUN=10 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +33,7 @@ cleanup() {
 trap cleanup EXIT
 
 target/release/platformctl up --data-dir "$work/data" --port-offset "$OFFSET" \
-    --gateway-env RATE_LIMIT_PER_SECOND=0 --gateway-env MAX_CONCURRENT_REQUESTS=8192 \
+    --gateway-env RATE_LIMIT_PER_SECOND=0 --gateway-env MAX_CONCURRENT_REQUESTS=192 \
     --blue-env LOG_FORMAT=json --blue-env RUST_LOG=warn --green-env RUST_LOG=warn \
     --gateway-env RUST_LOG=warn > "$work/up.log" 2>&1 &
 up_pid=$!
@@ -94,9 +97,15 @@ fixed() {
     [ -n "$sampler" ] && kill "$sampler" 2>/dev/null || true
     grep -q "$total succeeded" "$work/out-$name" || { cat "$work/out-$name"; echo "error: $name had failures" >&2; exit 1; }
 }
+sample_rss() { # NAME: the gateway's RSS every 200 ms into rss-NAME, until killed
+    ( while sleep 0.2; do awk '/VmRSS/ {print $2}' "/proc/$gateway_pid/status"; done ) > "$work/rss-$1" &
+    sampler=$!
+}
 saturate() {
     local name="$1" url="$2"; shift 2
+    sample_rss "sat-$name"
     h2load -n 60000 -c 16 -m 8 "$@" "$url" > "$work/sat-$name"
+    kill "$sampler" 2>/dev/null || true
     grep -q "60000 succeeded" "$work/sat-$name" || { cat "$work/sat-$name"; echo "error: $name had failures" >&2; exit 1; }
 }
 
@@ -111,6 +120,10 @@ saturate "grpc-direct" "http://127.0.0.1:$ORDERS_BLUE$path" "${grpc_args[@]}"
 saturate "grpc-gateway" "$gw$path" "${grpc_args[@]}"
 saturate "grpc-nginx" "http://127.0.0.1:$NGINX$path" "${grpc_args[@]}"
 saturate "rest-gateway" "$gw/v1/orders/$order" --h1 -H "authorization: Bearer $token"
+# Twice the saturating concurrency (256 connections, one request each at a time).
+sample_rss "overload"
+h2load -n 60000 -c 256 -m 1 --h1 -H "authorization: Bearer $token" "$gw/v1/orders/$order" > "$work/overload"
+kill "$sampler" 2>/dev/null || true
 
 python3 - "$work" "$RATE" "$SECONDS_PER_RUN" <<'PY'
 import re, sys
@@ -137,4 +150,10 @@ for label, name in rows:
 print()
 print(f"gateway gRPC throughput / nginx: {throughput('grpc-gateway') / throughput('grpc-nginx'):.2f}")
 print(f"gateway peak RSS at {rate} req/s: REST {peak('rest-gateway'):.1f} MiB, gRPC {peak('grpc-gateway'):.1f} MiB")
+print(f"gateway peak RSS at saturation: REST {peak('sat-rest-gateway'):.1f} MiB, gRPC {peak('sat-grpc-gateway'):.1f} MiB")
+text = open(f"{work}/overload").read()
+codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+done = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", text).group(1)
+shed, served = int(codes.group(4)), int(codes.group(1))
+print(f"at twice the saturating concurrency: {served:,} served, {shed:,} shed with 503 ({100 * shed / (served + shed):.0f}%), {float(done):,.0f} req/s answered, peak RSS {peak('overload'):.1f} MiB")
 PY
