@@ -30,6 +30,8 @@ pub struct GatewayConfig {
     pub routes_file: Option<PathBuf>,
     /// The routing ConfigMap (`ROUTES_CONFIGMAP`), inside a cluster.
     pub configmap: Option<crate::kube::ConfigMapSource>,
+    /// Pods of `k8s:` endpoints, from EndpointSlices.
+    pub discovery: Option<crate::kube::EndpointDiscovery>,
     pub admin_token: String,
     pub color_header: http::HeaderName,
     pub color_override: ColorOverride,
@@ -119,6 +121,7 @@ impl GatewayConfig {
             ));
         }
         let configmap = crate::kube::ConfigMapSource::from_env(env)?;
+        let discovery = crate::kube::EndpointDiscovery::from_env(env)?;
         let routes_file = env.string("ROUTES_FILE").map(PathBuf::from);
         if routes_file.is_none() && configmap.is_none() {
             return Err(ConfigError::new(
@@ -171,6 +174,7 @@ impl GatewayConfig {
                 .socket_addr("INTERNAL_ADDR", SocketAddr::from(([0, 0, 0, 0], 8081)))?,
             routes_file,
             configmap,
+            discovery,
             admin_token,
             color_header,
             color_override,

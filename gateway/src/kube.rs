@@ -26,27 +26,20 @@ const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The key of the ConfigMap that holds the routing document.
 pub const KEY: &str = "routes.json";
 
+/// A client of the Kubernetes API server, with the service account's token.
 #[derive(Debug, Clone)]
-pub struct ConfigMapSource {
+pub struct KubeApi {
     api: String,
-    namespace: String,
-    name: String,
     token_file: Option<PathBuf>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
-impl ConfigMapSource {
-    /// `ROUTES_CONFIGMAP=<namespace>/<name>`; the API server from
-    /// `KUBE_API_URL` or the in-cluster `KUBERNETES_SERVICE_HOST`/`_PORT`,
-    /// with the service account's token and CA.
-    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
-        let Some(target) = env.string("ROUTES_CONFIGMAP") else {
-            return Ok(None);
-        };
-        let (namespace, name) = target
-            .split_once('/')
-            .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
-            .ok_or_else(|| ConfigError::new("ROUTES_CONFIGMAP", "expected <namespace>/<name>"))?;
+impl KubeApi {
+    /// The API server from `KUBE_API_URL` or the in-cluster
+    /// `KUBERNETES_SERVICE_HOST`/`_PORT`, with the service account's token
+    /// and CA (or `KUBE_TOKEN_FILE`, `KUBE_CA_FILE`). `needed_by` names the
+    /// setting that needs it, for the error.
+    pub fn from_env(env: &Env, needed_by: &str) -> Result<Self, ConfigError> {
         let api = match (
             env.string("KUBE_API_URL"),
             env.string("KUBERNETES_SERVICE_HOST"),
@@ -59,7 +52,9 @@ impl ConfigMapSource {
             (None, None) => {
                 return Err(ConfigError::new(
                     "KUBE_API_URL",
-                    "ROUTES_CONFIGMAP needs the API server: run in a cluster or set KUBE_API_URL",
+                    format!(
+                        "{needed_by} needs the API server: run in a cluster or set KUBE_API_URL"
+                    ),
                 ));
             }
         };
@@ -75,32 +70,20 @@ impl ConfigMapSource {
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .build(connector);
-        Ok(Some(Self {
+        Ok(Self {
             api,
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
             token_file,
             client,
-        }))
-    }
-
-    pub fn describe(&self) -> String {
-        format!("ConfigMap {}/{} (key {KEY})", self.namespace, self.name)
-    }
-
-    fn path(&self) -> String {
-        format!(
-            "{}/api/v1/namespaces/{}/configmaps/{}",
-            self.api, self.namespace, self.name
-        )
+        })
     }
 
     async fn call(
         &self,
         method: Method,
-        url: &str,
+        path: &str,
         body: Option<Value>,
     ) -> Result<(StatusCode, hyper::body::Incoming), String> {
+        let url = format!("{}{path}", self.api);
         let mut request = Request::builder()
             .method(method)
             .uri(url)
@@ -127,9 +110,57 @@ impl ConfigMapSource {
         Ok((response.status(), response.into_body()))
     }
 
+    async fn get_json(&self, path: &str) -> Result<Value, String> {
+        let (status, body) = self.call(Method::GET, path, None).await?;
+        let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if status != StatusCode::OK {
+            return Err(format!(
+                "GET {path}: {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| format!("GET {path}: {e}"))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfigMapSource {
+    api: KubeApi,
+    namespace: String,
+    name: String,
+}
+
+impl ConfigMapSource {
+    /// `ROUTES_CONFIGMAP=<namespace>/<name>`, through the API of [`KubeApi::from_env`].
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let Some(target) = env.string("ROUTES_CONFIGMAP") else {
+            return Ok(None);
+        };
+        let (namespace, name) = target
+            .split_once('/')
+            .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
+            .ok_or_else(|| ConfigError::new("ROUTES_CONFIGMAP", "expected <namespace>/<name>"))?;
+        Ok(Some(Self {
+            api: KubeApi::from_env(env, "ROUTES_CONFIGMAP")?,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }))
+    }
+
+    pub fn describe(&self) -> String {
+        format!("ConfigMap {}/{} (key {KEY})", self.namespace, self.name)
+    }
+
+    fn path(&self) -> String {
+        format!(
+            "/api/v1/namespaces/{}/configmaps/{}",
+            self.namespace, self.name
+        )
+    }
+
     /// The ConfigMap object and its routing document.
     async fn get(&self) -> Result<(Value, RoutingConfig), String> {
-        let (status, body) = self.call(Method::GET, &self.path(), None).await?;
+        let (status, body) = self.api.call(Method::GET, &self.path(), None).await?;
         let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
         if status != StatusCode::OK {
             return Err(format!(
@@ -167,10 +198,10 @@ impl ConfigMapSource {
             .unwrap_or("")
             .to_owned();
         let url = format!(
-            "{}/api/v1/namespaces/{}/configmaps?watch=true&fieldSelector=metadata.name%3D{}&resourceVersion={version}",
-            self.api, self.namespace, self.name
+            "/api/v1/namespaces/{}/configmaps?watch=true&fieldSelector=metadata.name%3D{}&resourceVersion={version}",
+            self.namespace, self.name
         );
-        let (status, mut body) = self.call(Method::GET, &url, None).await?;
+        let (status, mut body) = self.api.call(Method::GET, &url, None).await?;
         if status != StatusCode::OK {
             return Err(format!("watching {} failed: {status}", self.describe()));
         }
@@ -221,7 +252,10 @@ impl ConfigMapSource {
             config.validate()?;
             config.bump(&mut record);
             object["data"][KEY] = Value::String(config.to_json());
-            let (status, body) = self.call(Method::PUT, &self.path(), Some(object)).await?;
+            let (status, body) = self
+                .api
+                .call(Method::PUT, &self.path(), Some(object))
+                .await?;
             match status {
                 StatusCode::OK | StatusCode::CREATED => {
                     metrics.observe_routing(&config);
@@ -291,4 +325,97 @@ fn connector(
         .https_or_http()
         .enable_http1()
         .build())
+}
+
+/// Pods as endpoints: every `k8s:<service>:<port>` entry of the routing
+/// becomes the ready addresses of that Service's EndpointSlices, polled every
+/// `every`, so a scaled-up or replaced pod gets traffic within seconds and
+/// each pod is balanced per request (no connection pins a Service).
+#[derive(Debug, Clone)]
+pub struct EndpointDiscovery {
+    api: KubeApi,
+    namespace: String,
+}
+
+impl EndpointDiscovery {
+    /// `DISCOVERY_NAMESPACE` (default: the service account's namespace).
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let namespace = env.string("DISCOVERY_NAMESPACE").or_else(|| {
+            std::fs::read_to_string(PathBuf::from(SERVICE_ACCOUNT).join("namespace"))
+                .ok()
+                .map(|n| n.trim().to_owned())
+        });
+        let Some(namespace) = namespace else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            api: KubeApi::from_env(env, "DISCOVERY_NAMESPACE")?,
+            namespace,
+        }))
+    }
+
+    /// The ready addresses behind `service` (`ip:port`; the slice's port, else `port`).
+    async fn ready(&self, service: &str, port: &str) -> Result<Vec<String>, String> {
+        let list = self
+            .api
+            .get_json(&format!(
+                "/apis/discovery.k8s.io/v1/namespaces/{}/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3D{service}",
+                self.namespace
+            ))
+            .await?;
+        let mut addresses = Vec::new();
+        for slice in list["items"].as_array().into_iter().flatten() {
+            let slice_port = slice["ports"][0]["port"].as_u64().map(|p| p.to_string());
+            let port = slice_port.as_deref().unwrap_or(port);
+            for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
+                if endpoint["conditions"]["ready"].as_bool() == Some(false) {
+                    continue;
+                }
+                for address in endpoint["addresses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    let host = if address.contains(':') {
+                        format!("[{address}]")
+                    } else {
+                        address.to_owned()
+                    };
+                    addresses.push(format!("{host}:{port}"));
+                }
+            }
+        }
+        addresses.sort();
+        Ok(addresses)
+    }
+
+    pub async fn run(&self, routing: Routing, every: Duration) {
+        let mut known: Option<crate::routing::Discovered> = None;
+        loop {
+            let mut found = crate::routing::Discovered::new();
+            for target in crate::routing::discovery_targets(&routing.snapshot().config) {
+                let Some((service, port)) = target.rsplit_once(':') else {
+                    continue;
+                };
+                match self.ready(service, port).await {
+                    Ok(addresses) => {
+                        found.insert(target, addresses);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, service, "endpoint discovery failed; keeping the last addresses");
+                        if let Some(previous) = known.as_ref().and_then(|k| k.get(&target)) {
+                            found.insert(target, previous.clone());
+                        }
+                    }
+                }
+            }
+            if known.as_ref() != Some(&found) {
+                tracing::info!(?found, "discovered endpoints changed");
+                routing.set_discovered(found.clone());
+                known = Some(found);
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
 }

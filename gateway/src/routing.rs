@@ -4,7 +4,7 @@
 //! snapshot at once, so a request sees the old state or the new one, never a
 //! mix, and the next request after a change already uses it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -168,14 +168,44 @@ pub struct Snapshot {
     pools: BTreeMap<String, [Pool; 2]>,
 }
 
+/// Endpoints found by discovery: `name:port` of a `k8s:name:port` entry ->
+/// the addresses of its ready pods.
+pub type Discovered = HashMap<String, Vec<String>>;
+
+/// The prefix of an endpoint that names a Kubernetes Service, whose pods
+/// (from its EndpointSlices) are the endpoints.
+pub const DISCOVERED: &str = "k8s:";
+
+/// The `name:port` of every discovered endpoint the routing names.
+pub fn discovery_targets(config: &RoutingConfig) -> Vec<String> {
+    let mut targets: Vec<String> = config
+        .services
+        .values()
+        .flat_map(|s| s.endpoints.blue.iter().chain(&s.endpoints.green))
+        .filter_map(|e| e.strip_prefix(DISCOVERED).map(str::to_owned))
+        .collect();
+    targets.sort();
+    targets.dedup();
+    targets
+}
+
 impl Snapshot {
-    fn new(config: RoutingConfig) -> Self {
+    fn new(config: RoutingConfig, discovered: &Discovered) -> Self {
+        let expand = |endpoints: &[String]| -> Vec<String> {
+            endpoints
+                .iter()
+                .flat_map(|e| match e.strip_prefix(DISCOVERED) {
+                    Some(target) => discovered.get(target).cloned().unwrap_or_default(),
+                    None => vec![e.clone()],
+                })
+                .collect()
+        };
         let pools = config
             .services
             .iter()
             .map(|(name, s)| {
                 let pool = |c: Color| Pool {
-                    endpoints: s.endpoints.of(c).to_vec(),
+                    endpoints: expand(s.endpoints.of(c)),
                     next: AtomicUsize::new(0),
                 };
                 (name.clone(), [pool(Color::Blue), pool(Color::Green)])
@@ -295,13 +325,35 @@ fn draw_percent() -> u32 {
 #[derive(Debug, Clone)]
 pub struct Routing {
     current: Arc<RwLock<Arc<Snapshot>>>,
+    discovered: Arc<RwLock<Discovered>>,
 }
 
 impl Routing {
     pub fn new(config: RoutingConfig) -> Self {
         Self {
-            current: Arc::new(RwLock::new(Arc::new(Snapshot::new(config)))),
+            current: Arc::new(RwLock::new(Arc::new(Snapshot::new(
+                config,
+                &Discovered::new(),
+            )))),
+            discovered: Arc::new(RwLock::new(Discovered::new())),
         }
+    }
+
+    fn discovered(&self) -> Discovered {
+        match self.discovered.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// New discovery results: the same routing over the pods that are ready now.
+    pub fn set_discovered(&self, discovered: Discovered) {
+        match self.discovered.write() {
+            Ok(mut guard) => *guard = discovered,
+            Err(poisoned) => *poisoned.into_inner() = discovered,
+        }
+        let config = self.snapshot().config.clone();
+        self.replace(config);
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -312,7 +364,7 @@ impl Routing {
     }
 
     pub fn replace(&self, config: RoutingConfig) {
-        let snapshot = Arc::new(Snapshot::new(config));
+        let snapshot = Arc::new(Snapshot::new(config, &self.discovered()));
         match self.current.write() {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,

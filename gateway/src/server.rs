@@ -340,6 +340,10 @@ pub async fn serve(state: State) -> std::io::Result<RunningGateway> {
                 .await;
         })
     };
+    let discovery = state.config.discovery.clone().map(|discovery| {
+        let routing = state.upstream.routing.clone();
+        tokio::spawn(async move { discovery.run(routing, Duration::from_secs(1)).await })
+    });
     let tls_watcher = state
         .tls
         .clone()
@@ -384,8 +388,8 @@ pub async fn serve(state: State) -> std::io::Result<RunningGateway> {
             let _ = l.await;
         }
         watcher.abort();
-        if let Some(tls) = tls_watcher {
-            tls.abort();
+        for task in [tls_watcher, discovery].into_iter().flatten() {
+            task.abort();
         }
         match Arc::try_unwrap(graceful) {
             Ok(graceful) => {

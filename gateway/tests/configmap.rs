@@ -26,6 +26,8 @@ struct Store {
     data: String,
     /// Every request: method and path with query.
     seen: Vec<String>,
+    /// EndpointSlices of the Service `orders-blue`.
+    slices: Vec<Value>,
 }
 
 #[derive(Clone)]
@@ -157,6 +159,16 @@ impl FakeApi {
                 });
                 http::Response::new(StreamBody::new(events).boxed_unsync())
             }
+            (http::Method::GET, "/apis/discovery.k8s.io/v1/namespaces/platform/endpointslices") => {
+                assert!(
+                    target.contains("labelSelector=kubernetes.io%2Fservice-name%3Dorders-blue"),
+                    "{target}"
+                );
+                reply(
+                    200,
+                    json!({"kind": "EndpointSliceList", "items": self.store.lock().expect("lock").slices}),
+                )
+            }
             _ => reply(404, json!({"kind": "Status", "code": 404})),
         }
     }
@@ -168,6 +180,7 @@ async fn fake_api(data: String) -> (FakeApi, SocketAddr) {
             version: 1,
             data,
             seen: Vec::new(),
+            slices: Vec::new(),
         })),
         changed: Arc::new(tokio::sync::watch::channel(1).0),
     };
@@ -339,5 +352,99 @@ async fn replicas_share_one_configmap() {
     }
     a.stop().await;
     b.stop().await;
+    stack.stop().await;
+}
+
+fn slice(port: u16, ready: bool) -> Value {
+    json!({
+        "metadata": {"labels": {"kubernetes.io/service-name": "orders-blue"}},
+        "ports": [{"port": port}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": ready}}]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_come_from_endpoint_slices() {
+    use std::sync::atomic::Ordering;
+    let stack = Stack::start().await;
+    let token_file = stack.platform.dir.path().join("sa-token");
+    std::fs::write(&token_file, TOKEN).expect("token");
+    // Two "pods" of blue orders, each behind its own address.
+    let first = common::Link::start(stack.platform.orders.addr).await;
+    let second = common::Link::start(stack.platform.orders.addr).await;
+    let (api, api_addr) = fake_api(String::new()).await;
+    api.store.lock().expect("lock").slices = vec![
+        slice(first.addr.port(), true),
+        slice(second.addr.port(), false),
+    ];
+    let mut routes: Value =
+        serde_json::from_str(&std::fs::read_to_string(&stack.routes_file).expect("routes"))
+            .expect("json");
+    routes["services"]["orders"]["endpoints"]["blue"] = json!(["k8s:orders-blue:50052"]);
+    let routes_file = stack.platform.dir.path().join("discovered-routes.json");
+    std::fs::write(&routes_file, routes.to_string()).expect("write");
+    let api_url = format!("http://{api_addr}");
+    let auth = testkit::url(stack.platform.auth.addr);
+    let gateway = common::start_gateway(
+        &[
+            ("ROUTES_FILE", routes_file.to_str().expect("utf-8")),
+            ("DISCOVERY_NAMESPACE", "platform"),
+            ("KUBE_API_URL", &api_url),
+            ("KUBE_TOKEN_FILE", token_file.to_str().expect("utf-8")),
+            ("AUTH_ADDR", &auth),
+        ],
+        &[platform_proto::PLATFORM_DESCRIPTOR_SET],
+    )
+    .await;
+    let token = stack.login("pods@example.com").await;
+    let bearer = format!("Bearer {token}");
+    let mut client = common::Client::connect(gateway.addr).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // The ready pod serves; the one not ready gets nothing.
+    loop {
+        let reply = client
+            .call("GET", "/v1/orders", &[("authorization", &bearer)], "")
+            .await;
+        if reply.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no discovered pod served: {}",
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(first.accepted.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        second.accepted.load(Ordering::Relaxed),
+        0,
+        "a pod that is not ready gets no traffic"
+    );
+
+    // The second pod turns ready: it gets traffic within seconds.
+    api.store.lock().expect("lock").slices = vec![
+        slice(first.addr.port(), true),
+        slice(second.addr.port(), true),
+    ];
+    let became_ready = Instant::now();
+    while second.accepted.load(Ordering::Relaxed) == 0 {
+        assert!(
+            became_ready.elapsed() < Duration::from_secs(5),
+            "the new pod got no traffic within 5 s"
+        );
+        let reply = client
+            .call("GET", "/v1/orders", &[("authorization", &bearer)], "")
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "a pod that turned ready got traffic after {:?}",
+        became_ready.elapsed()
+    );
+    gateway.stop().await;
+    first.kill();
+    second.kill();
     stack.stop().await;
 }
