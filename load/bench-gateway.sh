@@ -9,7 +9,8 @@
 #     and at twice the saturating concurrency (128 streams), where its
 #     concurrency limit (192, above saturation, so the saturation runs are
 #     never shed) answers the excess with fast 503s.
-# Usage: load/bench-gateway.sh   (RATE=2000 SECONDS_PER_RUN=10 by default)
+# Usage: load/bench-gateway.sh   (RATE=2000 SECONDS_PER_RUN=10 by default;
+# installs h2load and nginx when missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ OFFSET=14000 # every port outside the kernel's ephemeral range
 ORDERS_BLUE=$((50052 + OFFSET)); ORDERS_GREEN=$((50152 + OFFSET))
 GATEWAY=$((8080 + OFFSET)); ADMIN=$((9901 + OFFSET)); NGINX=$((8090 + OFFSET))
 
+bash scripts/install-tools.sh bench >/dev/null
 for tool in h2load nginx curl python3; do
     command -v "$tool" >/dev/null || { echo "error: $tool is missing: apt-get install nghttp2-client nginx curl" >&2; exit 1; }
 done

@@ -3,13 +3,14 @@
 # their headers a few bytes at a time (slowloris) while h2load keeps normal
 # traffic at a fixed rate. Reports normal traffic's p99 before and during the
 # attack, and how many slow connections the gateway closed.
-# Usage: load/slowloris.sh   (needs apt-get install slowhttptest nghttp2-client)
+# Usage: load/slowloris.sh   (installs slowhttptest and h2load when missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OFFSET=14000
 GATEWAY=$((8080 + OFFSET))
 SLOW_CONNECTIONS="${SLOW_CONNECTIONS:-1000}"
+bash scripts/install-tools.sh bench >/dev/null
 for tool in slowhttptest h2load python3; do
     command -v "$tool" >/dev/null || { echo "error: $tool is missing: apt-get install slowhttptest nghttp2-client" >&2; exit 1; }
 done

@@ -17,6 +17,13 @@ apt_install() {
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
+# `install-tools.sh bench`: also what the benchmark scripts in load/ use.
+if [ "${1:-}" = "bench" ]; then
+    have h2load || { echo "installing h2load"; apt_install nghttp2-client; }
+    have nginx || { echo "installing nginx"; apt_install nginx; }
+    have slowhttptest || { echo "installing slowhttptest"; apt_install slowhttptest; }
+fi
+
 pg_bin() {
     ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
 }

@@ -133,6 +133,8 @@ impl Upstream {
     ) -> Result<(Color, Response<Incoming>), (Option<Color>, Failure)> {
         let snapshot = self.routing.snapshot();
         self.budget.deposit(Instant::now());
+        // One deadline for the call, however many attempts it takes.
+        let deadline = Instant::now() + timeout;
         let mut tried: Vec<String> = Vec::new();
         let mut chosen = forced;
         loop {
@@ -180,7 +182,8 @@ impl Upstream {
             );
             platform_runtime::telemetry::inject_span_headers(&span, request.headers_mut());
             let started = Instant::now();
-            let response = tokio::time::timeout(timeout, self.client.request(request))
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let response = tokio::time::timeout(remaining, self.client.request(request))
                 .instrument(span)
                 .await;
             let retry_reason = match response {
