@@ -216,6 +216,7 @@ pub async fn serve_request(
         }
     };
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let version = request.version();
     let span = tracing::info_span!(
         "gateway",
         otel.name = %format_args!("{method} {path}"),
@@ -255,6 +256,15 @@ pub async fn serve_request(
     response
         .headers_mut()
         .insert("x-request-id", request_id.clone());
+    // While draining, HTTP/1.1 clients are asked to close after this
+    // response, so none is left idle on a connection about to be closed
+    // (where a request sent at the wrong moment would be lost). HTTP/2
+    // clients get a GOAWAY at shutdown instead.
+    if state.draining() && version == http::Version::HTTP_11 {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let label = response.extensions().get::<RouteLabel>().cloned();
     let status = response.status().as_u16();
     let (route, service, color) = match &label {

