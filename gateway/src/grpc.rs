@@ -62,12 +62,26 @@ pub async fn handle(
         )
         .into_grpc();
     }
-    if listener == Listener::Public
-        && let Err(failure) = state
-            .rate
-            .check(&format!("addr:{}", peer.ip()), std::time::Instant::now())
-    {
-        return failure.into_grpc();
+    if listener == Listener::Public {
+        // The token is checked at the edge for gRPC as for REST: a method is
+        // public when a public route leads to it.
+        let open = state
+            .table
+            .routes()
+            .iter()
+            .filter(|r| r.grpc_path == path)
+            .any(|r| state.is_public(&r.http_method, &r.template.openapi_path()));
+        let client = if open {
+            format!("addr:{}", peer.ip())
+        } else {
+            match state.authenticate(request.headers()).await {
+                Ok(subject) => format!("sub:{subject}"),
+                Err(failure) => return failure.into_grpc(),
+            }
+        };
+        if let Err(failure) = state.rate.check(&client, std::time::Instant::now()) {
+            return failure.into_grpc();
+        }
     }
     let service = logical_service(method.parent_service().package_name());
     // The caller's deadline (grpc-timeout), within the gateway's own.

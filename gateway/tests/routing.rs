@@ -284,6 +284,25 @@ async fn native_grpc_through_the_gateway() {
         Some("green")
     );
 
+    // Without a token, the gateway itself refuses the call.
+    let anonymous = orders
+        .list_orders(ListOrdersRequest::default())
+        .await
+        .expect_err("no token");
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    assert!(
+        anonymous.metadata().get("x-served-by").is_none(),
+        "refused at the edge, before any service"
+    );
+    // Public methods need none.
+    let jwks = platform_proto::auth::v1::auth_service_client::AuthServiceClient::new(
+        testkit::channel(stack.gateway.addr),
+    )
+    .get_jwks(platform_proto::auth::v1::GetJwksRequest {})
+    .await
+    .expect("public method without a token");
+    assert!(!jwks.into_inner().keys.is_empty());
+
     // Internal methods are not reachable on the public listener...
     let service_token = stack.platform.orders_token().await;
     let charge = || ChargeRequest {
