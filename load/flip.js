@@ -21,7 +21,7 @@ export const options = {
   },
   thresholds: {
     http_req_failed: ['rate==0'],
-    http_req_duration: ['p(99)<500'],
+    http_req_duration: ['p(99)<2000'],
     checks: ['rate==1'],
   },
 };

@@ -19,7 +19,7 @@ async fn headers_bodies_timeouts_rates_and_shedding() {
             ("MAX_HEADERS", "40"),
             ("MAX_HEADER_BYTES", "16384"),
         ],
-        &[("FAULT_LATENCY_MS", "800".into())],
+        &[("FAULT_LATENCY_MS", "3000".into())],
     )
     .await;
     let token = stack.login("limits@example.com").await;
@@ -70,8 +70,8 @@ async fn headers_bodies_timeouts_rates_and_shedding() {
     assert_eq!(slow.status, 504, "{}", slow.text());
     assert_eq!(slow.json()["code"], 4);
     assert!(
-        started.elapsed() < Duration::from_millis(750),
-        "answered at the deadline, not after the service"
+        started.elapsed() < Duration::from_millis(2000),
+        "answered at the 300 ms deadline, not after the service's 3 s"
     );
 
     // 503 at once when the concurrency limit is full (slow calls hold it).
@@ -92,7 +92,7 @@ async fn headers_bodies_timeouts_rates_and_shedding() {
                 .status
         }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let shed = stack
         .client()
@@ -102,8 +102,8 @@ async fn headers_bodies_timeouts_rates_and_shedding() {
     assert_eq!(shed.status, 503, "{}", shed.text());
     assert_eq!(shed.json()["code"], 8, "RESOURCE_EXHAUSTED");
     assert!(
-        started.elapsed() < Duration::from_millis(100),
-        "shed fast: {:?}",
+        started.elapsed() < Duration::from_millis(1500),
+        "shed at once, not after a slot freed (the holders take 3 s): {:?}",
         started.elapsed()
     );
     for holder in holders {
