@@ -151,16 +151,6 @@ struct Pool {
     next: AtomicUsize,
 }
 
-impl Pool {
-    fn pick(&self) -> Option<&str> {
-        if self.endpoints.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        Some(&self.endpoints[i])
-    }
-}
-
 /// An immutable view of the routing state.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -214,33 +204,6 @@ impl Snapshot {
         Self { config, pools }
     }
 
-    /// Chooses the color for one request (by weight, or `forced`) and an endpoint of it.
-    pub fn pick(&self, service: &str, forced: Option<Color>) -> Result<(Color, String), String> {
-        let routing = self
-            .config
-            .services
-            .get(service)
-            .ok_or_else(|| format!("no routing for service {service:?}"))?;
-        let color = forced.unwrap_or_else(|| {
-            if draw_percent() < routing.weights.blue {
-                Color::Blue
-            } else {
-                Color::Green
-            }
-        });
-        let pools = self
-            .pools
-            .get(service)
-            .ok_or_else(|| format!("no routing for service {service:?}"))?;
-        let pool = &pools[usize::from(color == Color::Green)];
-        let endpoint = pool
-            .pick()
-            .ok_or_else(|| format!("{service} has no {color} endpoints"))?;
-        Ok((color, endpoint.to_owned()))
-    }
-}
-
-impl Snapshot {
     /// Chooses the color (by weight, or `forced`) and an endpoint of it that
     /// was not `tried`, preferring endpoints that are not `ejected`. When
     /// every endpoint of the color is ejected, one is used anyway (a color is
@@ -408,6 +371,17 @@ mod tests {
         );
     }
 
+    /// A pick with nothing ejected and nothing tried yet.
+    fn pick(
+        snapshot: &Snapshot,
+        service: &str,
+        forced: Option<Color>,
+    ) -> Result<(Color, String), String> {
+        snapshot
+            .pick_where(service, forced, &[], |_| false, false)
+            .map(|(color, endpoint, _)| (color, endpoint))
+    }
+
     #[test]
     fn picks_by_weight_and_balances_endpoints() {
         let mut config = RoutingConfig::parse(&doc(90, 10)).expect("valid");
@@ -422,7 +396,7 @@ mod tests {
         let snapshot = routing.snapshot();
         let mut counts = BTreeMap::new();
         for _ in 0..10_000 {
-            let (color, endpoint) = snapshot.pick("orders", None).expect("pick");
+            let (color, endpoint) = pick(&snapshot, "orders", None).expect("pick");
             *counts.entry((color.as_str(), endpoint)).or_insert(0) += 1;
         }
         let blue: i32 = counts
@@ -444,16 +418,15 @@ mod tests {
             "round robin: {per_endpoint:?}"
         );
         assert_eq!(
-            snapshot
-                .pick("orders", Some(Color::Green))
+            pick(&snapshot, "orders", Some(Color::Green))
                 .expect("forced")
                 .0,
             Color::Green
         );
-        assert!(snapshot.pick("billing", None).is_err());
+        assert!(pick(&snapshot, "billing", None).is_err());
         routing.replace(RoutingConfig::parse(&doc(0, 100)).expect("valid"));
         assert_eq!(
-            routing.snapshot().pick("orders", None).expect("pick").0,
+            pick(&routing.snapshot(), "orders", None).expect("pick").0,
             Color::Green
         );
     }

@@ -152,6 +152,17 @@ impl Store {
         Ok(Created::New)
     }
 
+    async fn all_with_items(
+        &self,
+        rows: &[sqlx::any::AnyRow],
+    ) -> Result<Vec<OrderRow>, sqlx::Error> {
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(self.with_items(order(row)?).await?);
+        }
+        Ok(out)
+    }
+
     async fn with_items(&self, mut row: OrderRow) -> Result<OrderRow, sqlx::Error> {
         let items = sqlx::query(
             "SELECT sku, quantity, unit_price_minor FROM order_items WHERE order_id = $1 ORDER BY line",
@@ -224,11 +235,7 @@ impl Store {
         .bind(limit)
         .fetch_all(self.db.pool())
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            out.push(self.with_items(order(row)?).await?);
-        }
-        Ok(out)
+        self.all_with_items(&rows).await
     }
 
     /// Moves an order from `from` to `to`, with the notification it causes.
@@ -294,11 +301,7 @@ impl Store {
         .bind(limit)
         .fetch_all(self.db.pool())
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            out.push(self.with_items(order(row)?).await?);
-        }
-        Ok(out)
+        self.all_with_items(&rows).await
     }
 
     /// Marks a pending order as being driven now, so other sweepers skip it.
