@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{ADMIN_TOKEN, Link, Stack};
@@ -37,36 +36,7 @@ async fn a_killed_endpoint_loses_no_request_and_comes_back() {
 
     let token = stack.login("failover@example.com").await;
     let bearer = format!("Bearer {token}");
-    let running = Arc::new(AtomicBool::new(true));
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut clients = Vec::new();
-    for _ in 0..2 {
-        let mut client = stack.client().await;
-        let (running, sent, failed, bearer) = (
-            running.clone(),
-            sent.clone(),
-            failed.clone(),
-            bearer.clone(),
-        );
-        clients.push(tokio::spawn(async move {
-            while running.load(Ordering::Relaxed) {
-                let reply = client
-                    .call(
-                        "GET",
-                        "/v1/orders",
-                        &[("authorization", bearer.as_str())],
-                        "",
-                    )
-                    .await;
-                sent.fetch_add(1, Ordering::Relaxed);
-                if reply.status != 200 {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("failed: {} {}", reply.status, reply.text());
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }));
-    }
+    let reads = common::SteadyReads::start(&stack, &bearer, 2, Duration::from_millis(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         second.accepted.load(Ordering::Relaxed) > 0,
@@ -81,11 +51,7 @@ async fn a_killed_endpoint_loses_no_request_and_comes_back() {
     );
     second.revive().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    running.store(false, Ordering::Relaxed);
-    for client in clients {
-        client.await.expect("client");
-    }
-    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (sent, failed) = reads.stop().await;
     eprintln!("{sent} requests, {failed} failed");
     assert!(sent > 100, "a steady stream ({sent})");
     assert_eq!(

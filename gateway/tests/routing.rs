@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{ADMIN_TOKEN, Stack};
@@ -20,33 +18,7 @@ async fn flips_apply_to_the_next_request_and_lose_none() {
     let bearer = format!("Bearer {token}");
 
     // A background client on its own kept-alive connection never stops sending.
-    let running = Arc::new(AtomicBool::new(true));
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let background = {
-        let mut client = stack.client().await;
-        let (running, sent, failed, bearer) = (
-            running.clone(),
-            sent.clone(),
-            failed.clone(),
-            bearer.clone(),
-        );
-        tokio::spawn(async move {
-            while running.load(Ordering::Relaxed) {
-                let reply = client
-                    .call(
-                        "GET",
-                        "/v1/orders",
-                        &[("authorization", bearer.as_str())],
-                        "",
-                    )
-                    .await;
-                sent.fetch_add(1, Ordering::Relaxed);
-                if reply.status != 200 {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
+    let background = common::SteadyReads::start(&stack, &bearer, 1, Duration::ZERO).await;
 
     let mut admin = stack.admin().await;
     let mut client = stack.client().await;
@@ -84,9 +56,7 @@ async fn flips_apply_to_the_next_request_and_lose_none() {
             "flip {i}: the next request goes to {color}"
         );
     }
-    running.store(false, Ordering::Relaxed);
-    background.await.expect("background client");
-    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (sent, failed) = background.stop().await;
     assert!(sent > 50, "the background client kept sending ({sent})");
     assert_eq!(
         failed, 0,

@@ -277,3 +277,73 @@ impl Link {
         self.serve(listener);
     }
 }
+
+/// Clients that keep reading `GET /v1/orders`, each on its own kept-alive
+/// connection, until stopped; they count what was sent and what failed.
+pub struct SteadyReads {
+    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SteadyReads {
+    pub async fn start(
+        stack: &Stack,
+        bearer: &str,
+        clients: usize,
+        pause: std::time::Duration,
+    ) -> SteadyReads {
+        use std::sync::atomic::Ordering;
+        let reads = SteadyReads {
+            running: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            sent: Default::default(),
+            failed: Default::default(),
+            tasks: Vec::new(),
+        };
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let mut client = stack.client().await;
+            let (running, sent, failed) = (
+                reads.running.clone(),
+                reads.sent.clone(),
+                reads.failed.clone(),
+            );
+            let bearer = bearer.to_owned();
+            tasks.push(tokio::spawn(async move {
+                while running.load(Ordering::Relaxed) {
+                    let reply = client
+                        .call(
+                            "GET",
+                            "/v1/orders",
+                            &[("authorization", bearer.as_str())],
+                            "",
+                        )
+                        .await;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if reply.status != 200 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("failed: {} {}", reply.status, reply.text());
+                    }
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            }));
+        }
+        SteadyReads { tasks, ..reads }
+    }
+
+    /// Stops the clients; returns how many requests were sent and how many failed.
+    pub async fn stop(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        self.running.store(false, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("client");
+        }
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
