@@ -12,11 +12,16 @@ use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::routing::{Change, ColorWeights};
+mod releases;
+
+pub use releases::watchdog;
+
+use crate::rollout::{Moved, Refusal};
+use crate::routing::ColorWeights;
 use crate::server::State;
 use crate::upstream::{BoxBody, full};
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<BoxBody> {
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<BoxBody> {
     let mut response = Response::new(full(value.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -26,7 +31,7 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<BoxBody> {
     response
 }
 
-fn error(status: StatusCode, message: &str) -> Response<BoxBody> {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response<BoxBody> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
@@ -57,6 +62,7 @@ pub async fn handle(
             );
             return response;
         }
+        (&Method::GET, "/console") => return crate::console::page(),
         (&Method::GET, "/ready") => {
             return if state.draining() {
                 error(StatusCode::SERVICE_UNAVAILABLE, "draining")
@@ -92,7 +98,8 @@ pub async fn handle(
             |op| format!("{op}@{}", peer.ip()),
         );
     let parts: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
-    match (request.method().clone(), parts.as_slice()) {
+    let method = request.method().clone();
+    match (method, parts.as_slice()) {
         (Method::GET, ["routes"]) => {
             let snapshot = state.upstream.routing.snapshot();
             json(
@@ -100,18 +107,15 @@ pub async fn handle(
                 &serde_json::to_value(&snapshot.config).unwrap_or_default(),
             )
         }
+        (Method::GET, ["stats"]) => json(
+            StatusCode::OK,
+            &serde_json::to_value(state.upstream.stats.view()).unwrap_or_default(),
+        ),
+        (Method::GET, ["health"]) => json(StatusCode::OK, &releases::health(&state).await),
+        (Method::GET, ["status"]) => json(StatusCode::OK, &releases::status(&state).await),
         (Method::PUT, ["routes", service, "weights"]) => {
             let service = (*service).to_owned();
-            let body = match Limited::new(request.into_body(), 4096).collect().await {
-                Ok(body) => body.to_bytes(),
-                Err(_) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "the body must be at most 4096 bytes",
-                    );
-                }
-            };
-            let weights: ColorWeights = match serde_json::from_slice(&body) {
+            let weights: ColorWeights = match body(request).await {
                 Ok(w) => w,
                 Err(e) => {
                     return error(
@@ -120,24 +124,37 @@ pub async fn handle(
                     );
                 }
             };
-            change(&state, &service, &who, "set-weights", move |_| Ok(weights)).await
-        }
-        (Method::POST, ["routes", service, "rollback"]) => {
-            let service = (*service).to_owned();
-            change(&state, &service, &who, "rollback", |previous| {
-                previous.ok_or_else(|| {
-                    (
-                        StatusCode::CONFLICT,
-                        "no previous weights to roll back to".to_owned(),
-                    )
+            change(&state, &service, &who, |routing| {
+                if routing.rollout.is_some() {
+                    return Err(Refusal::Conflict(format!(
+                        "a rollout of {service} is running; pause, promote or abort it first"
+                    )));
+                }
+                weights.validate().map_err(Refusal::Invalid)?;
+                let before = routing.weights;
+                routing.previous_weights = Some(before);
+                routing.weights = weights;
+                Ok(Moved {
+                    action: "set-weights",
+                    before,
+                    after: weights,
+                    release: None,
                 })
             })
             .await
         }
-        (_, ["routes"]) | (_, ["routes", _, "weights"]) | (_, ["routes", _, "rollback"]) => error(
+        (Method::POST, ["routes", service, action])
+        | (Method::POST, ["routes", service, "rollout", action]) => {
+            let is_rollout = parts.len() == 4 || *action == "rollout";
+            releases::act(&state, service, action, is_rollout, &who, request).await
+        }
+        (_, ["routes"]) | (_, ["routes", _, _]) | (_, ["routes", _, "rollout", _]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use GET /admin/routes, PUT .../weights or POST .../rollback",
+            "use GET /admin/routes, PUT .../weights, or POST .../switch, .../rollback, .../rollout and .../rollout/<action>",
         ),
+        (_, ["stats"]) | (_, ["health"]) | (_, ["status"]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
+        }
         _ => error(
             StatusCode::NOT_FOUND,
             &format!("no admin endpoint at {path}"),
@@ -145,68 +162,86 @@ pub async fn handle(
     }
 }
 
-async fn change(
+/// Reads a small JSON body; an empty body reads as `{}`.
+pub(crate) async fn body<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<T, String> {
+    let bytes = Limited::new(request.into_body(), 16 * 1024)
+        .collect()
+        .await
+        .map_err(|_| "the body must be at most 16384 bytes".to_owned())?
+        .to_bytes();
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+/// Runs a transition of one service's routing inside the source's
+/// read-change-write, records it, and answers with the change.
+pub(crate) async fn change(
     state: &State,
     service: &str,
     who: &str,
-    action: &str,
-    next: impl Fn(Option<ColorWeights>) -> Result<ColorWeights, (StatusCode, String)>,
+    mut next: impl FnMut(&mut crate::routing::ServiceRouting) -> Result<Moved, Refusal>,
 ) -> Response<BoxBody> {
     let mut refusal = None;
     let result = state
         .source
         .update(&state.upstream.routing, &state.upstream.metrics, |config| {
-            let Some(routing) = config.services.get_mut(service) else {
-                refusal = Some((
-                    StatusCode::NOT_FOUND,
-                    format!("unknown service {service:?}"),
-                ));
-                return Err(String::new());
-            };
-            let after = match next(routing.previous_weights) {
-                Ok(w) => w,
+            let outcome = crate::rollout::service(config, service).and_then(&mut next);
+            match outcome {
+                Ok(moved) => Ok(Some(config.record(service, who, moved))),
                 Err(reason) => {
                     refusal = Some(reason);
-                    return Err(String::new());
+                    Err(String::new())
                 }
-            };
-            if let Err(e) = after.validate() {
-                refusal = Some((StatusCode::BAD_REQUEST, e));
-                return Err(String::new());
             }
-            let before = routing.weights;
-            routing.previous_weights = Some(before);
-            routing.weights = after;
-            Ok(Change {
-                generation: 0,
-                at_ms: platform_runtime::time::now_ms(),
-                who: who.to_owned(),
-                service: service.to_owned(),
-                action: action.to_owned(),
-                before,
-                after,
-            })
         })
         .await;
     match result {
-        Ok((config, record)) => {
+        Ok((config, Some(record))) => {
             tracing::info!(
                 who = %record.who,
                 service,
-                action,
+                action = %record.action,
                 generation = config.generation,
                 before = ?record.before,
                 after = ?record.after,
                 "routing changed"
             );
-            json(
-                StatusCode::OK,
-                &serde_json::to_value(&record).unwrap_or_default(),
+            let mut value = serde_json::to_value(&record).unwrap_or_default();
+            value["rollout"] = serde_json::to_value(
+                config
+                    .services
+                    .get(service)
+                    .and_then(|s| s.rollout.as_ref()),
             )
+            .unwrap_or_default();
+            value["release"] = serde_json::to_value(
+                config
+                    .releases
+                    .last()
+                    .filter(|r| r.service == service && r.ended_ms >= record.at_ms - 1000),
+            )
+            .unwrap_or_default();
+            json(StatusCode::OK, &value)
         }
+        Ok((_, None)) => json(StatusCode::OK, &serde_json::json!({})),
         Err(message) => match refusal {
-            Some((status, reason)) => error(status, &reason),
-            None => error(StatusCode::BAD_REQUEST, &message),
+            Some(reason) => refused(&reason),
+            None => error(StatusCode::SERVICE_UNAVAILABLE, &message),
         },
     }
+}
+
+pub(crate) fn refused(reason: &Refusal) -> Response<BoxBody> {
+    let status = match reason {
+        Refusal::NotFound(_) => StatusCode::NOT_FOUND,
+        Refusal::Conflict(_) => StatusCode::CONFLICT,
+        Refusal::Invalid(_) => StatusCode::BAD_REQUEST,
+    };
+    error(status, reason.message())
 }

@@ -134,7 +134,14 @@ pub async fn handle(
         headers,
         body,
         idempotent: state.idempotent(&path),
+        traffic: crate::stats::Traffic::Live,
     };
+    if let Some(color) = state.mirror_to(&service, &path, forced) {
+        state.upstream.mirror(&service, &call, color, timeout);
+    }
+    let started = std::time::Instant::now();
+    // A stream's length says nothing about the service: count it, untimed.
+    let timed = !method.is_server_streaming() && !method.is_client_streaming();
     let label = |color: Option<platform_runtime::Color>| RouteLabel {
         route: format!("/{service_name}/*"),
         service: service.clone(),
@@ -146,12 +153,34 @@ pub async fn handle(
             parts
                 .headers
                 .insert("x-served-by", HeaderValue::from_static(color.as_str()));
+            parts.headers.remove("x-service-version");
             parts.extensions.insert(label(Some(color)));
-            Response::from_parts(
-                parts,
-                body.map_err(|e| Box::new(e) as crate::upstream::BoxError)
-                    .boxed_unsync(),
-            )
+            let body = match crate::upstream::status_code(&parts.headers) {
+                // Trailers-only: the call is over already.
+                Some(code) => {
+                    state.upstream.record(
+                        &service,
+                        color,
+                        crate::stats::Traffic::Live,
+                        code,
+                        started,
+                        timed,
+                    );
+                    body.map_err(|e| Box::new(e) as crate::upstream::BoxError)
+                        .boxed_unsync()
+                }
+                None => crate::upstream::Recorded::new(
+                    body,
+                    &state.upstream,
+                    &service,
+                    color,
+                    started,
+                    timed,
+                )
+                .map_err(|e| Box::new(e) as crate::upstream::BoxError)
+                .boxed_unsync(),
+            };
+            Response::from_parts(parts, body)
         }
         Err((color, failure)) => {
             let mut response: Response<BoxBody> = failure.into_grpc();

@@ -244,13 +244,15 @@ impl ConfigMapSource {
         &self,
         routing: &Routing,
         metrics: &GatewayMetrics,
-        mut change: impl FnMut(&mut RoutingConfig) -> Result<Change, String>,
-    ) -> Result<(RoutingConfig, Change), String> {
+        mut change: impl FnMut(&mut RoutingConfig) -> Result<Option<Change>, String>,
+    ) -> Result<(RoutingConfig, Option<Change>), String> {
         for _ in 0..5 {
             let (mut object, mut config) = self.get().await?;
             let mut record = change(&mut config)?;
             config.validate()?;
-            config.bump(&mut record);
+            if let Some(record) = record.as_mut() {
+                config.bump(record);
+            }
             object["data"][KEY] = Value::String(config.to_json());
             let (status, body) = self
                 .api

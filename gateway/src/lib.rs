@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod console;
 pub mod docs;
 pub mod errors;
 pub mod grpc;
@@ -14,10 +15,12 @@ pub mod local;
 pub mod metrics;
 pub mod outliers;
 pub mod rest;
+pub mod rollout;
 pub mod routes;
 pub mod routing;
 pub mod server;
 pub mod source;
+pub mod stats;
 pub mod tls;
 pub mod transcode;
 pub mod upstream;

@@ -32,6 +32,8 @@ pub struct UpstreamLabels {
     pub service: String,
     pub color: &'static str,
     pub grpc_code: &'static str,
+    /// `live`, or `mirror` for copies sent to a color under test.
+    pub traffic: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

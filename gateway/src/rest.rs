@@ -109,6 +109,11 @@ pub async fn handle(
         state.route_timeout(route),
         state.idempotent(&route.grpc_path),
     );
+    if let Some(color) = state.mirror_to(&route.service, &route.grpc_path, forced) {
+        state
+            .upstream
+            .mirror(&route.service, &call, color, state.route_timeout(route));
+    }
     match state
         .upstream
         .unary(&route.service, forced, call, state.route_timeout(route))

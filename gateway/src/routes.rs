@@ -159,6 +159,26 @@ impl RouteTable {
         }
     }
 
+    /// The gRPC paths of the unary methods marked
+    /// `option idempotency_level = NO_SIDE_EFFECTS;` in the protos: reads
+    /// that may be copied to a color under test.
+    pub fn safe_methods(&self) -> std::collections::HashSet<String> {
+        const NO_SIDE_EFFECTS: i32 = 1;
+        self.pool
+            .services()
+            .flat_map(|service| service.methods().collect::<Vec<_>>())
+            .filter(|m| !m.is_client_streaming() && !m.is_server_streaming())
+            .filter(|m| {
+                m.method_descriptor_proto()
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.idempotency_level)
+                    == Some(NO_SIDE_EFFECTS)
+            })
+            .map(|m| format!("/{}/{}", m.parent_service().full_name(), m.name()))
+            .collect()
+    }
+
     /// The method behind a gRPC path, for native gRPC requests.
     pub fn grpc_method(&self, path: &str) -> Option<MethodDescriptor> {
         let (service, method) = path.trim_start_matches('/').split_once('/')?;

@@ -56,13 +56,19 @@ impl ColorEndpoints {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRouting {
     pub endpoints: ColorEndpoints,
     pub weights: ColorWeights,
     /// What `rollback` goes back to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_weights: Option<ColorWeights>,
+    /// The rollout in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::Rollout>,
+    /// Reads copied to a color that serves nobody yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<crate::rollout::Mirror>,
 }
 
 /// One recorded change: who, when, what before and after.
@@ -78,7 +84,7 @@ pub struct Change {
 }
 
 /// The contents of the source of truth.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoutingConfig {
     #[serde(default)]
     pub generation: u64,
@@ -86,6 +92,9 @@ pub struct RoutingConfig {
     /// The latest changes, newest last (at most [`MAX_CHANGES`]).
     #[serde(default)]
     pub changes: Vec<Change>,
+    /// Finished releases, newest last (at most [`crate::rollout::MAX_RELEASES`]).
+    #[serde(default)]
+    pub releases: Vec<crate::rollout::Release>,
 }
 
 pub const MAX_CHANGES: usize = 200;
@@ -139,6 +148,24 @@ impl RoutingConfig {
         self.changes.drain(..excess);
     }
 
+    /// Records a weight change made by a release transition, and the
+    /// release it ended, if any.
+    pub fn record(&mut self, service: &str, who: &str, moved: crate::rollout::Moved) -> Change {
+        if let Some(mut release) = moved.release {
+            release.ended_by = who.to_owned();
+            crate::rollout::remember(self, release);
+        }
+        Change {
+            generation: 0,
+            at_ms: platform_runtime::time::now_ms(),
+            who: who.to_owned(),
+            service: service.to_owned(),
+            action: moved.action.to_owned(),
+            before: moved.before,
+            after: moved.after,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
@@ -180,6 +207,14 @@ pub fn discovery_targets(config: &RoutingConfig) -> Vec<String> {
 }
 
 impl Snapshot {
+    /// The endpoints of a color as requests see them (discovery expanded).
+    pub fn endpoints(&self, service: &str, color: Color) -> Vec<String> {
+        self.pools
+            .get(service)
+            .map(|pools| pools[usize::from(color == Color::Green)].endpoints.clone())
+            .unwrap_or_default()
+    }
+
     fn new(config: RoutingConfig, discovered: &Discovered) -> Self {
         let expand = |endpoints: &[String]| -> Vec<String> {
             endpoints
@@ -266,7 +301,7 @@ impl Snapshot {
 }
 
 /// A uniform draw from 0..100, from a per-thread xorshift generator.
-fn draw_percent() -> u32 {
+pub fn draw_percent() -> u32 {
     thread_local! {
         static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();

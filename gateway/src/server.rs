@@ -49,6 +49,8 @@ pub struct State {
     limit: crate::limits::ConcurrencyLimit,
     pub rate: crate::limits::RateLimiter,
     tls: Option<crate::tls::Tls>,
+    /// Methods without side effects (reads), which may be mirrored.
+    safe_methods: std::collections::HashSet<String>,
 }
 
 impl State {
@@ -69,6 +71,7 @@ impl State {
         let tls = config.tls.clone().map(crate::tls::Tls::new).transpose()?;
         let limit = crate::limits::ConcurrencyLimit::new(config.max_concurrent);
         let rate = crate::limits::RateLimiter::new(config.rate_limit, config.rate_burst);
+        let safe_methods = table.safe_methods();
         Ok(Self {
             config,
             table,
@@ -81,6 +84,7 @@ impl State {
             limit,
             rate,
             tls,
+            safe_methods,
         })
     }
 
@@ -191,6 +195,22 @@ impl State {
                 .routes()
                 .iter()
                 .any(|r| r.grpc_path == grpc_path && r.http_method == Method::GET)
+    }
+
+    /// Where to copy this call, if its service mirrors to a color under
+    /// test, the method is safe (a read) and the caller chose no color.
+    pub fn mirror_to(
+        &self,
+        service: &str,
+        grpc_path: &str,
+        forced: Option<Color>,
+    ) -> Option<Color> {
+        if forced.is_some() || !self.safe_methods.contains(grpc_path) {
+            return None;
+        }
+        let snapshot = self.upstream.routing.snapshot();
+        let mirror = snapshot.config.services.get(service)?.mirror?;
+        (crate::routing::draw_percent() < mirror.percent).then_some(mirror.to)
     }
 
     pub fn draining(&self) -> bool {
@@ -358,6 +378,7 @@ pub async fn serve(state: State) -> std::io::Result<RunningGateway> {
         .tls
         .clone()
         .map(|tls| tokio::spawn(async move { tls.watch(Duration::from_secs(1)).await }));
+    let rollout_watchdog = Some(tokio::spawn(crate::admin::watchdog(Arc::clone(&state))));
     let task = tokio::spawn(async move {
         let (accepting_tx, accepting) = watch::channel(true);
         let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
@@ -398,7 +419,10 @@ pub async fn serve(state: State) -> std::io::Result<RunningGateway> {
             let _ = l.await;
         }
         watcher.abort();
-        for task in [tls_watcher, discovery].into_iter().flatten() {
+        for task in [tls_watcher, discovery, rollout_watchdog]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         match Arc::try_unwrap(graceful) {

@@ -60,13 +60,15 @@ impl RoutingFile {
         &self,
         routing: &Routing,
         metrics: &GatewayMetrics,
-        mut change: impl FnMut(&mut RoutingConfig) -> Result<Change, String>,
-    ) -> Result<(RoutingConfig, Change), String> {
+        mut change: impl FnMut(&mut RoutingConfig) -> Result<Option<Change>, String>,
+    ) -> Result<(RoutingConfig, Option<Change>), String> {
         let _guard = self.write.lock().await;
         let mut config = self.load()?;
         let mut record = change(&mut config)?;
         config.validate()?;
-        config.bump(&mut record);
+        if let Some(record) = record.as_mut() {
+            config.bump(record);
+        }
         let tmp = self.path.with_extension("tmp");
         write_synced(&tmp, config.to_json().as_bytes())
             .and_then(|()| std::fs::rename(&tmp, &self.path))
@@ -140,8 +142,8 @@ impl RoutingSource {
         &self,
         routing: &Routing,
         metrics: &GatewayMetrics,
-        change: impl FnMut(&mut RoutingConfig) -> Result<Change, String>,
-    ) -> Result<(RoutingConfig, Change), String> {
+        change: impl FnMut(&mut RoutingConfig) -> Result<Option<Change>, String>,
+    ) -> Result<(RoutingConfig, Option<Change>), String> {
         match self {
             RoutingSource::File(file) => file.update(routing, metrics, change).await,
             RoutingSource::ConfigMap(cm) => cm.update(routing, metrics, change).await,

@@ -20,6 +20,7 @@ use crate::errors::{Failure, Side};
 use crate::metrics::{GatewayMetrics, RetryLabels, UpstreamLabels, WeightLabels};
 use crate::outliers::{Outliers, RetryBudget};
 use crate::routing::Routing;
+use crate::stats::{Stats, Traffic};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -38,6 +39,8 @@ pub struct Upstream {
     client: Client<HttpConnector, BoxBody>,
     pub routing: Routing,
     pub metrics: GatewayMetrics,
+    /// Outcomes per color for release analysis.
+    pub stats: Arc<Stats>,
     timeout: Duration,
     outliers: Arc<Outliers>,
     budget: Arc<RetryBudget>,
@@ -93,6 +96,7 @@ impl Upstream {
             client,
             routing,
             metrics,
+            stats: Arc::new(Stats::default()),
             timeout,
             outliers: Arc::new(Outliers::new(
                 resilience.consecutive_failures,
@@ -108,15 +112,30 @@ impl Upstream {
         }
     }
 
-    fn record(&self, service: &str, color: Color, code: i32, started: Instant) {
-        self.metrics
-            .upstream
-            .get_or_create(&UpstreamLabels {
-                service: service.to_owned(),
-                color: color.as_str(),
-                grpc_code: crate::errors::code_name(code),
-            })
-            .observe(started.elapsed().as_secs_f64());
+    /// Records the outcome of a call to a color: its gRPC code and, when
+    /// `timed`, how long it took (a stream's length says nothing about the
+    /// service, so streams are counted but not timed).
+    pub fn record(
+        &self,
+        service: &str,
+        color: Color,
+        traffic: Traffic,
+        code: i32,
+        started: Instant,
+        timed: bool,
+    ) {
+        let elapsed = started.elapsed();
+        let counter = self.metrics.upstream.get_or_create(&UpstreamLabels {
+            service: service.to_owned(),
+            color: color.as_str(),
+            grpc_code: crate::errors::code_name(code),
+            traffic: traffic.as_str(),
+        });
+        if timed {
+            counter.observe(elapsed.as_secs_f64());
+        }
+        self.stats
+            .record(service, color, traffic, code, timed.then_some(elapsed));
     }
 
     /// Sends `call` to a color of `service`, chosen once; returns the color
@@ -201,7 +220,14 @@ impl Upstream {
                     "unavailable"
                 }
                 Ok(Err(err)) => {
-                    self.record(service, color, crate::errors::UNAVAILABLE, started);
+                    self.record(
+                        service,
+                        color,
+                        call.traffic,
+                        crate::errors::UNAVAILABLE,
+                        started,
+                        true,
+                    );
                     self.fail(service, color, &endpoint);
                     tracing::warn!(service, %color, endpoint, error = %err, "upstream call failed");
                     if !(replayable && (err.is_connect() || call.idempotent)) {
@@ -217,7 +243,14 @@ impl Upstream {
                     }
                 }
                 Err(_) => {
-                    self.record(service, color, crate::errors::DEADLINE_EXCEEDED, started);
+                    self.record(
+                        service,
+                        color,
+                        call.traffic,
+                        crate::errors::DEADLINE_EXCEEDED,
+                        started,
+                        true,
+                    );
                     return Err((
                         chosen,
                         Failure::new(
@@ -269,11 +302,12 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Answer, (Option<Color>, Failure)> {
         let started = Instant::now();
+        let traffic = call.traffic;
         let (color, response) = self.send(service, forced, call, timeout).await?;
         let (parts, body) = response.into_parts();
         let fail = |f: Failure| (Some(color), f);
         if let Some(code) = status_code(&parts.headers) {
-            self.record(service, color, code, started);
+            self.record(service, color, traffic, code, started, true);
             return Err(fail(failure_from(code, &parts.headers)));
         }
         let collected = tokio::time::timeout(timeout, body.collect())
@@ -292,7 +326,7 @@ impl Upstream {
             })?;
         let trailers = collected.trailers().cloned().unwrap_or_default();
         let code = status_code(&trailers).unwrap_or(crate::errors::INTERNAL);
-        self.record(service, color, code, started);
+        self.record(service, color, traffic, code, started, true);
         if code != 0 {
             return Err(fail(failure_from(code, &trailers)));
         }
@@ -320,6 +354,8 @@ pub struct Call {
     pub body: CallBody,
     /// Safe to send twice (a read, or a method marked idempotent).
     pub idempotent: bool,
+    /// Live, or a copy whose answer nobody waits for.
+    pub traffic: Traffic,
 }
 
 pub enum CallBody {
@@ -355,7 +391,22 @@ impl Call {
             headers,
             body: CallBody::Buffered(body),
             idempotent,
+            traffic: Traffic::Live,
         }
+    }
+
+    /// A copy of a buffered call for mirroring; None for a streamed body.
+    pub fn mirrored(&self) -> Option<Call> {
+        let CallBody::Buffered(body) = &self.body else {
+            return None;
+        };
+        Some(Call {
+            path: self.path.clone(),
+            headers: self.headers.clone(),
+            body: CallBody::Buffered(body.clone()),
+            idempotent: self.idempotent,
+            traffic: Traffic::Mirror,
+        })
     }
 
     /// The HTTP/2 request for one attempt at `endpoint`; None once a
@@ -389,4 +440,193 @@ pub fn failure_from(code: i32, headers: &HeaderMap) -> Failure {
         })
         .unwrap_or_default();
     Failure::new(code, message, Side::Upstream)
+}
+
+/// What a health check of one endpoint found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Probe {
+    pub endpoint: String,
+    pub serving: bool,
+    /// The release the endpoint runs, from its `x-service-version` header.
+    pub version: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Upstream {
+    /// Copies a safe call to `color` and throws the answer away; only its
+    /// outcome is recorded, as mirror traffic.
+    pub fn mirror(&self, service: &str, call: &Call, color: Color, timeout: Duration) {
+        let Some(copy) = call.mirrored() else {
+            return;
+        };
+        let upstream = self.clone();
+        let service = service.to_owned();
+        tokio::spawn(async move {
+            let _ = upstream.unary(&service, Some(color), copy, timeout).await;
+        });
+    }
+
+    /// Asks `endpoint` for its gRPC health, within a second.
+    pub async fn probe(&self, endpoint: &str) -> Probe {
+        let mut probe = Probe {
+            endpoint: endpoint.to_owned(),
+            serving: false,
+            version: None,
+            error: None,
+        };
+        let request = Request::post(format!("http://{endpoint}/grpc.health.v1.Health/Check"))
+            .version(http::Version::HTTP_2)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .header("grpc-timeout", "1000m")
+            .body(full(Bytes::from_static(&[0, 0, 0, 0, 0])));
+        let request = match request {
+            Ok(request) => request,
+            Err(e) => {
+                probe.error = Some(e.to_string());
+                return probe;
+            }
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(1), async {
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    "connection refused".to_owned()
+                } else {
+                    e.to_string()
+                }
+            })?;
+            let version = response
+                .headers()
+                .get("x-service-version")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some(code) = status_code(response.headers()) {
+                return Err(format!(
+                    "health check answered {}",
+                    crate::errors::code_name(code)
+                ));
+            }
+            let collected = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let code = collected
+                .trailers()
+                .and_then(status_code)
+                .unwrap_or(crate::errors::INTERNAL);
+            if code != 0 {
+                return Err(format!(
+                    "health check answered {}",
+                    crate::errors::code_name(code)
+                ));
+            }
+            let mut buffer = BytesMut::from(collected.to_bytes().as_ref());
+            let message = crate::transcode::next_frame(&mut buffer)
+                .map_err(|f| f.message.clone())?
+                .ok_or_else(|| "empty health answer".to_owned())?;
+            let answer = <tonic_health::pb::HealthCheckResponse as prost::Message>::decode(message)
+                .map_err(|e| e.to_string())?;
+            Ok((answer.status, version))
+        })
+        .await;
+        match answer {
+            Ok(Ok((status, version))) => {
+                probe.version = version;
+                probe.serving = status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+                if !probe.serving {
+                    probe.error = Some("NOT_SERVING".into());
+                }
+            }
+            Ok(Err(error)) => probe.error = Some(error),
+            Err(_) => probe.error = Some("no answer within 1s".into()),
+        }
+        probe
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A passed-through response body that records the call's outcome when
+    /// its status arrives in the trailers (or when the body breaks).
+    pub struct Recorded<B> {
+        #[pin]
+        inner: B,
+        upstream: Upstream,
+        service: String,
+        color: Color,
+        traffic: Traffic,
+        started: Instant,
+        timed: bool,
+        done: bool,
+    }
+}
+
+impl<B> Recorded<B> {
+    pub fn new(
+        inner: B,
+        upstream: &Upstream,
+        service: &str,
+        color: Color,
+        started: Instant,
+        timed: bool,
+    ) -> Self {
+        Self {
+            inner,
+            upstream: upstream.clone(),
+            service: service.to_owned(),
+            color,
+            traffic: Traffic::Live,
+            started,
+            timed,
+            done: false,
+        }
+    }
+}
+
+impl<B> http_body::Body for Recorded<B>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        use std::task::Poll;
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        let code = match &polled {
+            Poll::Ready(Some(Ok(frame))) => frame
+                .trailers_ref()
+                .map(|t| status_code(t).unwrap_or(crate::errors::INTERNAL)),
+            Poll::Ready(Some(Err(_))) => Some(crate::errors::UNAVAILABLE),
+            Poll::Ready(None) => Some(crate::errors::INTERNAL),
+            Poll::Pending => None,
+        };
+        if let Some(code) = code
+            && !*this.done
+        {
+            *this.done = true;
+            this.upstream.record(
+                this.service,
+                *this.color,
+                *this.traffic,
+                code,
+                *this.started,
+                *this.timed,
+            );
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

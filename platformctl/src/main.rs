@@ -1,9 +1,11 @@
-//! `platformctl`: runs the whole platform on one machine (`up`), and runs a
-//! single service in the foreground (`service`), which is what `up` starts
-//! for each service and color.
+//! `platformctl`: runs the whole platform on one machine (`up`), runs a
+//! single service in the foreground (`service`, what `up` starts for each
+//! service and color), and drives releases through the gateway's admin API
+//! (`status`, `switch`, `rollback`, `rollout` and its controls, `history`).
 #![forbid(unsafe_code)]
 
 mod ports;
+mod release;
 mod supervisor;
 mod up;
 
@@ -13,7 +15,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "platformctl", version, about = "Run and release the platform")]
+#[command(
+    name = "platformctl",
+    version,
+    about = "Run and release the platform",
+    after_help = release::exit::HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,6 +37,33 @@ enum Command {
     },
     /// Run the edge gateway in the foreground, configured from the environment.
     Gateway,
+    /// Every service x color: weight, version, health, and the last minute's rate, errors and p99.
+    #[command(after_help = release::exit::HELP)]
+    Status(release::StatusArgs),
+    /// Smoke-check a color through the gateway, then move 100% of a service to it at once.
+    #[command(after_help = release::exit::HELP)]
+    Switch(release::SwitchArgs),
+    /// Restore the previous weights of a service at once (aborts a rollout).
+    #[command(after_help = release::exit::HELP)]
+    Rollback(release::ServiceArgs),
+    /// Shift a service to a color in steps, judging each; roll back by itself on a failed gate.
+    #[command(after_help = release::exit::HELP)]
+    Rollout(release::RolloutArgs),
+    /// Hold a rollout at its current step.
+    #[command(after_help = release::exit::HELP)]
+    Pause(release::ServiceArgs),
+    /// Continue a paused rollout, or take over one whose controller stopped.
+    #[command(after_help = release::exit::HELP)]
+    Resume(release::ResumeArgs),
+    /// Move a rollout's target to 100% now and end the rollout.
+    #[command(after_help = release::exit::HELP)]
+    Promote(release::ServiceArgs),
+    /// End a rollout with its starting weights back (at once, or --gradual).
+    #[command(after_help = release::exit::HELP)]
+    Abort(release::AbortArgs),
+    /// Past switches, rollouts and rollbacks of a service, with their outcome.
+    #[command(after_help = release::exit::HELP)]
+    History(release::HistoryArgs),
 }
 
 #[tokio::main]
@@ -47,6 +81,15 @@ async fn main() -> ExitCode {
         Command::Gateway => {
             ExitCode::from(u8::try_from(gateway::main_from_env().await).unwrap_or(1))
         }
+        Command::Status(args) => release::exit::finish(release::status(args).await),
+        Command::Switch(args) => release::exit::finish(release::switch(args).await),
+        Command::Rollback(args) => release::exit::finish(release::rollback(args).await),
+        Command::Rollout(args) => release::exit::finish(release::rollout(args).await),
+        Command::Pause(args) => release::exit::finish(release::simple(args, "pause").await),
+        Command::Resume(args) => release::exit::finish(release::resume(args).await),
+        Command::Promote(args) => release::exit::finish(release::simple(args, "promote").await),
+        Command::Abort(args) => release::exit::finish(release::abort(args).await),
+        Command::History(args) => release::exit::finish(release::history(args).await),
     }
 }
 

@@ -45,10 +45,16 @@ impl Drop for Up {
 }
 
 pub fn up(data_dir: &Path, offset: i32, env: &[(&str, String)]) -> Up {
+    up_with(data_dir, offset, env, &[])
+}
+
+/// `up` with extra arguments, such as `--green-env FAULT_ERROR_RATE=0.2`.
+pub fn up_with(data_dir: &Path, offset: i32, env: &[(&str, String)], args: &[&str]) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_platformctl"))
         .args(["up", "--data-dir"])
         .arg(data_dir)
         .arg(format!("--port-offset={offset}"))
+        .args(args)
         .env("RUST_LOG", "info")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
@@ -103,4 +109,20 @@ pub async fn http(
     let mut reply = String::new();
     stream.read_to_string(&mut reply).await.expect("read");
     reply
+}
+
+/// The status line and body of a raw HTTP/1.1 response.
+pub fn split(reply: &str) -> (u16, &str) {
+    let status = reply.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, reply.split("\r\n\r\n").nth(1).unwrap_or(""))
+}
+
+/// Registers a user through the gateway and returns its bearer header value.
+pub async fn bearer(gateway: std::net::SocketAddr, email: &str) -> String {
+    let credentials = &format!(r#"{{"email":"{email}","password":"correct horse battery"}}"#);
+    let registered = http(gateway, "POST", "/v1/auth/register", &[], credentials).await;
+    assert!(registered.starts_with("HTTP/1.1 200"), "{registered}");
+    let login = http(gateway, "POST", "/v1/auth/login", &[], credentials).await;
+    let login: serde_json::Value = serde_json::from_str(split(&login).1).expect("json");
+    format!("Bearer {}", login["accessToken"].as_str().expect("token"))
 }

@@ -139,7 +139,10 @@ impl Env {
 }
 
 /// Which of the two releases of a service this process is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Color {
     Blue,
     Green,
@@ -152,6 +155,13 @@ impl Color {
         match self {
             Color::Blue => "blue",
             Color::Green => "green",
+        }
+    }
+
+    pub fn other(self) -> Color {
+        match self {
+            Color::Blue => Color::Green,
+            Color::Green => Color::Blue,
         }
     }
 }

@@ -106,12 +106,18 @@ where
             let _entered = span.enter();
             self.inner.call(request)
         };
+        // Every answer says which release served it; the gateway's health
+        // probes read it for `platformctl status`.
+        let version = http::HeaderValue::from_str(&self.release.version).ok();
         Box::pin(
             async move {
                 match future.await {
                     Ok(response) => {
                         let mut record = record;
-                        let (parts, body) = response.into_parts();
+                        let (mut parts, body) = response.into_parts();
+                        if let Some(version) = version {
+                            parts.headers.insert("x-service-version", version);
+                        }
                         if let Some(code) = parts.headers.get("grpc-status") {
                             // A trailers-only response: the call is over.
                             record.finish(code.as_bytes());

@@ -1,0 +1,350 @@
+//! The release endpoints of the admin API: switch, rollback, rollout and its
+//! actions, the health of every endpoint, and the status table that
+//! `platformctl status` and the console show. The decisions live in
+//! [`crate::rollout`]; this module reads requests and checks health.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use platform_runtime::Color;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{body, change, error, json as reply, refused};
+use crate::rollout::{self, Phase, Plan, Refusal};
+use crate::server::State;
+use crate::stats::{SeriesView, Traffic};
+use crate::upstream::{BoxBody, Probe};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchBody {
+    to: Color,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    #[serde(default)]
+    controller: Option<String>,
+    #[serde(default)]
+    phase: Option<Phase>,
+    #[serde(default)]
+    step: Option<usize>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    failed: bool,
+    #[serde(default)]
+    gradual: bool,
+}
+
+/// `POST /admin/routes/{service}/{switch|rollback|rollout}` and
+/// `POST /admin/routes/{service}/rollout/{action}`.
+pub async fn act(
+    state: &State,
+    service: &str,
+    action: &str,
+    is_rollout: bool,
+    who: &str,
+    request: Request<Incoming>,
+) -> Response<BoxBody> {
+    let now = platform_runtime::time::now_ms;
+    match (is_rollout, action) {
+        (false, "switch") => {
+            let SwitchBody { to } = match body(request).await {
+                Ok(b) => b,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("expected {{\"to\": \"blue\"|\"green\"}}: {e}"),
+                    );
+                }
+            };
+            if let Err(reason) = healthy(state, service, to).await {
+                return refused(&reason);
+            }
+            change(state, service, who, |r| {
+                rollout::switch(r, service, to, who, now())
+            })
+            .await
+        }
+        (false, "rollback") => {
+            change(state, service, who, |r| {
+                rollout::rollback(r, service, who, now())
+            })
+            .await
+        }
+        (true, "rollout") => {
+            let plan: Plan = match body(request).await {
+                Ok(plan) => plan,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("invalid rollout plan: {e}"),
+                    );
+                }
+            };
+            if let Err(reason) = healthy(state, service, plan.to).await {
+                return refused(&reason);
+            }
+            change(state, service, who, |r| {
+                rollout::start(r, service, &plan, who, now())
+            })
+            .await
+        }
+        (true, action) => {
+            let b: ActionBody = match body(request).await {
+                Ok(b) => b,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid body: {e}")),
+            };
+            let controller = b.controller.clone().unwrap_or_default();
+            match action {
+                "advance" => {
+                    let (Some(phase), Some(step)) = (b.phase, b.step) else {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "advance needs controller, phase and step",
+                        );
+                    };
+                    change(state, service, who, |r| {
+                        rollout::advance(r, service, &controller, phase, step, now())
+                    })
+                    .await
+                }
+                "pause" => {
+                    change(state, service, who, |r| {
+                        rollout::set_paused(r, service, true, None, now())
+                    })
+                    .await
+                }
+                "resume" => {
+                    change(state, service, who, |r| {
+                        rollout::set_paused(r, service, false, b.controller.as_deref(), now())
+                    })
+                    .await
+                }
+                "promote" => {
+                    change(state, service, who, |r| rollout::promote(r, service, now())).await
+                }
+                "abort" => {
+                    let reason = b
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| format!("aborted by {who}"));
+                    if b.gradual && controller.is_empty() {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "a gradual abort needs the controller that walks it back",
+                        );
+                    }
+                    let gradual = b.gradual.then_some(controller.as_str());
+                    change(state, service, who, |r| {
+                        rollout::abort(r, service, &reason, b.failed, gradual, now())
+                    })
+                    .await
+                }
+                "heartbeat" => heartbeat(state, service, &controller).await,
+                other => error(
+                    StatusCode::NOT_FOUND,
+                    &format!(
+                        "no rollout action {other:?}; use advance, pause, resume, promote, abort or heartbeat"
+                    ),
+                ),
+            }
+        }
+        (false, other) => error(
+            StatusCode::NOT_FOUND,
+            &format!("no action {other:?}; use switch, rollback or rollout"),
+        ),
+    }
+}
+
+/// A heartbeat changes no weights and bumps no generation.
+async fn heartbeat(state: &State, service: &str, controller: &str) -> Response<BoxBody> {
+    let mut refusal = None;
+    let now = platform_runtime::time::now_ms();
+    let result = state
+        .source
+        .update(&state.upstream.routing, &state.upstream.metrics, |config| {
+            let beat = rollout::service(config, service)
+                .and_then(|r| rollout::heartbeat(r, service, controller, now));
+            match beat {
+                Ok(()) => Ok(None),
+                Err(reason) => {
+                    refusal = Some(reason);
+                    Err(String::new())
+                }
+            }
+        })
+        .await;
+    match (result, refusal) {
+        (Ok(_), _) => reply(StatusCode::OK, &json!({ "heartbeat_ms": now })),
+        (Err(_), Some(reason)) => refused(&reason),
+        (Err(message), None) => error(StatusCode::SERVICE_UNAVAILABLE, &message),
+    }
+}
+
+/// Refuses a color that has no endpoint, or any endpoint not SERVING.
+async fn healthy(state: &State, service: &str, color: Color) -> Result<(), Refusal> {
+    let snapshot = state.upstream.routing.snapshot();
+    if !snapshot.config.services.contains_key(service) {
+        let known: Vec<&String> = snapshot.config.services.keys().collect();
+        return Err(Refusal::NotFound(format!(
+            "unknown service {service:?}; known: {}",
+            known
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let probes = probe_all(state, &snapshot.endpoints(service, color)).await;
+    if probes.is_empty() {
+        return Err(Refusal::Conflict(format!(
+            "{color} of {service} has no endpoints"
+        )));
+    }
+    let sick: Vec<String> = probes
+        .iter()
+        .filter(|p| !p.serving)
+        .map(|p| {
+            format!(
+                "{}: {}",
+                p.endpoint,
+                p.error.as_deref().unwrap_or("not serving")
+            )
+        })
+        .collect();
+    if sick.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::Conflict(format!(
+            "{color} of {service} is not healthy: {}",
+            sick.join("; ")
+        )))
+    }
+}
+
+async fn probe_all(state: &State, endpoints: &[String]) -> Vec<Probe> {
+    futures_util::future::join_all(endpoints.iter().map(|e| state.upstream.probe(e))).await
+}
+
+/// `GET /admin/health`: every endpoint of every color, probed now.
+pub async fn health(state: &State) -> Value {
+    let snapshot = state.upstream.routing.snapshot();
+    let mut services = serde_json::Map::new();
+    for name in snapshot.config.services.keys() {
+        let mut colors = serde_json::Map::new();
+        for color in Color::ALL {
+            let probes = probe_all(state, &snapshot.endpoints(name, color)).await;
+            colors.insert(
+                color.to_string(),
+                serde_json::to_value(probes).unwrap_or_default(),
+            );
+        }
+        services.insert(name.clone(), Value::Object(colors));
+    }
+    json!({ "services": services })
+}
+
+fn summary(series: &SeriesView) -> Value {
+    let minute = &series.last_minute;
+    json!({
+        "rate_per_second": series.rate_per_second(),
+        "requests": minute.requests,
+        "server_errors": minute.server_errors,
+        "error_ratio": minute.error_ratio(),
+        "p99_ms": minute.quantile_ms(0.99),
+    })
+}
+
+/// `GET /admin/status`: per service and color, the weight, the rollout,
+/// endpoint health and versions, and the last minute's rate, server-error
+/// ratio and p99.
+pub async fn status(state: &State) -> Value {
+    let snapshot = state.upstream.routing.snapshot();
+    let stats = state.upstream.stats.view();
+    let mut services = serde_json::Map::new();
+    for (name, routing) in &snapshot.config.services {
+        let mut colors = serde_json::Map::new();
+        for color in Color::ALL {
+            let probes = probe_all(state, &snapshot.endpoints(name, color)).await;
+            let mut versions: Vec<String> =
+                probes.iter().filter_map(|p| p.version.clone()).collect();
+            versions.sort();
+            versions.dedup();
+            colors.insert(
+                color.to_string(),
+                json!({
+                    "weight": routing.weights.of(color),
+                    "healthy": probes.iter().filter(|p| p.serving).count(),
+                    "versions": versions,
+                    "endpoints": probes,
+                    "live": summary(&stats.series(name, color, Traffic::Live)),
+                    "mirror": summary(&stats.series(name, color, Traffic::Mirror)),
+                }),
+            );
+        }
+        services.insert(
+            name.clone(),
+            json!({
+                "weights": routing.weights,
+                "previous_weights": routing.previous_weights,
+                "rollout": routing.rollout,
+                "mirror": routing.mirror,
+                "colors": colors,
+            }),
+        );
+    }
+    json!({
+        "at_ms": stats.at_ms,
+        "generation": snapshot.config.generation,
+        "services": services,
+    })
+}
+
+/// Aborts rollouts whose controller went quiet past their timeout, so none
+/// is ever left half way. Every replica checks; the source's
+/// read-change-write makes only one of them act.
+pub async fn watchdog(state: Arc<State>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = platform_runtime::time::now_ms();
+        let expired: Vec<String> = state
+            .upstream
+            .routing
+            .snapshot()
+            .config
+            .services
+            .iter()
+            .filter(|(_, s)| s.rollout.as_ref().is_some_and(|r| r.is_unattended(now)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for service in expired {
+            let result = state
+                .source
+                .update(&state.upstream.routing, &state.upstream.metrics, |config| {
+                    let now = platform_runtime::time::now_ms();
+                    let moved = config
+                        .services
+                        .get_mut(&service)
+                        .and_then(|r| rollout::expire(r, &service, now));
+                    Ok(moved.map(|m| config.record(&service, "gateway-watchdog", m)))
+                })
+                .await;
+            match result {
+                Ok((_, Some(record))) => tracing::warn!(
+                    service,
+                    after = ?record.after,
+                    "rollout aborted: its controller stopped sending heartbeats"
+                ),
+                Ok((_, None)) => {}
+                Err(error) => {
+                    tracing::error!(service, %error, "cannot abort an unattended rollout")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Release analysis: what the target color did since a step began, next to
+//! what the current color did over the same time, judged against the
+//! rollout's gates. The numbers come from the gateway's own per-color
+//! counters (`/admin/stats`, the default, which needs nothing else) or from
+//! Prometheus (`--prometheus`, for many gateway replicas), with the PromQL in
+//! `observability/analysis-queries.json` (overridable with `--queries`).
+
+use std::collections::BTreeMap;
+
+use gateway::rollout::Thresholds;
+use gateway::stats::{Counts, StatsView, Traffic};
+use platform_runtime::Color;
+
+use super::client::{Admin, Http};
+use super::exit::{CtlError, UNREACHABLE, USAGE};
+
+/// What one color did in the window being judged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Window {
+    pub requests: u64,
+    pub server_errors: u64,
+    pub p99_ms: Option<f64>,
+}
+
+impl Window {
+    pub fn error_ratio(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.server_errors as f64 / self.requests as f64
+        }
+    }
+
+    fn from_counts(counts: &Counts) -> Self {
+        Self {
+            requests: counts.requests,
+            server_errors: counts.server_errors,
+            p99_ms: counts.quantile_ms(0.99),
+        }
+    }
+}
+
+/// Tolerance added to the relative gate, so a handful of errors on a quiet
+/// current color cannot fail a step by itself.
+pub const RELATIVE_SLACK: f64 = 0.005;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Enough requests, every gate passed.
+    Pass,
+    /// Not enough requests yet.
+    Wait { have: u64, need: u64 },
+    /// A gate failed: which metric, its value and the limit.
+    Fail(String),
+}
+
+/// Judges the target against the gates and against the current color.
+pub fn judge(target: &Window, current: &Window, gates: &Thresholds) -> Verdict {
+    if target.requests < gates.min_requests.max(1) {
+        return Verdict::Wait {
+            have: target.requests,
+            need: gates.min_requests.max(1),
+        };
+    }
+    let ratio = target.error_ratio();
+    if ratio > gates.max_error_ratio {
+        let times = if gates.max_error_ratio > 0.0 {
+            format!(" ({:.1}x the limit)", ratio / gates.max_error_ratio)
+        } else {
+            String::new()
+        };
+        return Verdict::Fail(format!(
+            "error ratio {:.2}% > max {:.2}%{times}: {} server errors in {} requests",
+            ratio * 100.0,
+            gates.max_error_ratio * 100.0,
+            target.server_errors,
+            target.requests
+        ));
+    }
+    if let Some(p99) = target.p99_ms
+        && p99 > gates.max_p99_ms
+    {
+        return Verdict::Fail(format!(
+            "p99 latency {p99:.1} ms > max {:.1} ms ({:.1}x the limit) over {} requests",
+            gates.max_p99_ms,
+            p99 / gates.max_p99_ms,
+            target.requests
+        ));
+    }
+    if current.requests >= gates.min_requests.max(1) {
+        let limit = current.error_ratio() * gates.max_relative_error + RELATIVE_SLACK;
+        if ratio > limit {
+            return Verdict::Fail(format!(
+                "error ratio {:.2}% > {:.1}x the current color's {:.2}% (+{:.1} points): {} server errors in {} requests",
+                ratio * 100.0,
+                gates.max_relative_error,
+                current.error_ratio() * 100.0,
+                RELATIVE_SLACK * 100.0,
+                target.server_errors,
+                target.requests
+            ));
+        }
+    }
+    Verdict::Pass
+}
+
+/// Where the numbers come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The gateway's counters; the mark is a snapshot taken when the window began.
+    Gateway,
+    Prometheus {
+        url: String,
+        queries: BTreeMap<String, String>,
+    },
+}
+
+/// The start of a window: the counters then (gateway) or the time (Prometheus).
+#[derive(Debug, Clone)]
+pub struct Mark {
+    stats: Option<StatsView>,
+    at: std::time::Instant,
+}
+
+pub const DEFAULT_QUERIES: &str = include_str!("../../../observability/analysis-queries.json");
+
+impl Source {
+    pub fn prometheus(url: &str, queries_file: Option<&std::path::Path>) -> Result<Self, CtlError> {
+        let text = match queries_file {
+            Some(file) => std::fs::read_to_string(file).map_err(|e| {
+                CtlError::usage(format!("cannot read --queries {}: {e}", file.display()))
+            })?,
+            None => DEFAULT_QUERIES.to_owned(),
+        };
+        let queries: BTreeMap<String, String> = serde_json::from_str(&text).map_err(|e| {
+            CtlError::usage(format!(
+                "the queries file is not a JSON object of strings: {e}"
+            ))
+        })?;
+        for key in ["requests", "server_errors", "p99_seconds"] {
+            if !queries.contains_key(key) {
+                return Err(CtlError::new(
+                    USAGE,
+                    format!("the queries file has no {key:?} query"),
+                ));
+            }
+        }
+        Ok(Source::Prometheus {
+            url: url.trim_end_matches('/').to_owned(),
+            queries,
+        })
+    }
+
+    pub async fn mark(&self, admin: &Admin) -> Result<Mark, CtlError> {
+        let stats = match self {
+            Source::Gateway => Some(stats(admin).await?),
+            Source::Prometheus { .. } => None,
+        };
+        Ok(Mark {
+            stats,
+            at: std::time::Instant::now(),
+        })
+    }
+
+    /// What `color` did with `traffic` since `mark`.
+    pub async fn window(
+        &self,
+        admin: &Admin,
+        mark: &Mark,
+        service: &str,
+        color: Color,
+        traffic: Traffic,
+    ) -> Result<Window, CtlError> {
+        match self {
+            Source::Gateway => {
+                let now = stats(admin).await?;
+                let before = mark
+                    .stats
+                    .as_ref()
+                    .map(|s| s.series(service, color, traffic).total)
+                    .unwrap_or_default();
+                let counts = now.series(service, color, traffic).total.since(&before);
+                Ok(Window::from_counts(&counts))
+            }
+            Source::Prometheus { url, queries } => {
+                let seconds = mark.at.elapsed().as_secs().max(10);
+                let fill = |q: &str| {
+                    q.replace("$service", service)
+                        .replace("$color", color.as_str())
+                        .replace("$traffic", traffic.as_str())
+                        .replace("$window", &format!("{seconds}s"))
+                };
+                let http = &admin.http;
+                let requests = query(http, url, &fill(&queries["requests"])).await?;
+                let errors = query(http, url, &fill(&queries["server_errors"])).await?;
+                let p99 = query(http, url, &fill(&queries["p99_seconds"])).await?;
+                Ok(Window {
+                    requests: requests.unwrap_or(0.0).round() as u64,
+                    server_errors: errors.unwrap_or(0.0).round() as u64,
+                    p99_ms: p99.filter(|v| v.is_finite()).map(|s| s * 1000.0),
+                })
+            }
+        }
+    }
+}
+
+async fn stats(admin: &Admin) -> Result<StatsView, CtlError> {
+    let value = admin.get("/admin/stats").await?;
+    serde_json::from_value(value).map_err(|e| {
+        CtlError::new(
+            UNREACHABLE,
+            format!("the gateway sent unreadable stats: {e}"),
+        )
+    })
+}
+
+/// One instant query; None when it matched no series.
+async fn query(http: &Http, base: &str, promql: &str) -> Result<Option<f64>, CtlError> {
+    let encoded = percent_encoding::utf8_percent_encode(promql, percent_encoding::NON_ALPHANUMERIC);
+    let url = format!("{base}/api/v1/query?query={encoded}");
+    let answer = http
+        .send(http::Method::GET, &url, &[], None)
+        .await
+        .map_err(|e| CtlError::new(UNREACHABLE, format!("Prometheus: {e}")))?;
+    let json = answer.json();
+    if !answer.status.is_success() || json["status"] != "success" {
+        return Err(CtlError::new(
+            UNREACHABLE,
+            format!(
+                "Prometheus refused the query {promql}: {}",
+                answer.message()
+            ),
+        ));
+    }
+    Ok(json["data"]["result"]
+        .as_array()
+        .and_then(|r| r.first())
+        .and_then(|s| s["value"][1].as_str())
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| !v.is_nan()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gates() -> Thresholds {
+        Thresholds {
+            max_error_ratio: 0.01,
+            max_p99_ms: 500.0,
+            max_relative_error: 2.0,
+            min_requests: 50,
+        }
+    }
+
+    fn window(requests: u64, server_errors: u64, p99: f64) -> Window {
+        Window {
+            requests,
+            server_errors,
+            p99_ms: Some(p99),
+        }
+    }
+
+    #[test]
+    fn gates_in_order() {
+        let quiet = Window::default();
+        assert_eq!(
+            judge(&window(10, 5, 1.0), &quiet, &gates()),
+            Verdict::Wait { have: 10, need: 50 }
+        );
+        assert_eq!(
+            judge(&window(100, 0, 10.0), &quiet, &gates()),
+            Verdict::Pass
+        );
+        let Verdict::Fail(why) = judge(&window(100, 20, 10.0), &quiet, &gates()) else {
+            panic!("20% errors must fail");
+        };
+        assert!(
+            why.starts_with("error ratio 20.00% > max 1.00% (20.0x the limit)"),
+            "{why}"
+        );
+        let Verdict::Fail(why) = judge(&window(100, 0, 900.0), &quiet, &gates()) else {
+            panic!("slow must fail");
+        };
+        assert!(
+            why.starts_with("p99 latency 900.0 ms > max 500.0 ms"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn relative_gate_compares_with_the_current_color() {
+        let mut loose = gates();
+        loose.max_error_ratio = 0.5;
+        // 8% against 1%: above 2x + 0.5 points.
+        let Verdict::Fail(why) = judge(&window(100, 8, 1.0), &window(1000, 10, 1.0), &loose) else {
+            panic!("8x the current color must fail");
+        };
+        assert!(why.contains("2.0x the current color's 1.00%"), "{why}");
+        // 2% against 1%: within 2x + 0.5 points.
+        assert_eq!(
+            judge(&window(100, 2, 1.0), &window(1000, 10, 1.0), &loose),
+            Verdict::Pass
+        );
+        // A quiet current color is not compared.
+        assert_eq!(
+            judge(&window(100, 8, 1.0), &window(3, 0, 1.0), &loose),
+            Verdict::Pass
+        );
+    }
+}

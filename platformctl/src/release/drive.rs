@@ -1,0 +1,295 @@
+//! The rollout controller: it watches the rollout kept in the routing
+//! state, judges each step from the analysis source, tells the gateway
+//! "next step" or "abort", and sends heartbeats so the gateway knows it is
+//! alive. It holds no state the gateway does not: another `platformctl`
+//! (`resume`) can take over from where this one stopped.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use gateway::rollout::Thresholds;
+use gateway::stats::Traffic;
+use platform_runtime::Color;
+use serde_json::{Value, json};
+
+use super::analysis::{Mark, Source, Verdict, Window, judge};
+use super::client::Admin;
+use super::exit::{ANALYSIS_FAILED, CtlError, ENDED};
+
+/// How often the controller looks, and beats.
+const TICK: Duration = Duration::from_millis(500);
+/// A step without enough requests fails after this many intervals.
+const PATIENCE: u32 = 3;
+
+/// Where the rollout is: the step being judged and since when.
+#[derive(Debug, Clone, PartialEq)]
+struct Position {
+    phase: String,
+    step: u64,
+    paused: bool,
+}
+
+/// Drives the rollout of `service` as `controller` until it ends; returns
+/// the release that ended it.
+pub async fn drive(
+    admin: &Admin,
+    service: &str,
+    controller: &str,
+    source: &Source,
+) -> Result<Value, CtlError> {
+    let routes = admin.get("/admin/routes").await?;
+    let rollout = routes["services"][service]["rollout"].clone();
+    let id = rollout["id"].as_str().unwrap_or_default().to_owned();
+    let mut progress = Progress::new();
+    let mut position: Option<Position> = None;
+    let mut mark: Option<(Mark, Instant)> = None;
+    let mut last_beat = Instant::now();
+    loop {
+        let routes = admin.get("/admin/routes").await?;
+        let rollout = routes["services"][service]["rollout"].clone();
+        if rollout.is_null() || rollout["id"] != id.as_str() {
+            progress.done();
+            return ended(&routes, service, &id);
+        }
+        if rollout["controller"] != controller {
+            progress.done();
+            return Err(CtlError::new(
+                ENDED,
+                format!(
+                    "controller {} took the rollout of {service} over; this one stops",
+                    rollout["controller"]
+                ),
+            ));
+        }
+        if last_beat.elapsed() >= Duration::from_secs(1) {
+            let _ = admin
+                .post(
+                    &format!("/admin/routes/{service}/rollout/heartbeat"),
+                    &json!({ "controller": controller }),
+                )
+                .await;
+            last_beat = Instant::now();
+        }
+        let now = Position {
+            phase: rollout["phase"].as_str().unwrap_or_default().to_owned(),
+            step: rollout["step"].as_u64().unwrap_or(0),
+            paused: rollout["paused"].as_bool().unwrap_or(false),
+        };
+        if position.as_ref() != Some(&now) {
+            mark = Some((source.mark(admin).await?, Instant::now()));
+            position = Some(now.clone());
+        }
+        let Some((since, started)) = &mark else {
+            continue;
+        };
+        let interval = Duration::from_millis(rollout["interval_ms"].as_u64().unwrap_or(30_000));
+        let elapsed = started.elapsed();
+        let target: Color = rollout["target"]
+            .as_str()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(Color::Green);
+        let gates: Thresholds =
+            serde_json::from_value(rollout["thresholds"].clone()).map_err(|e| {
+                CtlError::new(
+                    ENDED,
+                    format!("the rollout's thresholds are unreadable: {e}"),
+                )
+            })?;
+        let steps = rollout["steps"].as_array().map_or(0, Vec::len);
+        let share = rollout["steps"][now.step as usize].as_u64().unwrap_or(0);
+        let step_name = match now.phase.as_str() {
+            "mirroring" => format!("mirroring ({}% of reads)", rollout["mirror_percent"]),
+            "aborting" => "shifting back".to_owned(),
+            _ => format!("step {}/{steps} ({share}%)", now.step + 1),
+        };
+        if now.paused {
+            progress.show(
+                &format!("{service} → {target}: {step_name} PAUSED (platformctl resume {service})"),
+                0.0,
+            );
+            tokio::time::sleep(TICK).await;
+            continue;
+        }
+        let advance = json!({ "controller": controller, "phase": now.phase, "step": now.step });
+        if now.phase == "aborting" {
+            let weight = routes["services"][service]["weights"][target.as_str()]
+                .as_u64()
+                .unwrap_or(0);
+            progress.show(
+                &format!(
+                    "{service} ← {target}: shifting back, {target} at {weight}%, {}s left",
+                    left(interval, elapsed)
+                ),
+                fraction(interval, elapsed),
+            );
+            if elapsed >= interval {
+                admin
+                    .post(
+                        &format!("/admin/routes/{service}/rollout/advance"),
+                        &advance,
+                    )
+                    .await?;
+            }
+            tokio::time::sleep(TICK).await;
+            continue;
+        }
+        let traffic = if now.phase == "mirroring" {
+            Traffic::Mirror
+        } else {
+            Traffic::Live
+        };
+        let tested = source
+            .window(admin, since, service, target, traffic)
+            .await?;
+        let current = source
+            .window(admin, since, service, target.other(), Traffic::Live)
+            .await?;
+        let verdict = judge(&tested, &current, &gates);
+        progress.show(
+            &format!(
+                "{service} → {target}: {step_name}, {}s left | {target} {} | {} {}",
+                left(interval, elapsed),
+                describe(&tested),
+                target.other(),
+                describe(&current)
+            ),
+            fraction(interval, elapsed),
+        );
+        match verdict {
+            Verdict::Fail(why) => {
+                let reason = format!("{step_name}: {why}");
+                let abort = json!({ "reason": reason, "failed": true, "controller": controller });
+                admin
+                    .post(&format!("/admin/routes/{service}/rollout/abort"), &abort)
+                    .await?;
+                progress.done();
+                let routes = admin.get("/admin/routes").await?;
+                let weights = &routes["services"][service]["weights"];
+                return Err(CtlError::new(
+                    ANALYSIS_FAILED,
+                    format!(
+                        "rollout of {service} to {target} failed at {reason}; rolled back: blue {}% / green {}%",
+                        weights["blue"], weights["green"]
+                    ),
+                ));
+            }
+            Verdict::Pass if elapsed >= interval => {
+                progress.event(&format!(
+                    "{service} → {target}: {step_name} passed: {}",
+                    describe(&tested)
+                ));
+                admin
+                    .post(
+                        &format!("/admin/routes/{service}/rollout/advance"),
+                        &advance,
+                    )
+                    .await?;
+            }
+            Verdict::Wait { have, need } if elapsed >= interval * PATIENCE => {
+                let reason = format!(
+                    "{step_name}: not enough traffic to judge: {have} of {need} requests in {}s",
+                    elapsed.as_secs()
+                );
+                let abort = json!({ "reason": reason, "failed": true, "controller": controller });
+                admin
+                    .post(&format!("/admin/routes/{service}/rollout/abort"), &abort)
+                    .await?;
+                progress.done();
+                return Err(CtlError::new(
+                    ANALYSIS_FAILED,
+                    format!(
+                        "rollout of {service} to {target} failed at {reason}; rolled back (lower --min-requests or lengthen --interval on a quiet service)"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+/// The release that ended rollout `id`.
+fn ended(routes: &Value, service: &str, id: &str) -> Result<Value, CtlError> {
+    routes["releases"]
+        .as_array()
+        .and_then(|r| {
+            r.iter()
+                .rev()
+                .find(|r| r["id"] == id && r["service"] == service)
+        })
+        .cloned()
+        .ok_or_else(|| {
+            CtlError::new(
+                ENDED,
+                format!("the rollout of {service} ended and left no record"),
+            )
+        })
+}
+
+fn describe(w: &Window) -> String {
+    format!(
+        "{} req, {:.2}% err, p99 {}",
+        w.requests,
+        w.error_ratio() * 100.0,
+        w.p99_ms.map_or("-".into(), |p| format!("{p:.1} ms"))
+    )
+}
+
+fn left(interval: Duration, elapsed: Duration) -> u64 {
+    interval.saturating_sub(elapsed).as_secs_f64().ceil() as u64
+}
+
+fn fraction(interval: Duration, elapsed: Duration) -> f64 {
+    (elapsed.as_secs_f64() / interval.as_secs_f64().max(0.001)).min(1.0)
+}
+
+/// A live bar on a terminal; on a pipe, a line per event and every 5 s.
+struct Progress {
+    tty: bool,
+    last: Option<Instant>,
+    drawn: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            tty: std::io::stderr().is_terminal(),
+            last: None,
+            drawn: false,
+        }
+    }
+
+    fn show(&mut self, line: &str, fraction: f64) {
+        let mut err = std::io::stderr();
+        if self.tty {
+            let filled = (fraction * 20.0).round() as usize;
+            let bar = format!(
+                "[{}{}]",
+                "#".repeat(filled),
+                ".".repeat(20 - filled.min(20))
+            );
+            let _ = write!(err, "\r\x1b[2K{bar} {line}");
+            let _ = err.flush();
+            self.drawn = true;
+        } else if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+        {
+            let _ = writeln!(err, "{line}");
+            self.last = Some(Instant::now());
+        }
+    }
+
+    fn event(&mut self, line: &str) {
+        self.done();
+        eprintln!("{line}");
+        self.last = None;
+    }
+
+    fn done(&mut self) {
+        if self.drawn {
+            eprintln!();
+            self.drawn = false;
+        }
+    }
+}

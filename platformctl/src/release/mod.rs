@@ -1,0 +1,540 @@
+//! The release commands: `status`, `switch`, `rollback`, `rollout` and its
+//! `pause`, `resume`, `promote`, `abort`, and `history`. They talk to the
+//! gateway's admin API, where the routing state (and the rollout in
+//! progress) lives; they keep no state of their own.
+
+mod analysis;
+mod client;
+mod drive;
+pub mod exit;
+mod smoke;
+mod status;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use platform_runtime::Color;
+use serde_json::{Value, json};
+
+use client::Admin;
+use exit::{CtlError, ENDED, REFUSED, UNHEALTHY, parse_duration};
+
+/// Where the gateway is, and the admin token.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// The gateway's admin API.
+    #[arg(
+        long,
+        env = "PLATFORM_ADMIN_URL",
+        default_value = "http://127.0.0.1:9901"
+    )]
+    admin_url: String,
+    /// The gateway's public listener (smoke checks go through it).
+    #[arg(
+        long,
+        env = "PLATFORM_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    gateway_url: String,
+    /// The admin token; by default read from <data-dir>/admin-token.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Where `platformctl up` keeps its files.
+    #[arg(long, env = "PLATFORM_DATA_DIR", default_value_os_t = crate::default_data_dir())]
+    data_dir: PathBuf,
+}
+
+impl Target {
+    fn admin(&self) -> Result<Admin, CtlError> {
+        Admin::new(&self.admin_url, self.admin_token.clone(), &self.data_dir)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    Blue,
+    Green,
+}
+
+impl From<ColorArg> for Color {
+    fn from(c: ColorArg) -> Color {
+        match c {
+            ColorArg::Blue => Color::Blue,
+            ColorArg::Green => Color::Green,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Refresh every 2 seconds until Ctrl-C.
+    #[arg(long)]
+    watch: bool,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct SwitchArgs {
+    #[command(flatten)]
+    target: Target,
+    /// auth, orders, payments or notifications
+    service: String,
+    /// The color to move all traffic to.
+    #[arg(long, value_enum)]
+    to: ColorArg,
+    /// A JSON list of smoke requests instead of the service's defaults.
+    #[arg(long)]
+    smoke_file: Option<PathBuf>,
+    /// Switch without the smoke check (the health check still runs).
+    #[arg(long)]
+    skip_smoke: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    #[command(flatten)]
+    target: Target,
+    /// auth, orders, payments or notifications
+    service: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    target: Target,
+    service: String,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+/// Where analysis reads its numbers.
+#[derive(Debug, Clone, Args)]
+pub struct AnalysisArgs {
+    /// Judge from Prometheus at this URL instead of the gateway's own counters.
+    #[arg(long)]
+    prometheus: Option<String>,
+    /// PromQL for --prometheus (default: observability/analysis-queries.json).
+    #[arg(long, requires = "prometheus")]
+    queries: Option<PathBuf>,
+}
+
+impl AnalysisArgs {
+    fn source(&self) -> Result<analysis::Source, CtlError> {
+        match &self.prometheus {
+            Some(url) => analysis::Source::prometheus(url, self.queries.as_deref()),
+            None => Ok(analysis::Source::Gateway),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    #[command(flatten)]
+    target: Target,
+    service: String,
+    /// The color to shift traffic to.
+    #[arg(long, value_enum)]
+    to: ColorArg,
+    /// The target's share at each step, in percent, ending at 100.
+    #[arg(long, default_value = "5,25,50,100", value_parser = parse_steps)]
+    steps: Steps,
+    /// How long each step lasts before it is judged (30s, 2m, 500ms).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Highest server-error ratio of the target (0.01 = 1%).
+    #[arg(long, default_value_t = 0.01)]
+    max_error_ratio: f64,
+    /// Highest p99 latency of the target, in milliseconds.
+    #[arg(long, default_value_t = 500.0)]
+    max_p99_ms: f64,
+    /// Highest target error ratio as a multiple of the current color's (plus 0.5 points).
+    #[arg(long, default_value_t = 2.0)]
+    max_relative_error: f64,
+    /// Requests the target must serve before a step is judged.
+    #[arg(long, default_value_t = 50)]
+    min_requests: u64,
+    /// First copy this share of reads to the target for one interval, answers discarded.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    mirror: Option<u32>,
+    /// The gateway aborts the rollout when this command is silent this long.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    timeout: Duration,
+    #[command(flatten)]
+    analysis: AnalysisArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    target: Target,
+    service: String,
+    #[command(flatten)]
+    analysis: AnalysisArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AbortArgs {
+    #[command(flatten)]
+    target: Target,
+    service: String,
+    /// Shift back step by step (one interval each) instead of at once.
+    #[arg(long)]
+    gradual: bool,
+    /// Why, for the history.
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Steps(Vec<u32>);
+
+fn parse_steps(raw: &str) -> Result<Steps, String> {
+    let steps = raw
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{s:?} is not a whole percent"))
+        })
+        .collect::<Result<Vec<u32>, String>>()?;
+    gateway::rollout::check_steps(&steps)?;
+    Ok(Steps(steps))
+}
+
+fn controller_id() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        platform_runtime::ids::new_id("ctl")
+    )
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+fn weights_line(value: &Value) -> String {
+    format!("blue {}% / green {}%", value["blue"], value["green"])
+}
+
+/// The service's entry in `/admin/status`, or a refusal naming the known ones.
+fn service_status<'a>(status: &'a Value, service: &str) -> Result<&'a Value, CtlError> {
+    status["services"].get(service).ok_or_else(|| {
+        let known: Vec<&str> = status["services"]
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        CtlError::new(
+            REFUSED,
+            format!("unknown service {service:?}; known: {}", known.join(", ")),
+        )
+    })
+}
+
+/// Refuses a target that already serves everything, a running rollout, or
+/// an unhealthy target.
+fn check_target(entry: &Value, service: &str, to: Color) -> Result<(), CtlError> {
+    if let Some(r) = entry.get("rollout").filter(|r| !r.is_null()) {
+        return Err(CtlError::new(
+            REFUSED,
+            format!(
+                "a rollout of {service} to {} is already running; see `platformctl status`, or resume, promote or abort it",
+                r["target"].as_str().unwrap_or("?")
+            ),
+        ));
+    }
+    if entry["weights"][to.as_str()].as_u64() == Some(100) {
+        return Err(CtlError::new(
+            REFUSED,
+            format!("{to} already serves 100% of {service}"),
+        ));
+    }
+    let color = &entry["colors"][to.as_str()];
+    let endpoints = color["endpoints"].as_array().cloned().unwrap_or_default();
+    let sick: Vec<String> = endpoints
+        .iter()
+        .filter(|e| e["serving"] != true)
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["endpoint"].as_str().unwrap_or("?"),
+                e["error"].as_str().unwrap_or("not serving")
+            )
+        })
+        .collect();
+    if endpoints.is_empty() || !sick.is_empty() {
+        return Err(CtlError::new(
+            UNHEALTHY,
+            format!(
+                "{to} of {service} is not healthy: {}",
+                if sick.is_empty() {
+                    "no endpoints".to_owned()
+                } else {
+                    sick.join("; ")
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn status(args: StatusArgs) -> Result<(), CtlError> {
+    let admin = args.target.admin()?;
+    loop {
+        let status = admin.get("/admin/status").await?;
+        match args.output {
+            Output::Json => println!("{status}"),
+            Output::Table if args.watch => println!("\x1b[2J\x1b[H{}", status::table(&status)),
+            Output::Table => println!("{}", status::table(&status)),
+        }
+        if !args.watch {
+            return Ok(());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = platform_runtime::host::shutdown_signal() => return Ok(()),
+        }
+    }
+}
+
+pub async fn switch(args: SwitchArgs) -> Result<(), CtlError> {
+    let admin = args.target.admin()?;
+    let to = Color::from(args.to);
+    let checks = smoke::load(&args.service, args.smoke_file.as_deref())?;
+    let status = admin.get("/admin/status").await?;
+    let entry = service_status(&status, &args.service)?;
+    check_target(entry, &args.service, to)?;
+    if !args.skip_smoke {
+        let gateway = args.target.gateway_url.trim_end_matches('/');
+        let sent = smoke::run(&admin, gateway, &args.service, to, &checks).await?;
+        eprintln!(
+            "smoke check of {to} {} passed: {sent} requests",
+            args.service
+        );
+    }
+    let change = admin
+        .post(
+            &format!("/admin/routes/{}/switch", args.service),
+            &json!({ "to": to }),
+        )
+        .await?;
+    println!(
+        "{}: {} -> {} (generation {})",
+        args.service,
+        weights_line(&change["before"]),
+        weights_line(&change["after"]),
+        change["generation"]
+    );
+    Ok(())
+}
+
+pub async fn rollback(args: ServiceArgs) -> Result<(), CtlError> {
+    let admin = args.target.admin()?;
+    let change = admin
+        .post(
+            &format!("/admin/routes/{}/rollback", args.service),
+            &json!({}),
+        )
+        .await?;
+    println!(
+        "{}: {} -> {} (generation {})",
+        args.service,
+        weights_line(&change["before"]),
+        weights_line(&change["after"]),
+        change["generation"]
+    );
+    Ok(())
+}
+
+/// What the end of a rollout means for the exit code.
+fn outcome(release: &Value, service: &str, ok: &[&str]) -> Result<(), CtlError> {
+    let outcome = release["outcome"].as_str().unwrap_or("?");
+    let line = format!(
+        "rollout of {service} to {} {outcome}{}; {}",
+        release["to"].as_str().unwrap_or("?"),
+        release["detail"]
+            .as_str()
+            .filter(|d| !d.is_empty())
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default(),
+        weights_line(&release["after"])
+    );
+    if ok.contains(&outcome) {
+        println!("{line}");
+        Ok(())
+    } else if outcome == "failed" {
+        Err(CtlError::new(exit::ANALYSIS_FAILED, line))
+    } else {
+        Err(CtlError::new(ENDED, line))
+    }
+}
+
+pub async fn rollout(args: RolloutArgs) -> Result<(), CtlError> {
+    let admin = args.target.admin()?;
+    let source = args.analysis.source()?;
+    let to = Color::from(args.to);
+    let status = admin.get("/admin/status").await?;
+    let entry = service_status(&status, &args.service)?;
+    check_target(entry, &args.service, to)?;
+    let controller = controller_id();
+    let plan = json!({
+        "to": to,
+        "steps": args.steps.0,
+        "interval_ms": args.interval.as_millis() as u64,
+        "thresholds": {
+            "max_error_ratio": args.max_error_ratio,
+            "max_p99_ms": args.max_p99_ms,
+            "max_relative_error": args.max_relative_error,
+            "min_requests": args.min_requests,
+        },
+        "mirror_percent": args.mirror.unwrap_or(0),
+        "timeout_ms": args.timeout.as_millis() as u64,
+        "controller": controller,
+    });
+    let started = admin
+        .post(&format!("/admin/routes/{}/rollout", args.service), &plan)
+        .await?;
+    eprintln!(
+        "rollout of {} to {to} started: steps {:?} every {:?}; {}",
+        args.service,
+        args.steps.0,
+        args.interval,
+        weights_line(&started["after"])
+    );
+    let release = drive::drive(&admin, &args.service, &controller, &source).await?;
+    outcome(&release, &args.service, &["completed", "promoted"])
+}
+
+pub async fn resume(args: ResumeArgs) -> Result<(), CtlError> {
+    let admin = args.target.admin()?;
+    let source = args.analysis.source()?;
+    let routes = admin.get("/admin/routes").await?;
+    let rollout = &routes["services"][&args.service]["rollout"];
+    if routes["services"].get(&args.service).is_none() {
+        return Err(CtlError::new(
+            REFUSED,
+            format!("unknown service {:?}", args.service),
+        ));
+    }
+    if rollout.is_null() {
+        return Err(CtlError::new(
+            REFUSED,
+            format!("no rollout of {} is running", args.service),
+        ));
+    }
+    let alive = rollout["heartbeat_ms"]
+        .as_i64()
+        .is_some_and(|h| platform_runtime::time::now_ms() - h < 3_000);
+    if alive {
+        // Its controller is still there: resume it and let it drive.
+        admin
+            .post(
+                &format!("/admin/routes/{}/rollout/resume", args.service),
+                &json!({}),
+            )
+            .await?;
+        println!(
+            "rollout of {} resumed; controller {} drives it",
+            args.service, rollout["controller"]
+        );
+        return Ok(());
+    }
+    let controller = controller_id();
+    admin
+        .post(
+            &format!("/admin/routes/{}/rollout/resume", args.service),
+            &json!({ "controller": controller }),
+        )
+        .await?;
+    eprintln!(
+        "took the rollout of {} over (its controller was silent); driving it",
+        args.service
+    );
+    let release = drive::drive(&admin, &args.service, &controller, &source).await?;
+    outcome(&release, &args.service, &["completed", "promoted"])
+}
+
+pub async fn simple(args: ServiceArgs, action: &str) -> Result<(), CtlError> {
+    let admin = args.target.admin()?;
+    let change = admin
+        .post(
+            &format!("/admin/routes/{}/rollout/{action}", args.service),
+            &json!({}),
+        )
+        .await?;
+    match action {
+        "promote" => println!(
+            "{}: promoted; {}",
+            args.service,
+            weights_line(&change["after"])
+        ),
+        _ => println!(
+            "rollout of {}: {action}d; {}",
+            args.service,
+            weights_line(&change["after"])
+        ),
+    }
+    Ok(())
+}
+
+pub async fn abort(args: AbortArgs) -> Result<(), CtlError> {
+    let admin = args.target.admin()?;
+    let reason = args
+        .reason
+        .clone()
+        .unwrap_or_else(|| "aborted by an operator".into());
+    if !args.gradual {
+        let change = admin
+            .post(
+                &format!("/admin/routes/{}/rollout/abort", args.service),
+                &json!({ "reason": reason }),
+            )
+            .await?;
+        println!(
+            "rollout of {} aborted; {}",
+            args.service,
+            weights_line(&change["after"])
+        );
+        return Ok(());
+    }
+    let controller = controller_id();
+    admin
+        .post(
+            &format!("/admin/routes/{}/rollout/abort", args.service),
+            &json!({ "reason": reason, "gradual": true, "controller": controller }),
+        )
+        .await?;
+    eprintln!("shifting {} back step by step", args.service);
+    let release = drive::drive(
+        &admin,
+        &args.service,
+        &controller,
+        &analysis::Source::Gateway,
+    )
+    .await?;
+    outcome(&release, &args.service, &["aborted"])
+}
+
+pub async fn history(args: HistoryArgs) -> Result<(), CtlError> {
+    let admin = args.target.admin()?;
+    let text = status::history(&admin, &args.service, args.output == Output::Json).await?;
+    if args.output == Output::Json {
+        print_json(&serde_json::from_str(&text).unwrap_or(Value::Null));
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}
