@@ -352,9 +352,112 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
     assert_eq!(release["outcome"], "timed out", "{release}");
     assert_eq!(release["ended_by"], "gateway-watchdog", "{release}");
 
+    // pause holds a step; resume lets its controller go on; a gradual
+    // abort walks back down a step per interval, taking the rollout over.
+    let mut controller = ctl(
+        data,
+        HEALTHY,
+        &[
+            "rollout",
+            "orders",
+            "--to",
+            "green",
+            "--steps",
+            "10,50,100",
+            "--interval",
+            "2s",
+            "--min-requests",
+            "5",
+            "--max-p99-ms",
+            "2000",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("rollout starts");
+    wait_for(data, HEALTHY, |routes| {
+        routes["services"]["orders"]["weights"]["green"] == 10
+    })
+    .await;
+    assert_eq!(
+        run(data, HEALTHY, &["pause", "orders"]).status.code(),
+        Some(0)
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        weights(data, HEALTHY, "orders").await,
+        (90, 10),
+        "a paused rollout holds its step"
+    );
+    let output = run(data, HEALTHY, &["resume", "orders"]);
+    assert!(text(&output).contains("resumed"), "{}", text(&output));
+    wait_for(data, HEALTHY, |routes| {
+        routes["services"]["orders"]["weights"]["green"] == 50
+    })
+    .await;
+    let output = run(data, HEALTHY, &["abort", "orders", "--gradual"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(weights(data, HEALTHY, "orders").await, (100, 0));
+    let routes = admin(data, HEALTHY, "/admin/routes").await;
+    let steps: Vec<u64> = routes["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .rev()
+        .take(3)
+        .map(|c| c["after"]["green"].as_u64().expect("green"))
+        .collect();
+    assert_eq!(steps, vec![0, 10, 50], "walked back 50 -> 10 -> 0");
+    assert_eq!(
+        controller.wait().expect("exit").code(),
+        Some(7),
+        "the first controller stops once taken over"
+    );
+
+    // promote skips to 100% at once.
+    let mut controller = ctl(
+        data,
+        HEALTHY,
+        &[
+            "rollout",
+            "orders",
+            "--to",
+            "green",
+            "--steps",
+            "10,100",
+            "--interval",
+            "60s",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("rollout starts");
+    wait_for(data, HEALTHY, |routes| {
+        routes["services"]["orders"]["weights"]["green"] == 10
+    })
+    .await;
+    assert_eq!(
+        run(data, HEALTHY, &["promote", "orders"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(weights(data, HEALTHY, "orders").await, (0, 100));
+    assert_eq!(
+        controller.wait().expect("exit").code(),
+        Some(0),
+        "a promoted rollout succeeded"
+    );
+
     let history = run(data, HEALTHY, &["history", "orders"]);
     let history = text(&history);
-    for outcome in ["completed", "rolled back", "timed out"] {
+    for outcome in [
+        "completed",
+        "rolled back",
+        "timed out",
+        "aborted",
+        "promoted",
+    ] {
         assert!(
             history.contains(outcome),
             "history shows {outcome}:\n{history}"

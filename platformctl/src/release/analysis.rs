@@ -162,8 +162,39 @@ impl Source {
         })
     }
 
-    /// What `color` did with `traffic` since `mark`.
-    pub async fn window(
+    /// What the `target` color did with `traffic`, and what the other color
+    /// did with live traffic, since `mark`.
+    pub async fn windows(
+        &self,
+        admin: &Admin,
+        mark: &Mark,
+        service: &str,
+        target: Color,
+        traffic: Traffic,
+    ) -> Result<(Window, Window), CtlError> {
+        match self {
+            Source::Gateway => {
+                let now = stats(admin).await?;
+                let since = |color: Color, traffic: Traffic| {
+                    let before = mark
+                        .stats
+                        .as_ref()
+                        .map(|s| s.series(service, color, traffic).total)
+                        .unwrap_or_default();
+                    Window::from_counts(&now.series(service, color, traffic).total.since(&before))
+                };
+                Ok((since(target, traffic), since(target.other(), Traffic::Live)))
+            }
+            Source::Prometheus { .. } => Ok((
+                self.prometheus_window(admin, mark, service, target, traffic)
+                    .await?,
+                self.prometheus_window(admin, mark, service, target.other(), Traffic::Live)
+                    .await?,
+            )),
+        }
+    }
+
+    async fn prometheus_window(
         &self,
         admin: &Admin,
         mark: &Mark,
@@ -171,36 +202,25 @@ impl Source {
         color: Color,
         traffic: Traffic,
     ) -> Result<Window, CtlError> {
-        match self {
-            Source::Gateway => {
-                let now = stats(admin).await?;
-                let before = mark
-                    .stats
-                    .as_ref()
-                    .map(|s| s.series(service, color, traffic).total)
-                    .unwrap_or_default();
-                let counts = now.series(service, color, traffic).total.since(&before);
-                Ok(Window::from_counts(&counts))
-            }
-            Source::Prometheus { url, queries } => {
-                let seconds = mark.at.elapsed().as_secs().max(10);
-                let fill = |q: &str| {
-                    q.replace("$service", service)
-                        .replace("$color", color.as_str())
-                        .replace("$traffic", traffic.as_str())
-                        .replace("$window", &format!("{seconds}s"))
-                };
-                let http = &admin.http;
-                let requests = query(http, url, &fill(&queries["requests"])).await?;
-                let errors = query(http, url, &fill(&queries["server_errors"])).await?;
-                let p99 = query(http, url, &fill(&queries["p99_seconds"])).await?;
-                Ok(Window {
-                    requests: requests.unwrap_or(0.0).round() as u64,
-                    server_errors: errors.unwrap_or(0.0).round() as u64,
-                    p99_ms: p99.filter(|v| v.is_finite()).map(|s| s * 1000.0),
-                })
-            }
-        }
+        let Source::Prometheus { url, queries } = self else {
+            return Ok(Window::default());
+        };
+        let seconds = mark.at.elapsed().as_secs().max(10);
+        let fill = |q: &str| {
+            q.replace("$service", service)
+                .replace("$color", color.as_str())
+                .replace("$traffic", traffic.as_str())
+                .replace("$window", &format!("{seconds}s"))
+        };
+        let http = &admin.http;
+        let requests = query(http, url, &fill(&queries["requests"])).await?;
+        let errors = query(http, url, &fill(&queries["server_errors"])).await?;
+        let p99 = query(http, url, &fill(&queries["p99_seconds"])).await?;
+        Ok(Window {
+            requests: requests.unwrap_or(0.0).round() as u64,
+            server_errors: errors.unwrap_or(0.0).round() as u64,
+            p99_ms: p99.filter(|v| v.is_finite()).map(|s| s * 1000.0),
+        })
     }
 }
 

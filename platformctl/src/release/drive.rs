@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::analysis::{Mark, Source, Verdict, Window, judge};
 use super::client::Admin;
-use super::exit::{ANALYSIS_FAILED, CtlError, ENDED};
+use super::exit::{ANALYSIS_FAILED, CtlError, ENDED, REFUSED, UNREACHABLE};
 
 /// How often the controller looks, and beats.
 const TICK: Duration = Duration::from_millis(500);
@@ -29,8 +29,13 @@ struct Position {
     paused: bool,
 }
 
+/// How long the controller keeps trying while the gateway cannot be
+/// reached (a restarting gateway), before it gives up.
+const OUTAGE: Duration = Duration::from_secs(30);
+
 /// Drives the rollout of `service` as `controller` until it ends; returns
-/// the release that ended it.
+/// the release that ended it. Ctrl-C leaves the rollout where it is, for
+/// `resume` or `abort` (or the gateway's timeout).
 pub async fn drive(
     admin: &Admin,
     service: &str,
@@ -38,8 +43,51 @@ pub async fn drive(
     source: &Source,
 ) -> Result<Value, CtlError> {
     let routes = admin.get("/admin/routes").await?;
-    let rollout = routes["services"][service]["rollout"].clone();
-    let id = rollout["id"].as_str().unwrap_or_default().to_owned();
+    let id = routes["services"][service]["rollout"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut down_since: Option<Instant> = None;
+    loop {
+        let attempt = tokio::select! {
+            result = drive_rollout(admin, service, controller, source, &id) => result,
+            () = platform_runtime::host::shutdown_signal() => {
+                return Err(CtlError::new(ENDED, format!(
+                    "interrupted; the rollout of {service} stays where it is: \
+                     `platformctl resume {service}` continues it, `platformctl abort {service}` ends it, \
+                     and unattended the gateway aborts it after its timeout"
+                )));
+            }
+        };
+        match attempt {
+            Err(e) if e.code == UNREACHABLE => {
+                let since = *down_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= OUTAGE {
+                    return Err(CtlError::new(
+                        UNREACHABLE,
+                        format!(
+                            "{}; gave up after {}s: the rollout stays in the routing state for `platformctl resume {service}`, \
+                         or the gateway aborts it after its timeout",
+                            e.message,
+                            OUTAGE.as_secs()
+                        ),
+                    ));
+                }
+                eprintln!("warning: {}; retrying", e.message);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn drive_rollout(
+    admin: &Admin,
+    service: &str,
+    controller: &str,
+    source: &Source,
+    id: &str,
+) -> Result<Value, CtlError> {
     let mut progress = Progress::new();
     let mut position: Option<Position> = None;
     let mut mark: Option<(Mark, Instant)> = None;
@@ -47,9 +95,9 @@ pub async fn drive(
     loop {
         let routes = admin.get("/admin/routes").await?;
         let rollout = routes["services"][service]["rollout"].clone();
-        if rollout.is_null() || rollout["id"] != id.as_str() {
+        if rollout.is_null() || rollout["id"] != id {
             progress.done();
-            return ended(&routes, service, &id);
+            return ended(&routes, service, id);
         }
         if rollout["controller"] != controller {
             progress.done();
@@ -123,12 +171,7 @@ pub async fn drive(
                 fraction(interval, elapsed),
             );
             if elapsed >= interval {
-                admin
-                    .post(
-                        &format!("/admin/routes/{service}/rollout/advance"),
-                        &advance,
-                    )
-                    .await?;
+                act(admin, service, "advance", &advance).await?;
             }
             tokio::time::sleep(TICK).await;
             continue;
@@ -138,12 +181,10 @@ pub async fn drive(
         } else {
             Traffic::Live
         };
-        let tested = source
-            .window(admin, since, service, target, traffic)
+        let (tested, current) = source
+            .windows(admin, since, service, target, traffic)
             .await?;
-        let current = source
-            .window(admin, since, service, target.other(), Traffic::Live)
-            .await?;
+
         let verdict = judge(&tested, &current, &gates);
         progress.show(
             &format!(
@@ -159,9 +200,9 @@ pub async fn drive(
             Verdict::Fail(why) => {
                 let reason = format!("{step_name}: {why}");
                 let abort = json!({ "reason": reason, "failed": true, "controller": controller });
-                admin
-                    .post(&format!("/admin/routes/{service}/rollout/abort"), &abort)
-                    .await?;
+                if !act(admin, service, "abort", &abort).await? {
+                    continue;
+                }
                 progress.done();
                 let routes = admin.get("/admin/routes").await?;
                 let weights = &routes["services"][service]["weights"];
@@ -178,12 +219,7 @@ pub async fn drive(
                     "{service} → {target}: {step_name} passed: {}",
                     describe(&tested)
                 ));
-                admin
-                    .post(
-                        &format!("/admin/routes/{service}/rollout/advance"),
-                        &advance,
-                    )
-                    .await?;
+                act(admin, service, "advance", &advance).await?;
             }
             Verdict::Wait { have, need } if elapsed >= interval * PATIENCE => {
                 let reason = format!(
@@ -191,9 +227,9 @@ pub async fn drive(
                     elapsed.as_secs()
                 );
                 let abort = json!({ "reason": reason, "failed": true, "controller": controller });
-                admin
-                    .post(&format!("/admin/routes/{service}/rollout/abort"), &abort)
-                    .await?;
+                if !act(admin, service, "abort", &abort).await? {
+                    continue;
+                }
                 progress.done();
                 return Err(CtlError::new(
                     ANALYSIS_FAILED,
@@ -205,6 +241,19 @@ pub async fn drive(
             _ => {}
         }
         tokio::time::sleep(TICK).await;
+    }
+}
+
+/// Asks the gateway to act on the rollout. A refusal means its state moved
+/// on (an operator acted first), which the next look shows: false.
+async fn act(admin: &Admin, service: &str, action: &str, body: &Value) -> Result<bool, CtlError> {
+    match admin
+        .post(&format!("/admin/routes/{service}/rollout/{action}"), body)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.code == REFUSED => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
