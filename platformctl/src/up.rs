@@ -174,6 +174,7 @@ fn print_gateway(offset: i32, ready: Duration, data_dir: &Path) {
         "  admin:    http://127.0.0.1:{admin}/admin/routes  (token: {})",
         data_dir.join("admin-token").display()
     );
+    println!("  console:  http://127.0.0.1:{admin}/console  (the rollout console; same token)");
     println!("  metrics:  http://127.0.0.1:{admin}/metrics");
     println!(
         "  internal: 127.0.0.1:{internal} (east-west gRPC: orders -> payments, notifications)"
@@ -184,6 +185,17 @@ fn print_gateway(offset: i32, ready: Duration, data_dir: &Path) {
         "      grpcurl -plaintext 127.0.0.1:{} list",
         ports::grpc("auth", Color::Blue, offset)
     );
+    let admin_flag = if offset == 0 {
+        String::new()
+    } else {
+        format!(" --admin-url http://127.0.0.1:{admin} --gateway-url http://127.0.0.1:{port}")
+    };
+    let dir_flag = if data_dir == crate::default_data_dir() {
+        String::new()
+    } else {
+        format!(" --data-dir {}", data_dir.display())
+    };
+    println!("      platformctl status{admin_flag}{dir_flag}");
     println!("Ctrl-C stops everything.");
 }
 

@@ -54,6 +54,15 @@ fn run(data_dir: &Path, offset: i32, args: &[&str]) -> Output {
     output
 }
 
+/// A `platformctl` left running in the background (a rollout controller).
+fn spawn(data_dir: &Path, offset: i32, args: &[&str]) -> std::process::Child {
+    ctl(data_dir, offset, args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("platformctl starts")
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -268,7 +277,7 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
     assert!(text(&output).contains("cannot reach"), "{}", text(&output));
 
     // A controller that dies is taken over by `resume`, which finishes the job.
-    let mut controller = ctl(
+    let mut controller = spawn(
         data,
         HEALTHY,
         &[
@@ -287,11 +296,7 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
             "--timeout",
             "30s",
         ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("rollout starts");
+    );
     wait_for(data, HEALTHY, |routes| {
         !routes["services"]["orders"]["rollout"].is_null()
     })
@@ -317,7 +322,7 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
 
     // A controller that dies and is not replaced: the gateway aborts the rollout.
     run(data, HEALTHY, &["rollback", "orders"]);
-    let mut controller = ctl(
+    let mut controller = spawn(
         data,
         HEALTHY,
         &[
@@ -332,11 +337,7 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
             "--timeout",
             "3s",
         ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("rollout starts");
+    );
     wait_for(data, HEALTHY, |routes| {
         routes["services"]["orders"]["weights"]["green"] == 10
     })
@@ -354,7 +355,7 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
 
     // pause holds a step; resume lets its controller go on; a gradual
     // abort walks back down a step per interval, taking the rollout over.
-    let mut controller = ctl(
+    let mut controller = spawn(
         data,
         HEALTHY,
         &[
@@ -371,11 +372,7 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
             "--max-p99-ms",
             "2000",
         ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("rollout starts");
+    );
     wait_for(data, HEALTHY, |routes| {
         routes["services"]["orders"]["weights"]["green"] == 10
     })
@@ -416,7 +413,7 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
     );
 
     // promote skips to 100% at once.
-    let mut controller = ctl(
+    let mut controller = spawn(
         data,
         HEALTHY,
         &[
@@ -429,11 +426,7 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
             "--interval",
             "60s",
         ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("rollout starts");
+    );
     wait_for(data, HEALTHY, |routes| {
         routes["services"]["orders"]["weights"]["green"] == 10
     })

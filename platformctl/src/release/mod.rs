@@ -226,6 +226,16 @@ fn print_json(value: &Value) {
     );
 }
 
+/// `orders: blue 100% / green 0% -> blue 0% / green 100% (generation 7)`.
+fn changed(service: &str, change: &Value) -> String {
+    format!(
+        "{service}: {} -> {} (generation {})",
+        weights_line(&change["before"]),
+        weights_line(&change["after"]),
+        change["generation"]
+    )
+}
+
 fn weights_line(value: &Value) -> String {
     format!("blue {}% / green {}%", value["blue"], value["green"])
 }
@@ -331,13 +341,7 @@ pub async fn switch(args: SwitchArgs) -> Result<(), CtlError> {
             &json!({ "to": to }),
         )
         .await?;
-    println!(
-        "{}: {} -> {} (generation {})",
-        args.service,
-        weights_line(&change["before"]),
-        weights_line(&change["after"]),
-        change["generation"]
-    );
+    println!("{}", changed(&args.service, &change));
     Ok(())
 }
 
@@ -349,13 +353,7 @@ pub async fn rollback(args: ServiceArgs) -> Result<(), CtlError> {
             &json!({}),
         )
         .await?;
-    println!(
-        "{}: {} -> {} (generation {})",
-        args.service,
-        weights_line(&change["before"]),
-        weights_line(&change["after"]),
-        change["generation"]
-    );
+    println!("{}", changed(&args.service, &change));
     Ok(())
 }
 

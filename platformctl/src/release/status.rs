@@ -156,7 +156,7 @@ pub async fn history(admin: &Admin, service: &str, json: bool) -> Result<String,
         let _ = writeln!(
             out,
             "{:<20} {:<9} {:<6} {:<12} {:>4}% {:>8.1}s  {:<24} {}",
-            utc(ended),
+            platform_runtime::time::utc(ended),
             r["kind"].as_str().unwrap_or(""),
             r["to"].as_str().unwrap_or(""),
             r["outcome"].as_str().unwrap_or(""),
@@ -170,36 +170,4 @@ pub async fn history(admin: &Admin, service: &str, json: bool) -> Result<String,
         let _ = writeln!(out, "(no releases of {service} yet)");
     }
     Ok(out.trim_end().to_owned())
-}
-
-/// `YYYY-MM-DD HH:MM:SS` of a Unix time in milliseconds.
-fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_dates() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
-        assert_eq!(super::utc(1_795_000_000_000), "2026-11-18 11:06:40");
-        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00");
-    }
 }
