@@ -217,6 +217,16 @@ impl Upstream {
                     if !(call.idempotent && replayable) {
                         return Ok((color, response));
                     }
+                    // This attempt's answer is dropped for a retry: count
+                    // it here, or analysis would miss the color's failures.
+                    self.record(
+                        service,
+                        color,
+                        call.traffic,
+                        crate::errors::UNAVAILABLE,
+                        started,
+                        true,
+                    );
                     "unavailable"
                 }
                 Ok(Err(err)) => {
