@@ -1,0 +1,268 @@
+//! The user's side: k6 runs `load/release.js` and writes every request's
+//! outcome to a CSV file (`--out csv`, millisecond timestamps); this module
+//! starts it and reads back, per request, when it ended and whether it
+//! failed (`http_req_failed`).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+/// One user request of the scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    pub failed: bool,
+    pub method: String,
+    /// HTTP status; 0 when no response arrived.
+    pub status: u16,
+}
+
+/// The requests of `scenario` in a k6 CSV file (setup's sign-ups carry no
+/// scenario and are left out), oldest first.
+pub fn parse_csv(text: &str, scenario: &str) -> anyhow::Result<Vec<Outcome>> {
+    let mut records = records(text).into_iter();
+    let header = records.next().context("the k6 CSV file is empty")?;
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("the k6 CSV file has no {name} column"))
+    };
+    let (metric, timestamp, value) = (
+        column("metric_name")?,
+        column("timestamp")?,
+        column("metric_value")?,
+    );
+    let (method, status, scenario_col) =
+        (column("method")?, column("status")?, column("scenario")?);
+    let field = |record: &[String], i: usize| record.get(i).cloned().unwrap_or_default();
+    let mut outcomes = Vec::new();
+    for (line, record) in records.enumerate() {
+        if field(&record, metric) != "http_req_failed" || field(&record, scenario_col) != scenario {
+            continue;
+        }
+        let at_ms = parse_time(&field(&record, timestamp))
+            .with_context(|| format!("k6 CSV record {}: bad timestamp", line + 2))?;
+        let value: f64 = field(&record, value)
+            .parse()
+            .with_context(|| format!("k6 CSV record {}: bad metric_value", line + 2))?;
+        outcomes.push(Outcome {
+            at_ms,
+            failed: value > 0.5,
+            method: field(&record, method),
+            status: field(&record, status).parse().unwrap_or(0),
+        });
+    }
+    outcomes.sort_by_key(|o| o.at_ms);
+    Ok(outcomes)
+}
+
+/// A k6 timestamp as Unix milliseconds: `unix_milli` as asked, or whole
+/// seconds (k6's default) should the option be ignored.
+fn parse_time(text: &str) -> Option<i64> {
+    let value: f64 = text.trim().parse().ok()?;
+    if !value.is_finite() || value <= 0.0 {
+        return None;
+    }
+    Some(if value < 1e11 {
+        (value * 1000.0) as i64
+    } else {
+        value as i64
+    })
+}
+
+/// RFC 4180 records: fields separated by commas, quoted when they hold a
+/// comma, a quote (doubled) or a line break, as Go's encoding/csv writes them.
+fn records(text: &str) -> Vec<Vec<String>> {
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') if field.is_empty() => quoted = true,
+            (false, ',') => record.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                record.push(std::mem::take(&mut field));
+                records.push(std::mem::take(&mut record));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    if !field.is_empty() || !record.is_empty() {
+        record.push(field);
+        records.push(record);
+    }
+    records
+}
+
+/// The k6 binary on PATH.
+pub fn find() -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("k6"))
+        .find(|candidate| candidate.is_file())
+        .context("k6 is not installed (not on PATH): run scripts/install-tools.sh")
+}
+
+/// One k6 run of the scenario.
+#[derive(Debug, Clone)]
+pub struct Load {
+    pub k6: PathBuf,
+    pub script: PathBuf,
+    pub base_url: String,
+    pub rate: u32,
+    pub duration: Duration,
+    pub users: u32,
+    pub write_every: u32,
+}
+
+/// The scenario's name in `load/release.js`.
+pub const SCENARIO: &str = "release";
+
+pub struct Running {
+    child: Child,
+    pub csv: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Load {
+    pub fn start(&self, work: &Path) -> anyhow::Result<Running> {
+        let csv = work.join("k6.csv");
+        let log = work.join("k6.log");
+        let log_file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let child = Command::new(&self.k6)
+            .arg("run")
+            .arg("--quiet")
+            .arg("--no-usage-report")
+            .arg("--out")
+            .arg(format!("csv={}", csv.display()))
+            .arg(&self.script)
+            .env("BASE_URL", &self.base_url)
+            .env("RATE", self.rate.to_string())
+            .env("DURATION", format!("{}s", self.duration.as_secs()))
+            .env("USERS", self.users.to_string())
+            .env("WRITE_EVERY", self.write_every.to_string())
+            .env("K6_CSV_TIME_FORMAT", "unix_milli")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.k6.display()))?;
+        Ok(Running { child, csv, log })
+    }
+}
+
+impl Running {
+    /// Whether k6 has exited already (then the run is broken: it should
+    /// still be loading).
+    pub fn exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// Waits for k6 to end; it must exit 0 (the scenario has no thresholds).
+    pub async fn finish(mut self, timeout: Duration) -> anyhow::Result<Vec<Outcome>> {
+        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status?,
+            Err(_) => {
+                let _ = self.child.kill().await;
+                bail!(
+                    "k6 did not finish within {} s (log: {})",
+                    timeout.as_secs(),
+                    self.log.display()
+                );
+            }
+        };
+        if !status.success() {
+            bail!(
+                "k6 failed ({status}): {}",
+                crate::platform::tail(&self.log, 15)
+            );
+        }
+        let text = std::fs::read_to_string(&self.csv)
+            .with_context(|| format!("cannot read {}", self.csv.display()))?;
+        let outcomes = parse_csv(&text, SCENARIO)?;
+        if outcomes.is_empty() {
+            bail!("k6 recorded no request of the {SCENARIO} scenario");
+        }
+        Ok(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CSV: &str = "metric_name,timestamp,metric_value,check,error,error_code,expected_response,group,method,name,proto,scenario,service,status,subproto,tls_version,url,extra_tags,metadata
+http_req_failed,1795325860763,0.000000,,,,true,::setup,POST,http://127.0.0.1:21080/v1/auth/register,HTTP/1.1,,,200,,,http://127.0.0.1:21080/v1/auth/register,,
+http_reqs,1795325861300,1.000000,,,,true,,GET,http://127.0.0.1:21080/v1/orders?pageSize=5,HTTP/1.1,release,,200,,,http://127.0.0.1:21080/v1/orders?pageSize=5,,
+http_req_failed,1795325861309,1.000000,,,1503,false,,GET,http://127.0.0.1:21080/v1/orders?pageSize=5,HTTP/1.1,release,,503,,,http://127.0.0.1:21080/v1/orders?pageSize=5,,
+http_req_failed,1795325861301,0.000000,,,,true,,POST,http://127.0.0.1:21080/v1/orders,HTTP/1.1,release,,200,,,http://127.0.0.1:21080/v1/orders,,
+checks,1795325861302,1.000000,list orders 200,,,,,,,,release,,,,,,,
+http_req_failed,1795325861400,1.000000,,\"dial tcp 127.0.0.1:21080: connect: connection refused, again\",1212,false,,GET,\"http://x/v1/orders?a=1,2\",HTTP/1.1,release,,0,,,\"http://x/v1/orders?a=1,2\",,
+";
+
+    #[test]
+    fn reads_the_scenarios_requests_only() {
+        let outcomes = parse_csv(CSV, SCENARIO).expect("parses");
+        let got: Vec<_> = outcomes
+            .iter()
+            .map(|o| (o.at_ms, o.failed, o.method.as_str(), o.status))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1_795_325_861_301, false, "POST", 200),
+                (1_795_325_861_309, true, "GET", 503),
+                (1_795_325_861_400, true, "GET", 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        let err = parse_csv("", SCENARIO).expect_err("empty");
+        assert!(err.to_string().contains("empty"), "{err}");
+        let err = parse_csv("metric_name,timestamp\n", SCENARIO).expect_err("columns");
+        assert!(err.to_string().contains("metric_value"), "{err}");
+        let bad = CSV.replace("1795325861309", "soon");
+        let err = parse_csv(&bad, SCENARIO).expect_err("timestamp");
+        assert!(
+            format!("{err:#}").contains("record 4: bad timestamp"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn timestamps_in_seconds_or_milliseconds() {
+        assert_eq!(parse_time("1795325861309"), Some(1_795_325_861_309));
+        assert_eq!(parse_time("1795325861"), Some(1_795_325_861_000));
+        assert_eq!(parse_time("-1"), None);
+        assert_eq!(parse_time(""), None);
+    }
+
+    #[test]
+    fn quoted_fields() {
+        assert_eq!(
+            records("a,\"b,\"\"c\"\"\",\r\nd"),
+            vec![
+                vec!["a".to_owned(), "b,\"c\"".to_owned(), String::new()],
+                vec!["d".to_owned()]
+            ]
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! One SVG per strategy, two panels over the same time axis: what users saw
+//! (failed requests per second) and how much traffic the new version had,
+//! with dashed markers at the release and at the rollback.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::figures::Run;
+
+/// The series of one plot, in seconds since the load started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlotData {
+    pub title: String,
+    pub duration_s: f64,
+    /// Failed user requests, percent of that second's.
+    pub error_percent: Vec<(f64, f64)>,
+    /// Green's routing weight, as steps.
+    pub green_weight: Vec<(f64, f64)>,
+    /// Share of calls green served, per interval of about 1 s.
+    pub green_share: Vec<(f64, f64)>,
+    pub release_s: f64,
+    pub rollback_s: Option<f64>,
+}
+
+impl PlotData {
+    pub fn of(run: &Run, title: String) -> PlotData {
+        let error_percent: Vec<(f64, f64)> = run
+            .per_second()
+            .iter()
+            .map(|s| (s.t + 0.5, s.error_percent()))
+            .collect();
+        let mut green_weight = Vec::new();
+        let mut previous: Option<f64> = None;
+        for sample in &run.samples {
+            let t = run.seconds(sample.at_ms);
+            let weight = f64::from(sample.green_weight);
+            if let Some(before) = previous
+                && before != weight
+            {
+                green_weight.push((t, before));
+            }
+            green_weight.push((t, weight));
+            previous = Some(weight);
+        }
+        let green_share = run
+            .intervals(1000)
+            .iter()
+            .filter_map(|i| i.green_share().map(|share| (i.t, share)))
+            .collect();
+        let figures = run.figures();
+        let last = |points: &[(f64, f64)]| points.last().map_or(0.0, |p| p.0);
+        let duration_s = last(&error_percent)
+            .max(last(&green_weight))
+            .ceil()
+            .max(1.0);
+        PlotData {
+            title,
+            duration_s,
+            error_percent,
+            green_weight,
+            green_share,
+            release_s: figures.release_s,
+            rollback_s: figures.rollback_s,
+        }
+    }
+}
+
+const RELEASE: RGBColor = RGBColor(230, 120, 0);
+const ROLLBACK: RGBColor = RGBColor(200, 0, 0);
+const USERS: RGBColor = RGBColor(180, 30, 30);
+const WEIGHT: RGBColor = RGBColor(20, 130, 60);
+const SHARE: RGBColor = RGBColor(60, 90, 200);
+
+pub fn draw(path: &Path, data: &PlotData) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (960, 620)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(&data.title, ("sans-serif", 22))?;
+    let panels = root.split_evenly((2, 1));
+    let x = 0f64..data.duration_s;
+
+    let peak = data.error_percent.iter().map(|p| p.1).fold(0.0, f64::max);
+    let top = (peak * 1.2).clamp(5.0, 100.0);
+    let mut errors = ChartBuilder::on(&panels[0])
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .caption("what users saw", ("sans-serif", 16))
+        .build_cartesian_2d(x.clone(), 0f64..top)?;
+    errors
+        .configure_mesh()
+        .light_line_style(WHITE)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| tick(*y))
+        .x_desc("seconds since the load started")
+        .y_desc("failed requests, % per second")
+        .draw()?;
+    errors
+        .draw_series(LineSeries::new(
+            data.error_percent.iter().copied(),
+            USERS.stroke_width(2),
+        ))?
+        .label("failed user requests (k6)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], USERS.stroke_width(2)));
+    markers(&mut errors, data, top)?;
+    errors
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+
+    let mut traffic = ChartBuilder::on(&panels[1])
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .caption("traffic on the new version", ("sans-serif", 16))
+        .build_cartesian_2d(x, 0f64..105f64)?;
+    traffic
+        .configure_mesh()
+        .light_line_style(WHITE)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| tick(*y))
+        .x_desc("seconds since the load started")
+        .y_desc("green, %")
+        .draw()?;
+    traffic
+        .draw_series(LineSeries::new(
+            data.green_weight.iter().copied(),
+            WEIGHT.stroke_width(2),
+        ))?
+        .label("green weight")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], WEIGHT.stroke_width(2)));
+    traffic
+        .draw_series(LineSeries::new(data.green_share.iter().copied(), &SHARE))?
+        .label("share of calls green served")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SHARE));
+    markers(&mut traffic, data, 105.0)?;
+    traffic
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// A tick label without trailing zeros: 2, 2.5.
+fn tick(value: f64) -> String {
+    let text = format!("{value:.1}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+fn markers(chart: &mut Chart<'_, '_>, data: &PlotData, top: f64) -> anyhow::Result<()> {
+    let mut marks = vec![("release", data.release_s, RELEASE)];
+    if let Some(back) = data.rollback_s {
+        marks.push(("rollback", back, ROLLBACK));
+    }
+    for (name, at, color) in marks {
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(at, 0.0), (at, top)],
+                6,
+                4,
+                color.stroke_width(2),
+            ))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::figures::tests::synthetic;
+    use crate::strategy::Strategy;
+
+    #[test]
+    fn ticks() {
+        assert_eq!(tick(2.0), "2");
+        assert_eq!(tick(2.5), "2.5");
+        assert_eq!(tick(0.0), "0");
+        assert_eq!(tick(100.0), "100");
+    }
+
+    #[test]
+    fn an_svg_with_both_panels_and_markers() {
+        let run = synthetic(Strategy::Canary);
+        let data = PlotData::of(&run, "canary".into());
+        assert_eq!(data.duration_s, 40.0);
+        assert!(data.rollback_s.is_some());
+        // The weight is drawn as steps: up at the release, down at the rollback.
+        assert!(data.green_weight.contains(&(15.25, 0.0)));
+        assert!(data.green_weight.contains(&(15.25, 25.0)));
+        assert!(data.green_weight.contains(&(22.25, 0.0)));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("canary.svg");
+        draw(&path, &data).expect("draws");
+        let svg = std::fs::read_to_string(&path).expect("written");
+        assert!(svg.starts_with("<svg"), "{}", &svg[..40.min(svg.len())]);
+        for text in [
+            "what users saw",
+            "traffic on the new version",
+            "release",
+            "rollback",
+            "green weight",
+        ] {
+            assert!(svg.contains(text), "{text} missing");
+        }
+        assert!(svg.matches("<polyline").count() >= 7, "lines and markers");
+    }
+}
