@@ -117,7 +117,7 @@ pub fn markdown(setup: &Setup, runs: &[Run]) -> String {
         runs.iter()
             .map(|r| r.strategy.title())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(" · ")
     );
     let _ = writeln!(
         md,
@@ -134,8 +134,7 @@ pub fn markdown(setup: &Setup, runs: &[Run]) -> String {
     let _ = writeln!(
         md,
         "Rerun (it builds the release binaries, then runs for about {} minutes; `--help` lists \
-         the settings, and `--strategies blue-green-unchecked` adds a switch without its smoke \
-         check):\n",
+         the settings, and `--strategies` runs some of the strategies only):\n",
         (setup.elapsed_s / 60.0).ceil().max(1.0)
     );
     let _ = writeln!(md, "```sh\n{}\n```\n", setup.command);

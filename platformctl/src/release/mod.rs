@@ -112,6 +112,7 @@ pub struct ServiceArgs {
 pub struct HistoryArgs {
     #[command(flatten)]
     target: Target,
+    /// auth, orders, payments or notifications
     service: String,
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -141,6 +142,7 @@ impl AnalysisArgs {
 pub struct RolloutArgs {
     #[command(flatten)]
     target: Target,
+    /// auth, orders, payments or notifications
     service: String,
     /// The color to shift traffic to.
     #[arg(long, value_enum)]
@@ -177,6 +179,7 @@ pub struct RolloutArgs {
 pub struct ResumeArgs {
     #[command(flatten)]
     target: Target,
+    /// auth, orders, payments or notifications
     service: String,
     #[command(flatten)]
     analysis: AnalysisArgs,
@@ -186,6 +189,7 @@ pub struct ResumeArgs {
 pub struct AbortArgs {
     #[command(flatten)]
     target: Target,
+    /// auth, orders, payments or notifications
     service: String,
     /// Shift back step by step (one interval each) instead of at once.
     #[arg(long)]
