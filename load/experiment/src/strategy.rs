@@ -311,12 +311,7 @@ pub async fn release(
 }
 
 /// Unix milliseconds on this machine's clock (the gateway's and k6's too).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use platform_runtime::time::now_ms;
 
 #[cfg(test)]
 mod tests {
