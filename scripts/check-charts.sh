@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The Helm charts: lint them, render every service in both colors and the
+# gateway, and validate every rendered object against the Kubernetes
+# schemas (offline). gateway/tests/charts.rs checks what they mean.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+helm lint --strict helm/gateway >/dev/null
+helm template gateway helm/gateway --namespace platform > "$out/gateway.yaml"
+for values in helm/values/*.yaml; do
+    service="$(basename "$values" .yaml)"
+    helm lint --strict helm/service -f "$values" >/dev/null
+    for color in blue green; do
+        helm template "$service-$color" helm/service -f "$values" \
+            --set color="$color" --set image.tag=check > "$out/$service-$color.yaml"
+    done
+done
+# The optional ServiceMonitors too (a CRD: its schema is not Kubernetes').
+helm template gateway helm/gateway --set serviceMonitor.enabled=true > /dev/null
+kubernetes-validate --quiet --strict "$out"/*.yaml
+echo "charts: $(ls "$out" | wc -l) renders linted and valid"
