@@ -43,6 +43,9 @@ enum Command {
     /// Smoke-check a color through the gateway, then move 100% of a service to it at once.
     #[command(after_help = release::exit::HELP)]
     Switch(release::SwitchArgs),
+    /// Check a color's health and send its smoke requests through the gateway; changes nothing.
+    #[command(after_help = release::exit::HELP)]
+    Smoke(release::SmokeArgs),
     /// Restore the previous weights of a service at once (aborts a rollout).
     #[command(after_help = release::exit::HELP)]
     Rollback(release::ServiceArgs),
@@ -83,6 +86,7 @@ async fn main() -> ExitCode {
         }
         Command::Status(args) => release::exit::finish(release::status(args).await),
         Command::Switch(args) => release::exit::finish(release::switch(args).await),
+        Command::Smoke(args) => release::exit::finish(release::smoke(args).await),
         Command::Rollback(args) => release::exit::finish(release::rollback(args).await),
         Command::Rollout(args) => release::exit::finish(release::rollout(args).await),
         Command::Pause(args) => release::exit::finish(release::simple(args, "pause").await),

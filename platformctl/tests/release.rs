@@ -503,6 +503,45 @@ async fn bad_release_is_rolled_back_at_the_first_step() {
     );
     let load = Load::start(addr(BAD, 8080), "bad@example.com").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // A smoke check of 40 reads finds one call in five failing (it misses
+    // with a probability of 0.8^40, about 1 in 7,500) and changes nothing.
+    let checks = dir.path().join("smoke.json");
+    std::fs::write(
+        &checks,
+        r#"[{"method": "GET", "path": "/v1/orders?pageSize=1", "auth": true, "expect": [200], "repeat": 40}]"#,
+    )
+    .expect("smoke file");
+    let checks = checks.to_str().expect("utf-8");
+    let output = run(
+        data,
+        BAD,
+        &[
+            "smoke",
+            "orders",
+            "--color",
+            "green",
+            "--smoke-file",
+            checks,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(5), "{}", text(&output));
+    assert!(
+        text(&output)
+            .contains("smoke check failed: GET /v1/orders?pageSize=1 through green answered 50"),
+        "{}",
+        text(&output)
+    );
+    let output = run(
+        data,
+        BAD,
+        &["smoke", "orders", "--color", "blue", "--smoke-file", checks],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(
+        weights(data, BAD, "orders").await,
+        (100, 0),
+        "smoke checks move no traffic"
+    );
     let output = run(
         data,
         BAD,

@@ -101,6 +101,20 @@ pub struct SwitchArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SmokeArgs {
+    #[command(flatten)]
+    target: Target,
+    /// auth, orders, payments or notifications
+    service: String,
+    /// The color to check (forced with the color header).
+    #[arg(long, value_enum)]
+    color: ColorArg,
+    /// A JSON list of smoke requests instead of the service's defaults.
+    #[arg(long)]
+    smoke_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct ServiceArgs {
     #[command(flatten)]
     target: Target,
@@ -276,6 +290,11 @@ fn check_target(entry: &Value, service: &str, to: Color) -> Result<(), CtlError>
             format!("{to} already serves 100% of {service}"),
         ));
     }
+    check_healthy(entry, service, to)
+}
+
+/// Refuses a color with no endpoint or any endpoint not SERVING.
+fn check_healthy(entry: &Value, service: &str, to: Color) -> Result<(), CtlError> {
     let color = &entry["colors"][to.as_str()];
     let endpoints = color["endpoints"].as_array().cloned().unwrap_or_default();
     let sick: Vec<String> = endpoints
@@ -346,6 +365,23 @@ pub async fn switch(args: SwitchArgs) -> Result<(), CtlError> {
         )
         .await?;
     println!("{}", changed(&args.service, &change));
+    Ok(())
+}
+
+/// Checks a color's health and sends its smoke requests; changes nothing.
+pub async fn smoke(args: SmokeArgs) -> Result<(), CtlError> {
+    let admin = args.target.admin()?;
+    let color = Color::from(args.color);
+    let checks = smoke::load(&args.service, args.smoke_file.as_deref())?;
+    let status = admin.get("/admin/status").await?;
+    let entry = service_status(&status, &args.service)?;
+    check_healthy(entry, &args.service, color)?;
+    let gateway = args.target.gateway_url.trim_end_matches('/');
+    let sent = smoke::run(&admin, gateway, &args.service, color, &checks).await?;
+    println!(
+        "smoke check of {color} {} passed: {sent} requests",
+        args.service
+    );
     Ok(())
 }
 
