@@ -13,6 +13,8 @@ binaries=(gateway auth orders payments notifications)
 
 rustup target list --installed | grep -qx "$target" || rustup target add "$target"
 cargo build --release --locked --target "$target" $(printf -- '--bin %s ' "${binaries[@]}")
+target_dir="$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 
 context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
@@ -20,7 +22,7 @@ mkdir -p "$context/bin"
 cp /etc/ssl/certs/ca-certificates.crt "$context/"
 for bin in "${binaries[@]}"; do
     # Without the line tables the release profile keeps for profiling.
-    strip --strip-debug -o "$context/bin/$bin" "target/$target/release/$bin"
+    strip --strip-debug -o "$context/bin/$bin" "$target_dir/$target/release/$bin"
     podman build --quiet --target prebuilt --build-arg BIN="$bin" \
         -t "platform/$bin:$tag" -t "platform/$bin:latest" -f Dockerfile "$context" >/dev/null
     size="$(podman image inspect --format '{{.Size}}' "platform/$bin:$tag")"
