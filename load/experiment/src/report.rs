@@ -583,7 +583,6 @@ fn capitalized(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
     use crate::figures::tests::synthetic;
@@ -599,16 +598,7 @@ mod tests {
             fault_rate: 0.2,
             blue_version: "1.0.0".into(),
             green_version: "1.1.0-faulty".into(),
-            plan: Plan {
-                service: "orders".into(),
-                min_requests: 20,
-                max_error_ratio: 0.02,
-                alert_min_errors: 5,
-                alert_max_ratio: 0.02,
-                canary_steps: vec![5, 25, 50, 100],
-                canary_interval: Duration::from_secs(10),
-                all_at_once_interval: Duration::from_secs(20),
-            },
+            plan: Plan::sample(),
             sample_every_ms: 250,
             cores: 2,
             date: "2026-01-02 03:04 UTC".into(),

@@ -314,11 +314,9 @@ pub async fn release(
 pub use platform_runtime::time::now_ms;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sample::Counts;
-
-    fn plan() -> Plan {
+impl Plan {
+    /// The plan of the committed report, for tests.
+    pub fn sample() -> Plan {
         Plan {
             service: "orders".into(),
             min_requests: 20,
@@ -329,6 +327,16 @@ mod tests {
             canary_interval: Duration::from_secs(10),
             all_at_once_interval: Duration::from_secs(20),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::Counts;
+
+    fn plan() -> Plan {
+        Plan::sample()
     }
 
     #[test]
