@@ -179,28 +179,50 @@ pub(crate) async fn body<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(bytes).map_err(|e| e.to_string())
 }
 
-/// Runs a transition of one service's routing inside the source's
-/// read-change-write, records it, and answers with the change.
+/// Runs `edit` inside the source's read-change-write. A refusal of the
+/// edit (unknown service, conflict, bad input) is answered as such; a
+/// failure of the source itself is a 503.
+pub(crate) async fn update(
+    state: &State,
+    mut edit: impl FnMut(
+        &mut crate::routing::RoutingConfig,
+    ) -> Result<Option<crate::routing::Change>, Refusal>,
+) -> Result<
+    (
+        crate::routing::RoutingConfig,
+        Option<crate::routing::Change>,
+    ),
+    Response<BoxBody>,
+> {
+    let mut refusal = None;
+    let result = state
+        .source
+        .update(&state.upstream.routing, &state.upstream.metrics, |config| {
+            edit(config).map_err(|reason| {
+                refusal = Some(reason);
+                String::new()
+            })
+        })
+        .await;
+    result.map_err(|message| match refusal.take() {
+        Some(reason) => refused(&reason),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, &message),
+    })
+}
+
+/// Runs a transition of one service's routing, records it, and answers
+/// with the change.
 pub(crate) async fn change(
     state: &State,
     service: &str,
     who: &str,
     mut next: impl FnMut(&mut crate::routing::ServiceRouting) -> Result<Moved, Refusal>,
 ) -> Response<BoxBody> {
-    let mut refusal = None;
-    let result = state
-        .source
-        .update(&state.upstream.routing, &state.upstream.metrics, |config| {
-            let outcome = crate::rollout::service(config, service).and_then(&mut next);
-            match outcome {
-                Ok(moved) => Ok(Some(config.record(service, who, moved))),
-                Err(reason) => {
-                    refusal = Some(reason);
-                    Err(String::new())
-                }
-            }
-        })
-        .await;
+    let result = update(state, |config| {
+        let moved = crate::rollout::service(config, service).and_then(&mut next)?;
+        Ok(Some(config.record(service, who, moved)))
+    })
+    .await;
     match result {
         Ok((config, Some(record))) => {
             tracing::info!(
@@ -230,10 +252,7 @@ pub(crate) async fn change(
             json(StatusCode::OK, &value)
         }
         Ok((_, None)) => json(StatusCode::OK, &serde_json::json!({})),
-        Err(message) => match refusal {
-            Some(reason) => refused(&reason),
-            None => error(StatusCode::SERVICE_UNAVAILABLE, &message),
-        },
+        Err(response) => response,
     }
 }
 

@@ -76,11 +76,6 @@ pub struct Rollout {
 }
 
 impl Rollout {
-    /// The target's share now.
-    pub fn target_weight(&self, weights: &ColorWeights) -> u32 {
-        weights.of(self.target)
-    }
-
     pub fn is_unattended(&self, now_ms: i64) -> bool {
         now_ms.saturating_sub(self.heartbeat_ms)
             > i64::try_from(self.timeout_ms).unwrap_or(i64::MAX)
@@ -176,18 +171,27 @@ fn weights_with(target: Color, share: u32) -> ColorWeights {
     }
 }
 
+/// The refusal for a service the routing does not name.
+pub fn unknown(config: &RoutingConfig, name: &str) -> Refusal {
+    let known: Vec<&str> = config.services.keys().map(String::as_str).collect();
+    Refusal::NotFound(format!(
+        "unknown service {name:?}; known: {}",
+        known.join(", ")
+    ))
+}
+
 /// One service's routing, found or refused.
 pub fn service<'a>(
     config: &'a mut RoutingConfig,
     name: &str,
 ) -> Result<&'a mut ServiceRouting, Refusal> {
-    let known: Vec<String> = config.services.keys().cloned().collect();
-    config.services.get_mut(name).ok_or_else(|| {
-        Refusal::NotFound(format!(
-            "unknown service {name:?}; known: {}",
-            known.join(", ")
-        ))
-    })
+    if !config.services.contains_key(name) {
+        return Err(unknown(config, name));
+    }
+    config
+        .services
+        .get_mut(name)
+        .ok_or_else(|| Refusal::NotFound(format!("unknown service {name:?}")))
 }
 
 /// A weight change made by a release transition.
@@ -436,8 +440,7 @@ fn ended(
 fn peak(rollout: &Rollout, weights: &ColorWeights) -> u32 {
     let reached = match rollout.phase {
         Phase::Mirroring => 0,
-        Phase::Shifting => rollout.steps.get(rollout.step).copied().unwrap_or(0),
-        Phase::Aborting => rollout.steps.get(rollout.step).copied().unwrap_or(0),
+        Phase::Shifting | Phase::Aborting => rollout.steps.get(rollout.step).copied().unwrap_or(0),
     };
     reached.max(weights.of(rollout.target))
 }

@@ -338,10 +338,7 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
             "3s",
         ],
     );
-    wait_for(data, HEALTHY, |routes| {
-        routes["services"]["orders"]["weights"]["green"] == 10
-    })
-    .await;
+    orders_green_at(data, HEALTHY, 10).await;
     controller.kill().expect("kill -9 the controller");
     let _ = controller.wait();
     let routes = wait_for(data, HEALTHY, |routes| {
@@ -373,10 +370,7 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
             "2000",
         ],
     );
-    wait_for(data, HEALTHY, |routes| {
-        routes["services"]["orders"]["weights"]["green"] == 10
-    })
-    .await;
+    orders_green_at(data, HEALTHY, 10).await;
     assert_eq!(
         run(data, HEALTHY, &["pause", "orders"]).status.code(),
         Some(0)
@@ -389,10 +383,7 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
     );
     let output = run(data, HEALTHY, &["resume", "orders"]);
     assert!(text(&output).contains("resumed"), "{}", text(&output));
-    wait_for(data, HEALTHY, |routes| {
-        routes["services"]["orders"]["weights"]["green"] == 50
-    })
-    .await;
+    orders_green_at(data, HEALTHY, 50).await;
     let output = run(data, HEALTHY, &["abort", "orders", "--gradual"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_eq!(weights(data, HEALTHY, "orders").await, (100, 0));
@@ -427,10 +418,7 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
             "60s",
         ],
     );
-    wait_for(data, HEALTHY, |routes| {
-        routes["services"]["orders"]["weights"]["green"] == 10
-    })
-    .await;
+    orders_green_at(data, HEALTHY, 10).await;
     assert_eq!(
         run(data, HEALTHY, &["promote", "orders"]).status.code(),
         Some(0)
@@ -464,6 +452,14 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
         failed, 0,
         "no user request failed during the healthy releases"
     );
+}
+
+/// Waits until green serves `share` percent of orders.
+async fn orders_green_at(data: &Path, offset: i32, share: u64) {
+    wait_for(data, offset, |routes| {
+        routes["services"]["orders"]["weights"]["green"] == share
+    })
+    .await;
 }
 
 /// Polls the routing state until `done` holds (within a generous deadline).

@@ -163,26 +163,16 @@ pub async fn act(
 
 /// A heartbeat changes no weights and bumps no generation.
 async fn heartbeat(state: &State, service: &str, controller: &str) -> Response<BoxBody> {
-    let mut refusal = None;
     let now = platform_runtime::time::now_ms();
-    let result = state
-        .source
-        .update(&state.upstream.routing, &state.upstream.metrics, |config| {
-            let beat = rollout::service(config, service)
-                .and_then(|r| rollout::heartbeat(r, service, controller, now));
-            match beat {
-                Ok(()) => Ok(None),
-                Err(reason) => {
-                    refusal = Some(reason);
-                    Err(String::new())
-                }
-            }
-        })
-        .await;
-    match (result, refusal) {
-        (Ok(_), _) => reply(StatusCode::OK, &json!({ "heartbeat_ms": now })),
-        (Err(_), Some(reason)) => refused(&reason),
-        (Err(message), None) => error(StatusCode::SERVICE_UNAVAILABLE, &message),
+    let result = super::update(state, |config| {
+        rollout::service(config, service)
+            .and_then(|r| rollout::heartbeat(r, service, controller, now))?;
+        Ok(None)
+    })
+    .await;
+    match result {
+        Ok(_) => reply(StatusCode::OK, &json!({ "heartbeat_ms": now })),
+        Err(response) => response,
     }
 }
 
@@ -190,15 +180,7 @@ async fn heartbeat(state: &State, service: &str, controller: &str) -> Response<B
 async fn healthy(state: &State, service: &str, color: Color) -> Result<(), Refusal> {
     let snapshot = state.upstream.routing.snapshot();
     if !snapshot.config.services.contains_key(service) {
-        let known: Vec<&String> = snapshot.config.services.keys().collect();
-        return Err(Refusal::NotFound(format!(
-            "unknown service {service:?}; known: {}",
-            known
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
+        return Err(rollout::unknown(&snapshot.config, service));
     }
     let probes = probe_all(state, &snapshot.endpoints(service, color)).await;
     if probes.is_empty() {
@@ -231,20 +213,32 @@ async fn probe_all(state: &State, endpoints: &[String]) -> Vec<Probe> {
     futures_util::future::join_all(endpoints.iter().map(|e| state.upstream.probe(e))).await
 }
 
+/// Every endpoint of every service and color, probed at once.
+async fn probe_everything(
+    state: &State,
+    snapshot: &crate::routing::Snapshot,
+) -> std::collections::BTreeMap<(String, Color), Vec<Probe>> {
+    let pools = snapshot
+        .config
+        .services
+        .keys()
+        .flat_map(|name| Color::ALL.map(|color| (name.clone(), color)));
+    futures_util::future::join_all(pools.map(|(name, color)| async move {
+        let probes = probe_all(state, &snapshot.endpoints(&name, color)).await;
+        ((name, color), probes)
+    }))
+    .await
+    .into_iter()
+    .collect()
+}
+
 /// `GET /admin/health`: every endpoint of every color, probed now.
 pub async fn health(state: &State) -> Value {
     let snapshot = state.upstream.routing.snapshot();
     let mut services = serde_json::Map::new();
-    for name in snapshot.config.services.keys() {
-        let mut colors = serde_json::Map::new();
-        for color in Color::ALL {
-            let probes = probe_all(state, &snapshot.endpoints(name, color)).await;
-            colors.insert(
-                color.to_string(),
-                serde_json::to_value(probes).unwrap_or_default(),
-            );
-        }
-        services.insert(name.clone(), Value::Object(colors));
+    for ((name, color), probes) in probe_everything(state, &snapshot).await {
+        let colors = services.entry(name).or_insert_with(|| json!({}));
+        colors[color.as_str()] = json!(probes);
     }
     json!({ "services": services })
 }
@@ -266,11 +260,12 @@ fn summary(series: &SeriesView) -> Value {
 pub async fn status(state: &State) -> Value {
     let snapshot = state.upstream.routing.snapshot();
     let stats = state.upstream.stats.view();
+    let mut probed = probe_everything(state, &snapshot).await;
     let mut services = serde_json::Map::new();
     for (name, routing) in &snapshot.config.services {
         let mut colors = serde_json::Map::new();
         for color in Color::ALL {
-            let probes = probe_all(state, &snapshot.endpoints(name, color)).await;
+            let probes = probed.remove(&(name.clone(), color)).unwrap_or_default();
             let mut versions: Vec<String> =
                 probes.iter().filter_map(|p| p.version.clone()).collect();
             versions.sort();

@@ -185,43 +185,45 @@ impl Source {
                 };
                 Ok((since(target, traffic), since(target.other(), Traffic::Live)))
             }
-            Source::Prometheus { .. } => Ok((
-                self.prometheus_window(admin, mark, service, target, traffic)
-                    .await?,
-                self.prometheus_window(admin, mark, service, target.other(), Traffic::Live)
-                    .await?,
-            )),
+            Source::Prometheus { url, queries } => {
+                let window = |color, traffic| {
+                    prometheus_window(admin, url, queries, mark, service, color, traffic)
+                };
+                Ok((
+                    window(target, traffic).await?,
+                    window(target.other(), Traffic::Live).await?,
+                ))
+            }
         }
     }
+}
 
-    async fn prometheus_window(
-        &self,
-        admin: &Admin,
-        mark: &Mark,
-        service: &str,
-        color: Color,
-        traffic: Traffic,
-    ) -> Result<Window, CtlError> {
-        let Source::Prometheus { url, queries } = self else {
-            return Ok(Window::default());
-        };
-        let seconds = mark.at.elapsed().as_secs().max(10);
-        let fill = |q: &str| {
-            q.replace("$service", service)
-                .replace("$color", color.as_str())
-                .replace("$traffic", traffic.as_str())
-                .replace("$window", &format!("{seconds}s"))
-        };
-        let http = &admin.http;
-        let requests = query(http, url, &fill(&queries["requests"])).await?;
-        let errors = query(http, url, &fill(&queries["server_errors"])).await?;
-        let p99 = query(http, url, &fill(&queries["p99_seconds"])).await?;
-        Ok(Window {
-            requests: requests.unwrap_or(0.0).round() as u64,
-            server_errors: errors.unwrap_or(0.0).round() as u64,
-            p99_ms: p99.filter(|v| v.is_finite()).map(|s| s * 1000.0),
-        })
-    }
+/// What `color` did with `traffic` since `mark`, by the queries.
+async fn prometheus_window(
+    admin: &Admin,
+    url: &str,
+    queries: &BTreeMap<String, String>,
+    mark: &Mark,
+    service: &str,
+    color: Color,
+    traffic: Traffic,
+) -> Result<Window, CtlError> {
+    let seconds = mark.at.elapsed().as_secs().max(10);
+    let fill = |q: &str| {
+        q.replace("$service", service)
+            .replace("$color", color.as_str())
+            .replace("$traffic", traffic.as_str())
+            .replace("$window", &format!("{seconds}s"))
+    };
+    let http = &admin.http;
+    let requests = query(http, url, &fill(&queries["requests"])).await?;
+    let errors = query(http, url, &fill(&queries["server_errors"])).await?;
+    let p99 = query(http, url, &fill(&queries["p99_seconds"])).await?;
+    Ok(Window {
+        requests: requests.unwrap_or(0.0).round() as u64,
+        server_errors: errors.unwrap_or(0.0).round() as u64,
+        p99_ms: p99.filter(|v| v.is_finite()).map(|s| s * 1000.0),
+    })
 }
 
 async fn stats(admin: &Admin) -> Result<StatsView, CtlError> {

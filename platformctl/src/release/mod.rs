@@ -568,11 +568,10 @@ pub async fn abort(args: AbortArgs) -> Result<(), CtlError> {
 
 pub async fn history(args: HistoryArgs) -> Result<(), CtlError> {
     let admin = args.target.admin()?;
-    let text = status::history(&admin, &args.service, args.output == Output::Json).await?;
-    if args.output == Output::Json {
-        print_json(&serde_json::from_str(&text).unwrap_or(Value::Null));
-    } else {
-        println!("{text}");
+    let history = status::history(&admin, &args.service).await?;
+    match args.output {
+        Output::Json => print_json(&history),
+        Output::Table => println!("{}", status::history_table(&history)),
     }
     Ok(())
 }

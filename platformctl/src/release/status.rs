@@ -111,7 +111,7 @@ pub fn table(status: &Value) -> String {
 }
 
 /// `history <service>`: finished releases, newest first, and the one running.
-pub async fn history(admin: &Admin, service: &str, json: bool) -> Result<String, CtlError> {
+pub async fn history(admin: &Admin, service: &str) -> Result<Value, CtlError> {
     let routes = admin.get("/admin/routes").await?;
     if routes["services"].get(service).is_none() {
         return Err(CtlError::new(
@@ -130,12 +130,14 @@ pub async fn history(admin: &Admin, service: &str, json: bool) -> Result<String,
         .unwrap_or_default();
     releases.reverse();
     let running = routes["services"][service]["rollout"].clone();
-    if json {
-        return Ok(
-            serde_json::json!({ "service": service, "running": running, "releases": releases })
-                .to_string(),
-        );
-    }
+    Ok(serde_json::json!({ "service": service, "running": running, "releases": releases }))
+}
+
+/// The table of `history`'s answer.
+pub fn history_table(history: &Value) -> String {
+    let service = history["service"].as_str().unwrap_or("?");
+    let running = &history["running"];
+    let releases = history["releases"].as_array().cloned().unwrap_or_default();
     let mut out = String::new();
     if !running.is_null() {
         let _ = writeln!(
@@ -169,5 +171,5 @@ pub async fn history(admin: &Admin, service: &str, json: bool) -> Result<String,
     if releases.is_empty() {
         let _ = writeln!(out, "(no releases of {service} yet)");
     }
-    Ok(out.trim_end().to_owned())
+    out.trim_end().to_owned()
 }
