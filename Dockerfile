@@ -21,24 +21,30 @@ ENV CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=debuginfo
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --target x86_64-unknown-linux-musl --bin "$BIN" \
-    && mkdir -p /out \
+    && mkdir -p /out/data \
     && cp "target/x86_64-unknown-linux-musl/release/$BIN" /out/app
 
 # The same image from a binary built on the host; the build context holds
-# bin/<BIN> and ca-certificates.crt (scripts/build-images.sh prepares it).
+# bin/<BIN>, ca-certificates.crt and an empty data/ (scripts/build-images.sh
+# prepares it).
 FROM scratch AS prebuilt
 ARG BIN
 COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY bin/${BIN} /app
+# Owned by the user, so a named volume mounted here starts writable.
+COPY --chown=65532:65532 data /data
 ENV DATA_DIR=/data
 USER 65532:65532
 STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=5s --timeout=3s CMD ["/app", "healthcheck"]
 ENTRYPOINT ["/app"]
 
 FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/app /app
+COPY --from=build --chown=65532:65532 /out/data /data
 ENV DATA_DIR=/data
 USER 65532:65532
 STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=5s --timeout=3s CMD ["/app", "healthcheck"]
 ENTRYPOINT ["/app"]

@@ -83,7 +83,6 @@ NGINX
 nginx -c "$work/nginx.conf" -p "$work"
 
 gateway_pid="$(cat "$work/data/run/gateway.pid")"
-peak_rss=0
 grpc_args=(-d "$work/get-order.bin" -H "content-type: application/grpc" -H "te: trailers" -H "authorization: Bearer $token")
 total=$((RATE * SECONDS_PER_RUN))
 
@@ -112,7 +111,7 @@ saturate() {
 }
 
 path="/platform.orders.v1.OrderService/GetOrder"
-for round in 1 2; do # warm up, then measure
+for _ in 1 2; do # warm up, then measure
     fixed "grpc-direct" "http://127.0.0.1:$ORDERS_BLUE$path" "${grpc_args[@]}"
     fixed "rest-gateway" "$gw/v1/orders/$order" --h1 -H "authorization: Bearer $token"
     fixed "grpc-gateway" "$gw$path" "${grpc_args[@]}"

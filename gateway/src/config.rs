@@ -28,6 +28,10 @@ pub struct GatewayConfig {
     pub internal_listen: SocketAddr,
     /// The routing file, when the routing state is not in a ConfigMap.
     pub routes_file: Option<PathBuf>,
+    /// The routing document `ROUTES_FILE` starts from when it does not exist
+    /// yet (`ROUTES_INITIAL`): configuration by environment alone, as in
+    /// Compose, with admin changes kept in the file afterwards.
+    pub routes_initial: Option<String>,
     /// The routing ConfigMap (`ROUTES_CONFIGMAP`), inside a cluster.
     pub configmap: Option<crate::kube::ConfigMapSource>,
     /// Pods of `k8s:` endpoints, from EndpointSlices.
@@ -123,6 +127,17 @@ impl GatewayConfig {
         let configmap = crate::kube::ConfigMapSource::from_env(env)?;
         let discovery = crate::kube::EndpointDiscovery::from_env(env)?;
         let routes_file = env.string("ROUTES_FILE").map(PathBuf::from);
+        let routes_initial = env.string("ROUTES_INITIAL");
+        if let Some(initial) = &routes_initial {
+            if routes_file.is_none() {
+                return Err(ConfigError::new(
+                    "ROUTES_INITIAL",
+                    "needs ROUTES_FILE: the file it is written to the first time",
+                ));
+            }
+            crate::routing::RoutingConfig::parse(initial)
+                .map_err(|e| ConfigError::new("ROUTES_INITIAL", e))?;
+        }
         if routes_file.is_none() && configmap.is_none() {
             return Err(ConfigError::new(
                 "ROUTES_FILE",
@@ -173,6 +188,7 @@ impl GatewayConfig {
             internal_listen: env
                 .socket_addr("INTERNAL_ADDR", SocketAddr::from(([0, 0, 0, 0], 8081)))?,
             routes_file,
+            routes_initial,
             configmap,
             discovery,
             admin_token,

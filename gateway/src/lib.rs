@@ -42,7 +42,13 @@ pub async fn start(
         routes::RouteTable::from_descriptor_sets(descriptor_sets).map_err(|e| e.to_string())?;
     let source = match (&config.configmap, &config.routes_file) {
         (Some(configmap), _) => source::RoutingSource::ConfigMap(Box::new(configmap.clone())),
-        (None, Some(file)) => source::RoutingSource::File(source::RoutingFile::new(file.clone())),
+        (None, Some(file)) => {
+            let file = source::RoutingFile::new(file.clone());
+            if let Some(initial) = &config.routes_initial {
+                file.seed(initial)?;
+            }
+            source::RoutingSource::File(file)
+        }
         (None, None) => return Err("no routing source: set ROUTES_FILE or ROUTES_CONFIGMAP".into()),
     };
     let routing_config = source.load().await?;
@@ -71,6 +77,9 @@ pub async fn main_from_env() -> i32 {
             return EXIT_CONFIG;
         }
     };
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        return healthcheck(config.admin_listen.port()).await;
+    }
     let log_format = if env.string_or("LOG_FORMAT", "json") == "text" {
         LogFormat::Text
     } else {
@@ -109,4 +118,30 @@ pub async fn main_from_env() -> i32 {
     running.stop().await;
     telemetry.shutdown();
     0
+}
+
+/// `gateway healthcheck`: asks this container's gateway whether it is ready
+/// (`GET /ready` on the admin port), for container health checks that run a
+/// command. Exit 0 when ready.
+async fn healthcheck(admin_port: u16) -> i32 {
+    use http_body_util::Empty;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let uri = format!("http://127.0.0.1:{admin_port}/ready");
+    let uri: http::Uri = uri.parse().expect("a loopback URL is valid");
+    match tokio::time::timeout(std::time::Duration::from_secs(2), client.get(uri)).await {
+        Ok(Ok(response)) if response.status().is_success() => 0,
+        Ok(Ok(response)) => {
+            eprintln!("the gateway is not ready: {}", response.status());
+            1
+        }
+        Ok(Err(e)) => {
+            eprintln!("the gateway on admin port {admin_port} does not answer: {e}");
+            1
+        }
+        Err(_) => {
+            eprintln!("the gateway on admin port {admin_port} did not answer within 2s");
+            1
+        }
+    }
 }

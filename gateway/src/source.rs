@@ -35,6 +35,31 @@ impl RoutingFile {
         RoutingConfig::parse(&text).map_err(|e| format!("{}: {e}", self.path.display()))
     }
 
+    /// Writes `initial` as the routing file if there is none yet; an existing
+    /// file (admin changes, or another replica's seed) is left as it is.
+    pub fn seed(&self, initial: &str) -> Result<(), String> {
+        if self.path.exists() {
+            return Ok(());
+        }
+        let fail = |e: std::io::Error| {
+            format!(
+                "cannot create the routing file {}: {e}",
+                self.path.display()
+            )
+        };
+        let tmp = self
+            .path
+            .with_extension(format!("seed-{}", std::process::id()));
+        write_synced(&tmp, initial.as_bytes()).map_err(fail)?;
+        // A hard link never replaces a file a concurrent replica created.
+        let linked = std::fs::hard_link(&tmp, &self.path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(fail(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Applies the file whenever its contents change.
     pub async fn watch(&self, routing: Routing, metrics: GatewayMetrics, every: Duration) {
         let mut seen = std::fs::read(&self.path).ok();

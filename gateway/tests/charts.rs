@@ -116,6 +116,62 @@ fn the_routing_configmap_is_the_gateways_and_names_the_service_charts_services()
     }
 }
 
+/// Every address a rendered workload is configured with names something the
+/// charts create: a Service of the gateway chart, or (for the gateway's own
+/// token keys) its internal listener on loopback.
+#[test]
+fn every_configured_address_points_at_something_the_charts_create() {
+    let Some(gateway) = render(&["gateway", "gateway", "--namespace", "platform"]) else {
+        return;
+    };
+    let services: Vec<String> = of_kind(&gateway, "Service")
+        .iter()
+        .map(|s| {
+            let port = &s["spec"]["ports"][0]["port"];
+            format!(
+                "http://{}:{port}",
+                s["metadata"]["name"].as_str().expect("name")
+            )
+        })
+        .collect();
+    let env = of_kind(&gateway, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "gateway")
+        .expect("the gateway's settings");
+    let internal_port = env["data"]["INTERNAL_ADDR"]
+        .as_str()
+        .and_then(|a| a.rsplit(':').next())
+        .expect("INTERNAL_ADDR");
+    assert_eq!(
+        env["data"]["AUTH_ADDR"],
+        format!("http://127.0.0.1:{internal_port}").as_str(),
+        "the gateway fetches auth's keys through its own internal listener"
+    );
+    for (service, _) in SERVICES {
+        let Some(docs) = service_chart(service, "blue") else {
+            return;
+        };
+        let config = of_kind(&docs, "ConfigMap")[0];
+        let addresses: Vec<(&String, &Value)> = config["data"]
+            .as_object()
+            .expect("data")
+            .iter()
+            .filter(|(k, _)| k.ends_with("_ADDR") && *k != "LISTEN_ADDR" && *k != "METRICS_ADDR")
+            .collect();
+        assert!(
+            service == "auth" || !addresses.is_empty(),
+            "{service} reaches auth"
+        );
+        for (key, value) in addresses {
+            let value = value.as_str().expect("string");
+            assert!(
+                services.iter().any(|s| s == value),
+                "{service}: {key}={value} is not a Service of the gateway chart ({services:?})"
+            );
+        }
+    }
+}
+
 fn check_workload(name: &str, docs: &[Value]) {
     let deployment = of_kind(docs, "Deployment")[0];
     let pod = &deployment["spec"]["template"]["spec"];

@@ -28,13 +28,22 @@ pub fn load(env: &Env, data_dir: &Path) -> Result<KeyRing, StartError> {
         "no AUTH_SIGNING_KEYS or AUTH_SIGNING_KEYS_FILE: using a development key kept in the data directory; \
          never do this in production"
     );
+    let unwritable = |e: std::io::Error| {
+        ConfigError::new(
+            "DATA_DIR",
+            format!(
+                "cannot keep the development signing key at {}: {e} (make the data directory writable, or set AUTH_SIGNING_KEYS)",
+                path.display()
+            ),
+        )
+    };
     if !path.exists() {
-        std::fs::create_dir_all(data_dir)?;
-        write_private(&path, &KeyRing::generate().to_pem()?)?;
+        std::fs::create_dir_all(data_dir).map_err(unwritable)?;
+        write_private(&path, &KeyRing::generate().to_pem()?).map_err(unwritable)?;
     }
     // Read back what is on disk: when both colors start at once, the first
     // writer's key is the one both use.
-    let pem = std::fs::read_to_string(&path)?;
+    let pem = std::fs::read_to_string(&path).map_err(unwritable)?;
     Ok(KeyRing::from_pem(&pem).map_err(|e| KeyError(format!("{}: {e}", path.display())))?)
 }
 

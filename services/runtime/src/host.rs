@@ -251,6 +251,9 @@ where
 {
     let env = crate::Env::from_process();
     let config = exit_on_error(ServiceConfig::from_env(service, port, &env));
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        std::process::exit(healthcheck(service, config.listen.port()).await);
+    }
     let telemetry = match Telemetry::init(&(&config).into()) {
         Ok(t) => t,
         Err(message) => {
@@ -279,6 +282,38 @@ where
         }
     }
     telemetry.shutdown();
+}
+
+/// `<binary> healthcheck`: asks the service listening on this container's
+/// port for its gRPC health, for container runtimes whose health checks run
+/// a command (the images have no shell or curl). Exit 0 when SERVING.
+async fn healthcheck(service: &str, port: u16) -> i32 {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("a loopback URL is valid")
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(2));
+    let status = match endpoint.connect().await {
+        Ok(channel) => HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().status)
+            .map_err(|e| e.message().to_owned()),
+        Err(e) => Err(e.to_string()),
+    };
+    match status {
+        Ok(s) if s == ServingStatus::Serving as i32 => 0,
+        Ok(s) => {
+            eprintln!("{service} on port {port} is not serving (health status {s})");
+            1
+        }
+        Err(e) => {
+            eprintln!("{service} on port {port} does not answer its health check: {e}");
+            1
+        }
+    }
 }
 
 /// Why a service could not start.
