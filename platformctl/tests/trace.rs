@@ -89,13 +89,14 @@ async fn an_order_is_one_trace_across_services() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let platform = common::up(
+    let platform = common::up_with(
         &data,
         OFFSET,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
             ("OTEL_BSP_SCHEDULE_DELAY", "200".into()),
         ],
+        &["--blue-version", "1.4.2"],
     );
     let (_, token) =
         testkit::register_and_login(common::addr(OFFSET, 50051), "trace@example.com").await;
@@ -202,6 +203,20 @@ async fn an_order_is_one_trace_across_services() {
         edge.resource.get("service.name").map(String::as_str),
         Some("gateway")
     );
+    assert!(edge.resource.contains_key("service.version"), "{edge:?}");
+    // One trace: no span of this request's calls went into another one.
+    let others: Vec<Received> = receiver
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|s| s.trace_id != edge.trace_id && s.name.ends_with("OrderService/CreateOrder"))
+        .cloned()
+        .collect();
+    assert!(
+        others.is_empty(),
+        "CreateOrder spans outside the trace: {others:?}"
+    );
     for (span, service) in [
         (create, "orders"),
         (charge, "payments"),
@@ -215,7 +230,11 @@ async fn an_order_is_one_trace_across_services() {
             span.resource.get("deployment.color").map(String::as_str),
             Some("blue")
         );
-        assert!(span.resource.contains_key("service.version"));
+        assert_eq!(
+            span.resource.get("service.version").map(String::as_str),
+            Some("1.4.2"),
+            "{span:?}"
+        );
     }
     let root = create;
 
@@ -228,12 +247,23 @@ async fn an_order_is_one_trace_across_services() {
         .expect("a log line about the order");
     let json: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
     assert_eq!(json["span"]["trace_id"], trace_id.as_str());
-    let payments_log = std::fs::read_to_string(data.join("logs/payments-blue.log")).expect("log");
-    assert!(
-        payments_log
+    // So do those of every other process the request went through.
+    for (log, says) in [
+        ("payments-blue", "charged"),
+        ("notifications-blue", "sent"),
+        ("gateway", "/v1/orders"),
+    ] {
+        let text = std::fs::read_to_string(data.join(format!("logs/{log}.log"))).expect("log");
+        let line = text
             .lines()
-            .any(|l| l.contains(&trace_id) && l.contains("charged"))
-    );
+            .filter(|l| l.contains(says))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["span"]["trace_id"] == trace_id.as_str());
+        assert!(
+            line.is_some(),
+            "no {log} log line saying {says:?} with trace id {trace_id}"
+        );
+    }
 
     assert!(platform.interrupt().success());
 }
