@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The one command that runs every check: installs what is missing, starts a
-# throwaway PostgreSQL on loopback, then checks the charts, workflows and
-# the observability rules (promtool unit tests) and dashboards,
-# runs fmt, clippy and all the tests against both storage backends, builds
-# and starts every image, and brings up compose.yaml with podman-compose. Usage: scripts/test.sh [extra cargo test args]
+# throwaway PostgreSQL on loopback, checks the charts, the workflows and
+# scripts, and the observability rules (promtool unit tests) and files; runs
+# fmt, clippy and all the tests against both storage backends; builds and
+# starts every image, and brings up compose.yaml with podman-compose.
+# Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
