@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v k6 >/dev/null || { echo "error: k6 is missing: run scripts/install-tools.sh" >&2; exit 1; }
-cargo build --release -q -p platformctl -p release-experiment
+cargo build --release -q -p platformctl -p load-lab
 exec target/release/release-experiment \
     --platformctl target/release/platformctl \
     --script load/release.js \

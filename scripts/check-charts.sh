@@ -17,7 +17,12 @@ for values in helm/values/*.yaml; do
             --set color="$color" --set image.tag=check > "$out/$service-$color.yaml"
     done
 done
+# The HPA with the adapter's metrics too (requests per second, calls in flight).
+helm template orders-blue helm/service -f helm/values/orders.yaml --set color=blue \
+    --set autoscaling.targetRequestsPerSecond=100 --set autoscaling.targetInFlightRequests=20 \
+    > "$out/orders-blue-custom-metrics.yaml"
+grep -q 'name: rpc_server_in_flight_requests' "$out/orders-blue-custom-metrics.yaml"
 # The optional ServiceMonitors too (a CRD: its schema is not Kubernetes').
 helm template gateway helm/gateway --set serviceMonitor.enabled=true > /dev/null
 kubernetes-validate --quiet --strict "$out"/*.yaml
-echo "charts: $(ls "$out" | wc -l) renders linted and valid"
+echo "charts: $(find "$out" -name '*.yaml' | wc -l) renders linted and valid"

@@ -4,6 +4,7 @@
 //! (`status`, `switch`, `rollback`, `rollout` and its controls, `history`).
 #![forbid(unsafe_code)]
 
+mod databases;
 mod observe;
 mod ports;
 mod release;

@@ -42,17 +42,18 @@ pub fn find() -> Option<PathBuf> {
 /// The scrape configuration of this platform: the gateway (metrics on its
 /// admin port) and both colors of every service (metrics on gRPC port +
 /// 1000), the job names Compose uses.
-pub fn config(offset: i32, rules_dir: &Path) -> String {
+pub fn config(offset: i32, replicas: usize, rules_dir: &Path) -> String {
     let (_, admin, _) = ports::gateway(offset);
-    let services: Vec<String> = Color::ALL
-        .iter()
-        .flat_map(|color| {
-            SERVICES
-                .iter()
-                .map(move |s| format!("127.0.0.1:{}", ports::metrics(s, *color, offset)))
-        })
-        .map(|target| format!("\"{target}\""))
-        .collect();
+    let mut services = Vec::new();
+    for replica in 0..replicas {
+        let offset = ports::replica_offset(offset, replica);
+        for color in Color::ALL {
+            for service in SERVICES {
+                let port = ports::metrics(service, color, offset);
+                services.push(format!("\"127.0.0.1:{port}\""));
+            }
+        }
+    }
     format!(
         "# Written by platformctl up --observe; rewritten at every start.\n\
          global:\n  scrape_interval: 2s\n  evaluation_interval: 2s\n\
@@ -69,7 +70,12 @@ pub fn config(offset: i32, rules_dir: &Path) -> String {
 
 /// Writes the configuration and the rules under `data_dir/prometheus` and
 /// returns how to run Prometheus on them.
-pub fn prepare(program: PathBuf, data_dir: &Path, offset: i32) -> anyhow::Result<ProcessSpec> {
+pub fn prepare(
+    program: PathBuf,
+    data_dir: &Path,
+    offset: i32,
+    replicas: usize,
+) -> anyhow::Result<ProcessSpec> {
     let dir = data_dir.join("prometheus");
     let rules = dir.join("rules");
     std::fs::create_dir_all(&rules)
@@ -79,7 +85,7 @@ pub fn prepare(program: PathBuf, data_dir: &Path, offset: i32) -> anyhow::Result
             .with_context(|| format!("cannot write {}", rules.join(name).display()))?;
     }
     let config = dir.join("prometheus.yml");
-    std::fs::write(&config, self::config(offset, &rules))
+    std::fs::write(&config, self::config(offset, replicas, &rules))
         .with_context(|| format!("cannot write {}", config.display()))?;
     Ok(ProcessSpec {
         name: "prometheus".into(),

@@ -1,5 +1,6 @@
 //! The fixed local ports: blue auth/orders/payments/notifications on
-//! 50051-50054, green on 50151-50154, metrics on each port + 1000.
+//! 50051-50054, green on 50151-50154, metrics on each port + 1000; a second
+//! (third...) replica of each on the same ports + 200 (+ 400...).
 
 use platform_runtime::Color;
 
@@ -29,6 +30,14 @@ pub fn metrics(service: &str, color: Color, offset: i32) -> u16 {
     grpc(service, color, offset + 1000)
 }
 
+/// How far each further replica is shifted.
+pub const REPLICA_STRIDE: i32 = 200;
+
+/// The offset of replica `replica` (0 is the first) of a layout at `offset`.
+pub fn replica_offset(offset: i32, replica: usize) -> i32 {
+    offset + REPLICA_STRIDE * i32::try_from(replica).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,6 +50,8 @@ mod tests {
         assert_eq!(metrics("auth", Color::Blue, 0), 51051);
         assert_eq!(metrics("payments", Color::Green, 0), 51153);
         assert_eq!(gateway(0), (8080, 9901, 8081));
+        assert_eq!(grpc("orders", Color::Blue, replica_offset(0, 1)), 50252);
+        assert_eq!(metrics("orders", Color::Green, replica_offset(0, 2)), 51552);
         for offset in [*OFFSETS.start(), *OFFSETS.end()] {
             let offset = offset as i32;
             assert!(gateway(offset).0 >= 1024);

@@ -47,6 +47,17 @@ pub struct UpArgs {
     /// and alerts, scraping every process of this platform.
     #[arg(long)]
     observe: bool,
+    /// Processes per service and color (1-3): the gateway balances over them,
+    /// and the supervisor restarts each one that dies. Replica n listens on
+    /// the first one's ports + 200 x (n - 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    replicas: u8,
+    /// A PostgreSQL server for every service instead of SQLite, as
+    /// postgres://user:password@host:port; each service gets its own
+    /// database `platform_<service>` on it (created when missing), shared by
+    /// its colors and replicas.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
     /// How long to wait for every process to report SERVING.
     #[arg(long, default_value_t = 60)]
     ready_timeout_secs: u64,
@@ -67,20 +78,36 @@ fn parse_pair(raw: &str) -> Result<(String, String), String> {
 struct Process {
     service: &'static str,
     color: Color,
+    /// 0 for the first replica.
+    replica: usize,
     grpc: u16,
     metrics: u16,
 }
 
-fn processes(offset: i32) -> Vec<Process> {
+impl Process {
+    /// `orders-blue` for the first replica, `orders-blue-2` for the second.
+    fn name(&self) -> String {
+        match self.replica {
+            0 => format!("{}-{}", self.service, self.color),
+            n => format!("{}-{}-{}", self.service, self.color, n + 1),
+        }
+    }
+}
+
+fn processes(offset: i32, replicas: usize) -> Vec<Process> {
     let mut all = Vec::new();
-    for color in Color::ALL {
-        for service in SERVICES {
-            all.push(Process {
-                service,
-                color,
-                grpc: ports::grpc(service, color, offset),
-                metrics: ports::metrics(service, color, offset),
-            });
+    for replica in 0..replicas {
+        let offset = ports::replica_offset(offset, replica);
+        for color in Color::ALL {
+            for service in SERVICES {
+                all.push(Process {
+                    service,
+                    color,
+                    replica,
+                    grpc: ports::grpc(service, color, offset),
+                    metrics: ports::metrics(service, color, offset),
+                });
+            }
         }
     }
     all
@@ -105,20 +132,27 @@ fn secret_file(path: &Path) -> anyhow::Result<String> {
 /// Writes the routing file with this layout's endpoints. Weights, their
 /// history and the generation survive a restart: the file is the source of
 /// truth, so a platform restarted after a switch still routes as switched.
-fn write_routes(path: &Path, offset: i32) -> anyhow::Result<()> {
+fn write_routes(path: &Path, offset: i32, replicas: usize) -> anyhow::Result<()> {
     let previous: Option<serde_json::Value> = std::fs::read_to_string(path)
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok());
     let mut services = serde_json::Map::new();
     for service in SERVICES {
-        let endpoint = |color| format!("127.0.0.1:{}", ports::grpc(service, color, offset));
+        let endpoint = |color| {
+            (0..replicas)
+                .map(|r| {
+                    let offset = ports::replica_offset(offset, r);
+                    format!("127.0.0.1:{}", ports::grpc(service, color, offset))
+                })
+                .collect::<Vec<_>>()
+        };
         let kept = previous.as_ref().map(|p| &p["services"][service]);
         let weights = kept
             .map(|k| k["weights"].clone())
             .filter(|w| w.is_object())
             .unwrap_or_else(|| serde_json::json!({"blue": 100, "green": 0}));
         let mut entry = serde_json::json!({
-            "endpoints": {"blue": [endpoint(Color::Blue)], "green": [endpoint(Color::Green)]},
+            "endpoints": {"blue": endpoint(Color::Blue), "green": endpoint(Color::Green)},
             "weights": weights,
         });
         if let Some(previous_weights) = kept
@@ -221,15 +255,15 @@ fn print_observe(offset: i32, data_dir: &Path) {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let all = processes(args.port_offset);
+    let replicas = usize::from(args.replicas);
+    let all = processes(args.port_offset, replicas);
     for process in &all {
         for port in [process.grpc, process.metrics] {
             if TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_err() {
                 bail!(
-                    "port {port} ({}-{}) is in use: stop the other platform (or process) using it, \
+                    "port {port} ({}) is in use: stop the other platform (or process) using it, \
                      or pass --port-offset",
-                    process.service,
-                    process.color
+                    process.name()
                 );
             }
         }
@@ -269,7 +303,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let admin_token_file = data_dir.join("admin-token");
     secret_file(&admin_token_file)?;
     let routes_file = data_dir.join("routes.json");
-    write_routes(&routes_file, args.port_offset)?;
+    write_routes(&routes_file, args.port_offset, replicas)?;
+    let databases = match &args.postgres {
+        Some(url) => Some(crate::databases::prepare(url, &SERVICES).await?),
+        None => None,
+    };
     let internal = format!("http://127.0.0.1:{internal_port}");
     let program = std::env::current_exe().context("cannot find the platformctl binary")?;
     let url = |service: &str, color: Color| {
@@ -317,7 +355,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             _ => {}
         }
         env.extend(extra.iter().cloned());
-        let name = format!("{}-{}", process.service, process.color);
+        if let Some(databases) = &databases {
+            env.push(("DATABASE_URL".into(), databases[process.service].clone()));
+        }
+        let name = process.name();
         let spec = ProcessSpec {
             log: data_dir.join("logs").join(format!("{name}.log")),
             pid_file: data_dir.join("run").join(format!("{name}.pid")),
@@ -373,7 +414,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let observing = prometheus.is_some();
     if let Some(program) = prometheus {
-        let spec = crate::observe::prepare(program, &data_dir, args.port_offset)?;
+        let spec = crate::observe::prepare(program, &data_dir, args.port_offset, replicas)?;
         tasks.push(tokio::spawn(supervise(
             spec,
             stop_rx.clone(),
@@ -430,9 +471,8 @@ async fn wait_until_serving(
             }
             if since.elapsed() > timeout {
                 bail!(
-                    "{}-{} is not SERVING after {} s",
-                    process.service,
-                    process.color,
+                    "{} is not SERVING after {} s",
+                    process.name(),
                     timeout.as_secs()
                 );
             }
@@ -478,13 +518,17 @@ fn rss_mib(pid_file: &Path) -> Option<f64> {
 
 fn print_endpoints(all: &[Process], ready: &[Duration], data_dir: &Path, args: &UpArgs) {
     let slowest = ready.iter().max().copied().unwrap_or_default();
+    let replicas = match args.replicas {
+        1 => String::new(),
+        n => format!(" x {n} replicas"),
+    };
     println!(
-        "platform is up in {:.2} s: 4 services x 2 colors, each its own process",
+        "platform is up in {:.2} s: 4 services x 2 colors{replicas}, each its own process",
         slowest.as_secs_f64()
     );
     println!();
     println!(
-        "{:<14} {:<6} {:<8} {:<17} {:<33} {:>8} {:>8}",
+        "{:<16} {:<6} {:<8} {:<17} {:<33} {:>8} {:>8}",
         "service", "color", "version", "gRPC", "metrics", "ready", "RSS"
     );
     for (p, took) in all.iter().zip(ready) {
@@ -492,15 +536,17 @@ fn print_endpoints(all: &[Process], ready: &[Duration], data_dir: &Path, args: &
             Color::Blue => &args.blue_version,
             Color::Green => &args.green_version,
         };
-        let pid_file = data_dir
-            .join("run")
-            .join(format!("{}-{}.pid", p.service, p.color));
+        let pid_file = data_dir.join("run").join(format!("{}.pid", p.name()));
         let rss = rss_mib(&pid_file)
             .map(|m| format!("{m:.1} MiB"))
             .unwrap_or_else(|| "?".into());
+        let service = match p.replica {
+            0 => p.service.to_owned(),
+            n => format!("{} #{}", p.service, n + 1),
+        };
         println!(
-            "{:<14} {:<6} {:<8} {:<17} {:<33} {:>6} ms {:>8}",
-            p.service,
+            "{:<16} {:<6} {:<8} {:<17} {:<33} {:>6} ms {:>8}",
+            service,
             p.color.as_str(),
             version,
             format!("127.0.0.1:{}", p.grpc),
@@ -511,7 +557,8 @@ fn print_endpoints(all: &[Process], ready: &[Duration], data_dir: &Path, args: &
     }
     println!();
     println!(
-        "ready: from start to health SERVING, all 8 processes starting at once on this machine"
+        "ready: from start to health SERVING, all {} processes starting at once on this machine",
+        all.len()
     );
     println!(
         "data: {}   logs: {}",

@@ -76,6 +76,9 @@ pub struct Db {
     backend: Backend,
 }
 
+/// How long a call waits for a database connection before UNAVAILABLE.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl Db {
     /// Opens the database and brings its schema up to date.
     pub async fn open(
@@ -102,7 +105,10 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
+            // Fail fast: with the database away (or every connection busy)
+            // a call is answered UNAVAILABLE within a second instead of
+            // queueing; the caller may retry, the gateway sheds nothing.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -271,6 +277,18 @@ pub fn status(err: sqlx::Error) -> Status {
         {
             tracing::warn!(error = %err, "database busy");
             Status::unavailable("the database is busy; retry later")
+        }
+        // PostgreSQL going away or not there yet: SQLSTATE class 08
+        // (connection exception), 53 (insufficient resources, such as too
+        // many connections) and 57 (operator intervention: shutting down,
+        // starting up, connection terminated).
+        sqlx::Error::Database(ref db)
+            if db
+                .code()
+                .is_some_and(|c| ["08", "53", "57"].iter().any(|class| c.starts_with(class))) =>
+        {
+            tracing::warn!(error = %err, "database unavailable");
+            Status::unavailable("the database is unavailable; retry later")
         }
         other => {
             tracing::error!(error = %other, "storage error");

@@ -179,6 +179,73 @@ fn markers(chart: &mut Chart<'_, '_>, data: &PlotData, top: f64) -> anyhow::Resu
     Ok(())
 }
 
+/// A simple line chart: one line per named series, and an optional vertical
+/// marker (for example the knee).
+pub fn lines(
+    path: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    series: &[(String, Vec<(f64, f64)>)],
+    marker: Option<(&str, f64)>,
+) -> anyhow::Result<()> {
+    const PALETTE: [RGBColor; 6] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(90, 90, 90),
+    ];
+    let points = series.iter().flat_map(|(_, s)| s.iter());
+    let (x_max, y_max) = points.fold((1.0f64, 0.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .margin(14)
+        .caption(title, ("sans-serif", 20))
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..x_max * 1.05, 0f64..(y_max * 1.15).max(1e-9))?;
+    chart
+        .configure_mesh()
+        .light_line_style(WHITE)
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .y_label_formatter(&|y| tick(*y))
+        .draw()?;
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))?
+            .label(name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    if let Some((name, at)) = marker {
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(at, 0.0), (at, y_max * 1.15)],
+                6,
+                4,
+                RELEASE.stroke_width(2),
+            ))?
+            .label(name)
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RELEASE.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
-//! A few HTTP/1.1 requests to the gateway's admin listener on loopback: one
-//! connection per request (`Connection: close`), so the reply ends where
-//! the stream ends and no pool is needed for four requests a second.
+//! HTTP/1.1 requests to the gateway on loopback: one connection per request
+//! (`Connection: close`), so the reply ends where the stream ends and no pool
+//! is needed for the few requests a second the tools send themselves.
 
 use std::time::Duration;
 
@@ -21,6 +21,18 @@ pub async fn get(
     bearer: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<Reply> {
+    request(port, "GET", path, bearer, "", timeout).await
+}
+
+/// `METHOD path` with a JSON body on 127.0.0.1:`port`.
+pub async fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+    timeout: Duration,
+) -> anyhow::Result<Reply> {
     let exchange = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port))
             .await
@@ -29,7 +41,9 @@ pub async fn get(
             .map(|token| format!("Authorization: Bearer {token}\r\n"))
             .unwrap_or_default();
         let head = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         );
         stream.write_all(head.as_bytes()).await?;
         let mut raw = Vec::new();
@@ -38,8 +52,8 @@ pub async fn get(
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .with_context(|| format!("GET {path} on port {port}: no answer within {timeout:?}"))?
-        .with_context(|| format!("GET {path} on port {port}"))
+        .with_context(|| format!("{method} {path} on port {port}: no answer within {timeout:?}"))?
+        .with_context(|| format!("{method} {path} on port {port}"))
 }
 
 /// A whole HTTP/1.1 response: status line, headers, and a body framed by

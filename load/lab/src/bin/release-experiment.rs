@@ -6,14 +6,7 @@
 //! Run it with `bash load/experiment.sh`, which builds the release binaries first.
 #![forbid(unsafe_code)]
 
-mod figures;
-mod http;
-mod k6;
-mod platform;
-mod plot;
-mod report;
-mod sample;
-mod strategy;
+use load_lab::{k6, platform, report, sample, strategy};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,10 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use crate::figures::Run;
-use crate::platform::Platform;
-use crate::sample::Sampler;
-use crate::strategy::{Cli, Plan, Strategy};
+use load_lab::figures::Run;
+use load_lab::platform::Platform;
+use load_lab::sample::Sampler;
+use load_lab::strategy::{Cli, Plan, Strategy};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -284,6 +277,7 @@ async fn run_one(
         blue_version: BLUE_VERSION.into(),
         green_version: GREEN_VERSION.into(),
         green_env: vec![format!("FAULT_ERROR_RATE={}", args.fault_rate)],
+        extra_args: Vec::new(),
         ready_timeout: Duration::from_secs(90),
     };
     eprintln!(
@@ -308,6 +302,8 @@ async fn run_one(
         duration,
         users: args.users,
         write_every: args.write_every,
+        scenario: k6::SCENARIO.into(),
+        env: Vec::new(),
     };
     let mut running = load.start(dir)?;
     let load_started = wait_for_load(&sampler, &mut running, Duration::from_secs(120)).await?;

@@ -21,6 +21,8 @@ pub struct Config {
     pub green_version: String,
     /// KEY=VALUE for every green process (the fault).
     pub green_env: Vec<String>,
+    /// More arguments for `up` (`--replicas 2`, `--postgres <url>`).
+    pub extra_args: Vec<String>,
     pub ready_timeout: Duration,
 }
 
@@ -74,6 +76,7 @@ impl Platform {
         for pair in &config.green_env {
             command.arg("--green-env").arg(pair);
         }
+        command.args(&config.extra_args);
         let child = command
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)

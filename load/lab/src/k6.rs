@@ -1,4 +1,4 @@
-//! The user's side: k6 runs `load/release.js` and writes every request's
+//! The user's side: k6 runs a scenario of `load/` and writes every request's
 //! outcome to a CSV file (`--out csv`, millisecond timestamps); this module
 //! starts it and reads back, per request, when it ended and whether it
 //! failed (`http_req_failed`).
@@ -127,6 +127,10 @@ pub struct Load {
     pub duration: Duration,
     pub users: u32,
     pub write_every: u32,
+    /// The scenario whose requests are read back.
+    pub scenario: String,
+    /// More environment for the script.
+    pub env: Vec<(String, String)>,
 }
 
 /// The scenario's name in `load/release.js`.
@@ -134,6 +138,7 @@ pub const SCENARIO: &str = "release";
 
 pub struct Running {
     child: Child,
+    scenario: String,
     pub csv: PathBuf,
     pub log: PathBuf,
 }
@@ -157,13 +162,19 @@ impl Load {
             .env("USERS", self.users.to_string())
             .env("WRITE_EVERY", self.write_every.to_string())
             .env("K6_CSV_TIME_FORMAT", "unix_milli")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {}", self.k6.display()))?;
-        Ok(Running { child, csv, log })
+        Ok(Running {
+            child,
+            scenario: self.scenario.clone(),
+            csv,
+            log,
+        })
     }
 }
 
@@ -193,11 +204,33 @@ impl Running {
                 crate::platform::tail(&self.log, 15)
             );
         }
+        self.outcomes()
+    }
+
+    /// Stops k6 as Ctrl-C does (it ends its iterations and writes its
+    /// output) and reads back every request, whatever its thresholds said.
+    pub async fn interrupt(mut self, timeout: Duration) -> anyhow::Result<Vec<Outcome>> {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+        if tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        self.outcomes()
+    }
+
+    fn outcomes(&self) -> anyhow::Result<Vec<Outcome>> {
         let text = std::fs::read_to_string(&self.csv)
             .with_context(|| format!("cannot read {}", self.csv.display()))?;
-        let outcomes = parse_csv(&text, SCENARIO)?;
+        let outcomes = parse_csv(&text, &self.scenario)?;
         if outcomes.is_empty() {
-            bail!("k6 recorded no request of the {SCENARIO} scenario");
+            bail!("k6 recorded no request of the {} scenario", self.scenario);
         }
         Ok(outcomes)
     }

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The failure drills, in one command: replica kills, a rolling restart, a
+# database restart and a release, each under load with an integrity check
+# and a PASS/FAIL verdict (the `drill` binary of load/lab). Writes
+# load/reports/drills.md. Takes about 6 minutes; --short takes about 3.
+# Usage: bash load/drill.sh [drill names] [--short] [see --help]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v k6 >/dev/null || { echo "error: k6 is missing: run scripts/install-tools.sh" >&2; exit 1; }
+cargo build --release -q -p platformctl -p load-lab
+exec target/release/drill --platformctl target/release/platformctl "$@"

@@ -1,0 +1,556 @@
+//! Failure drills under load, each with a verdict and its numbers.
+//! Every drill starts a fresh platform (`platformctl up --replicas 2`, so
+//! each service and color has two processes), runs k6's steady user load
+//! (`load/scenarios/steady.js`) and this tool's own order writer, injects
+//! its fault, and then checks every acknowledged order (see `integrity`).
+//!
+//! - `replica-kill`: `kill -9` of a live replica, one service after the
+//!   other, again and again (the supervisor restarts each).
+//! - `rolling-restart`: every process of every service, both colors, one at
+//!   a time: SIGTERM (it drains), restart, wait until SERVING, next.
+//! - `database-restart`: the platform on PostgreSQL; the database is stopped
+//!   (fast shutdown) and started again.
+//! - `release`: a blue/green switch of orders and a canary rollout of
+//!   payments, through `platformctl`.
+//!
+//! Pass: no failed request and nothing lost, inconsistent, charged twice or
+//! duplicated; for the database drill, failures only while it is down, each
+//! a fast 503, and recovery without anyone's help.
+//!
+//! `bash load/drill.sh` runs them (the `drill` binary); CI runs the short
+//! form from `platformctl/tests/drills.rs`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::integrity::{self, Integrity};
+use crate::platform::{self, Platform};
+use crate::postgres::Cluster;
+use crate::writer::{self, Writer, Written};
+use crate::{http, k6};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Drill {
+    ReplicaKill,
+    RollingRestart,
+    DatabaseRestart,
+    Release,
+}
+
+pub const ALL: [Drill; 4] = [
+    Drill::ReplicaKill,
+    Drill::RollingRestart,
+    Drill::DatabaseRestart,
+    Drill::Release,
+];
+
+impl Drill {
+    pub fn name(self) -> &'static str {
+        match self {
+            Drill::ReplicaKill => "replica-kill",
+            Drill::RollingRestart => "rolling-restart",
+            Drill::DatabaseRestart => "database-restart",
+            Drill::Release => "release",
+        }
+    }
+}
+
+/// How to run the drills.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub platformctl: PathBuf,
+    /// The k6 scenario of the background load (`load/scenarios/steady.js`).
+    pub script: PathBuf,
+    pub port_offset: i32,
+    /// User journeys per second from k6.
+    pub rate: u32,
+    /// Orders per second from the drill's own writer.
+    pub write_rate: u32,
+    /// Fewer faults, for CI.
+    pub short: bool,
+}
+
+/// What one drill saw.
+pub struct Outcome {
+    pub drill: Drill,
+    /// What was done, for the report.
+    pub faults: String,
+    pub seconds: f64,
+    pub k6_requests: usize,
+    pub k6_failed: BTreeMap<u16, usize>,
+    pub written: Written,
+    pub integrity: Integrity,
+    /// Drill-specific figures.
+    pub notes: Vec<String>,
+    /// Why it failed; empty when it passed.
+    pub problems: Vec<String>,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    pub fn writes_failed(&self) -> usize {
+        self.written
+            .attempts
+            .iter()
+            .filter(|a| a.status != 200)
+            .count()
+    }
+
+    pub fn k6_failed_total(&self) -> usize {
+        self.k6_failed.values().sum()
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "{}: {} in {:.0} s. {}; k6: {} requests, {} failed; writer: {} orders, {} acknowledged, {} failed; {}{}",
+            self.drill.name(),
+            if self.passed() { "PASS" } else { "FAIL" },
+            self.seconds,
+            self.faults,
+            self.k6_requests,
+            self.k6_failed_total(),
+            self.written.attempts.len(),
+            self.written.acks.len(),
+            self.writes_failed(),
+            self.integrity.summary(),
+            self.notes
+                .iter()
+                .chain(self.problems.iter().map(|p| p as &String))
+                .map(|n| format!("; {n}"))
+                .collect::<String>(),
+        )
+    }
+}
+
+fn run_platformctl(platform: &Platform, binary: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new(binary)
+        .args(args)
+        .arg("--data-dir")
+        .arg(&platform.data_dir)
+        .arg(format!("--admin-url={}", platform.admin_url()))
+        .arg(format!("--gateway-url={}", platform.gateway_url()))
+        .output()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    if !out.status.success() {
+        bail!(
+            "platformctl {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A fresh account through the gateway; its bearer token.
+async fn sign_up(port: u16, email: &str) -> anyhow::Result<String> {
+    let credentials = format!(r#"{{"email":"{email}","password":"correct horse battery"}}"#);
+    let timeout = Duration::from_secs(10);
+    let registered = http::request(
+        port,
+        "POST",
+        "/v1/auth/register",
+        None,
+        &credentials,
+        timeout,
+    )
+    .await?;
+    anyhow::ensure!(registered.status == 200, "register: {}", registered.body);
+    let login = http::request(port, "POST", "/v1/auth/login", None, &credentials, timeout).await?;
+    let value: serde_json::Value = serde_json::from_str(&login.body).context("login answer")?;
+    value["accessToken"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no accessToken in the login answer")
+}
+
+fn pid(platform: &Platform, process: &str) -> anyhow::Result<i32> {
+    let file = platform.data_dir.join("run").join(format!("{process}.pid"));
+    std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{} holds no pid", file.display()))
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .with_context(|| format!("cannot signal process {pid}"))
+}
+
+/// How many endpoints of `service` in `color` answer SERVING, per the
+/// gateway's own probes.
+async fn healthy(platform: &Platform, service: &str, color: &str) -> u64 {
+    let reply = http::get(
+        platform.admin_port,
+        "/admin/status",
+        Some(&platform.token),
+        Duration::from_secs(5),
+    )
+    .await;
+    reply
+        .ok()
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+        .and_then(|v| v["services"][service]["colors"][color]["healthy"].as_u64())
+        .unwrap_or(0)
+}
+
+/// The name of replica `replica` (0 first) of a service's color, as `up`
+/// names its pid file.
+fn process_name(service: &str, color: &str, replica: usize) -> String {
+    match replica {
+        0 => format!("{service}-{color}"),
+        n => format!("{service}-{color}-{}", n + 1),
+    }
+}
+
+const SERVICES: [&str; 4] = ["auth", "orders", "payments", "notifications"];
+
+/// `kill -9` of live (blue) replicas, each service in turn.
+async fn replica_kill(platform: &Platform, kills: usize) -> anyhow::Result<(String, Vec<String>)> {
+    let mut killed = Vec::new();
+    let mut recoveries = Vec::new();
+    for n in 0..kills {
+        let service = SERVICES[n % SERVICES.len()];
+        let name = process_name(service, "blue", (n / SERVICES.len()) % 2);
+        signal(pid(platform, &name)?, nix::sys::signal::Signal::SIGKILL)?;
+        let since = Instant::now();
+        killed.push(name);
+        // Back when both replicas answer SERVING again (the supervisor
+        // restarts the killed one).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while healthy(platform, service, "blue").await < 2 {
+            anyhow::ensure!(
+                since.elapsed() < Duration::from_secs(30),
+                "{service} did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        recoveries.push(since.elapsed().as_secs_f64());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let slowest = recoveries.iter().copied().fold(0.0, f64::max);
+    Ok((
+        format!("{kills} kills -9 ({})", killed.join(", ")),
+        vec![format!(
+            "each killed replica back SERVING within {slowest:.1} s"
+        )],
+    ))
+}
+
+/// SIGTERM to every process of every service, both colors, one at a time;
+/// the next only once the restarted one serves.
+async fn rolling_restart(
+    platform: &Platform,
+    colors: &[&str],
+) -> anyhow::Result<(String, Vec<String>)> {
+    let mut restarted = 0;
+    let mut slowest = 0.0f64;
+    for service in SERVICES {
+        for color in colors {
+            for replica in 0..2 {
+                let name = process_name(service, color, replica);
+                let old = pid(platform, &name)?;
+                let since = Instant::now();
+                signal(old, nix::sys::signal::Signal::SIGTERM)?;
+                // Restarted (a new pid) and both replicas SERVING again.
+                loop {
+                    let new = pid(platform, &name).ok();
+                    if new.is_some_and(|p| p != old) && healthy(platform, service, color).await == 2
+                    {
+                        break;
+                    }
+                    anyhow::ensure!(
+                        since.elapsed() < Duration::from_secs(60),
+                        "{name} did not come back after SIGTERM"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                slowest = slowest.max(since.elapsed().as_secs_f64());
+                restarted += 1;
+            }
+        }
+    }
+    Ok((
+        format!(
+            "{restarted} processes restarted one at a time ({} services x {} x 2 replicas)",
+            SERVICES.len(),
+            colors.join(" and ")
+        ),
+        vec![format!(
+            "each back SERVING within {slowest:.1} s of its SIGTERM"
+        )],
+    ))
+}
+
+/// Stops PostgreSQL for `down`, starts it again.
+async fn database_restart(cluster: &Cluster, down: Duration) -> anyhow::Result<(i64, i64)> {
+    let stopped = writer::now_ms();
+    cluster.stop()?;
+    tokio::time::sleep(down).await;
+    cluster.start()?;
+    Ok((stopped, writer::now_ms()))
+}
+
+/// A switch of orders to green and a canary rollout of payments to green.
+async fn release(
+    platform: &Platform,
+    binary: &Path,
+    short: bool,
+) -> anyhow::Result<(String, Vec<String>)> {
+    run_platformctl(platform, binary, &["switch", "orders", "--to", "green"])?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let interval = if short { "3s" } else { "10s" };
+    let since = Instant::now();
+    run_platformctl(
+        platform,
+        binary,
+        &[
+            "rollout",
+            "payments",
+            "--to",
+            "green",
+            "--steps",
+            "10,50,100",
+            "--interval",
+            interval,
+            "--min-requests",
+            "5",
+        ],
+    )?;
+    Ok((
+        format!(
+            "orders switched to green; payments rolled out to green in steps 10/50/100% every {interval}"
+        ),
+        vec![format!(
+            "the rollout took {:.0} s",
+            since.elapsed().as_secs_f64()
+        )],
+    ))
+}
+
+/// Runs one drill on a fresh platform in `work`.
+pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<Outcome> {
+    let k6_binary = k6::find()?;
+    let cluster = match drill {
+        Drill::DatabaseRestart => {
+            let port = u16::try_from(55_432 + 7 + args.port_offset % 100).unwrap_or(55_439);
+            Some(Cluster::create(port)?)
+        }
+        _ => None,
+    };
+    let mut extra_args = vec!["--replicas".to_owned(), "2".to_owned()];
+    if let Some(cluster) = &cluster {
+        extra_args.extend(["--postgres".to_owned(), cluster.url()]);
+    }
+    let config = platform::Config {
+        platformctl: args.platformctl.clone(),
+        port_offset: args.port_offset,
+        blue_version: "1.0.0".into(),
+        green_version: "1.1.0".into(),
+        green_env: Vec::new(),
+        extra_args,
+        ready_timeout: Duration::from_secs(120),
+    };
+    let platform = Platform::start(&config, work).await?;
+    let token = sign_up(
+        platform.gateway_port,
+        &format!("drill-{}@example.com", writer::now_ms()),
+    )
+    .await?;
+
+    let load = k6::Load {
+        k6: k6_binary,
+        script: args.script.clone(),
+        base_url: platform.gateway_url(),
+        rate: args.rate,
+        duration: Duration::from_secs(3600),
+        users: 10,
+        write_every: 0,
+        scenario: "users".into(),
+        env: vec![("STREAMS".into(), "0".into())],
+    };
+    let running = load.start(work)?;
+    // k6 signs its users up first; the drill starts once it is loading.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let writer = Writer::start(
+        platform.gateway_port,
+        token.clone(),
+        args.write_rate,
+        drill.name(),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = Instant::now();
+    let mut notes = Vec::new();
+    let mut outage = None;
+    let faults = match drill {
+        Drill::ReplicaKill => {
+            let (faults, more) = replica_kill(&platform, if args.short { 4 } else { 12 }).await?;
+            notes.extend(more);
+            faults
+        }
+        Drill::RollingRestart => {
+            let colors: &[&str] = if args.short {
+                &["blue"]
+            } else {
+                &["blue", "green"]
+            };
+            let (faults, more) = rolling_restart(&platform, colors).await?;
+            notes.extend(more);
+            faults
+        }
+        Drill::DatabaseRestart => {
+            let down = Duration::from_secs(if args.short { 3 } else { 10 });
+            let cluster = cluster
+                .as_ref()
+                .context("the database drill has a cluster")?;
+            outage = Some(database_restart(cluster, down).await?);
+            format!(
+                "PostgreSQL stopped (fast shutdown) for {} s, then started",
+                down.as_secs()
+            )
+        }
+        Drill::Release => {
+            let (faults, more) = release(&platform, &args.platformctl, args.short).await?;
+            notes.extend(more);
+            faults
+        }
+    };
+    // Load goes on for a while after the fault: recovery is part of the drill.
+    tokio::time::sleep(Duration::from_secs(if args.short { 5 } else { 10 })).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let written = writer.finish().await;
+    let outcomes = running.interrupt(Duration::from_secs(30)).await?;
+    let integrity = integrity::check(
+        platform.gateway_port,
+        &token,
+        &written.acks,
+        written.request_ids,
+    )
+    .await?;
+    platform.stop().await?;
+
+    let mut k6_failed = BTreeMap::new();
+    for o in outcomes.iter().filter(|o| o.failed) {
+        *k6_failed.entry(o.status).or_insert(0) += 1;
+    }
+    let mut outcome = Outcome {
+        drill,
+        faults,
+        seconds,
+        k6_requests: outcomes.len(),
+        k6_failed,
+        written,
+        integrity,
+        notes,
+        problems: Vec::new(),
+    };
+    judge(&mut outcome, &outcomes, outage);
+    Ok(outcome)
+}
+
+/// Fills in what went wrong, if anything.
+fn judge(outcome: &mut Outcome, requests: &[k6::Outcome], outage: Option<(i64, i64)>) {
+    if !outcome.integrity.ok() {
+        outcome.problems.push(outcome.integrity.summary());
+    }
+    if outcome.written.acks.is_empty() {
+        outcome
+            .problems
+            .push("no order was acknowledged at all".into());
+    }
+    let writes: Vec<&writer::Attempt> = outcome
+        .written
+        .attempts
+        .iter()
+        .filter(|a| a.status != 200)
+        .collect();
+    match outage {
+        None => {
+            if outcome.k6_failed_total() > 0 {
+                outcome.problems.push(format!(
+                    "k6 saw failed requests, by status: {:?}",
+                    outcome.k6_failed
+                ));
+            }
+            if let Some(first) = writes.first() {
+                outcome.problems.push(format!(
+                    "{} order creations failed, the first with {}: {}",
+                    writes.len(),
+                    first.status,
+                    first.body
+                ));
+            }
+        }
+        Some((down, up)) => {
+            // Failures are allowed while the database is away (and for the
+            // pools to reconnect after), as fast, clean 503s.
+            let grace = 5_000;
+            let outside = requests
+                .iter()
+                .filter(|r| r.failed && (r.at_ms < down || r.at_ms > up + grace))
+                .count()
+                + writes
+                    .iter()
+                    .filter(|a| a.at_ms < down || a.at_ms > up + grace)
+                    .count();
+            if outside > 0 {
+                outcome
+                    .problems
+                    .push(format!("{outside} requests failed outside the outage"));
+            }
+            let unclean: BTreeMap<u16, usize> = requests
+                .iter()
+                .filter(|r| r.failed && r.status != 503)
+                .map(|r| r.status)
+                .chain(writes.iter().filter(|a| a.status != 503).map(|a| a.status))
+                .fold(BTreeMap::new(), |mut m, s| {
+                    *m.entry(s).or_insert(0) += 1;
+                    m
+                });
+            if !unclean.is_empty() {
+                outcome
+                    .problems
+                    .push(format!("failures other than 503, by status: {unclean:?}"));
+            }
+            // Fast: every order sent while the database was away was
+            // answered (503 or, once it was back, 200) within 2 s.
+            let slowest = outcome
+                .written
+                .attempts
+                .iter()
+                .filter(|a| a.at_ms >= down && a.at_ms <= up)
+                .map(|a| a.took)
+                .max()
+                .unwrap_or_default();
+            if slowest > Duration::from_secs(2) {
+                outcome.problems.push(format!(
+                    "an order sent during the outage waited {:.1} s for its answer: not fast",
+                    slowest.as_secs_f64()
+                ));
+            }
+            let recovered = outcome
+                .written
+                .attempts
+                .iter()
+                .filter(|a| a.status == 200 && a.at_ms > up)
+                .map(|a| a.at_ms - up)
+                .min();
+            match recovered {
+                Some(ms) => outcome.notes.push(format!(
+                    "{} requests failed while it was down; orders sent meanwhile were answered within {} ms; first order acknowledged {:.1} s after the database was back",
+                    outcome.k6_failed_total() + writes.len(),
+                    slowest.as_millis(),
+                    ms as f64 / 1000.0
+                )),
+                None => outcome.problems.push("no order succeeded after the database came back".into()),
+            }
+        }
+    }
+}

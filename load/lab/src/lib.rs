@@ -1,0 +1,21 @@
+//! Load tooling for the platform, each part a binary of this crate:
+//! `release-experiment` (release strategies under load, `load/experiment.sh`),
+//! `drill` (failure drills with an integrity check, `load/drill.sh`) and
+//! `capacity` (CPU per request rate, the knee, `load/capacity.sh`). The
+//! library is what they share: starting the platform, running k6 and reading
+//! its per-request output, sampling the gateway, plotting.
+#![forbid(unsafe_code)]
+
+pub mod drills;
+pub mod figures;
+pub mod http;
+pub mod integrity;
+pub mod k6;
+pub mod platform;
+pub mod plot;
+pub mod postgres;
+pub mod procs;
+pub mod report;
+pub mod sample;
+pub mod strategy;
+pub mod writer;
