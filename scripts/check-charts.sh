@@ -19,9 +19,14 @@ for values in helm/values/*.yaml; do
 done
 # The HPA with the adapter's metrics too (requests per second, calls in flight).
 helm template orders-blue helm/service -f helm/values/orders.yaml --set color=blue \
-    --set autoscaling.targetRequestsPerSecond=100 --set autoscaling.targetInFlightRequests=20 \
+    --set autoscaling.adapterMetrics=true --set autoscaling.targetInFlightRequests=20 \
     > "$out/orders-blue-custom-metrics.yaml"
 grep -q 'name: rpc_server_in_flight_requests' "$out/orders-blue-custom-metrics.yaml"
+grep -q 'name: rpc_server_requests_per_second' "$out/orders-blue-custom-metrics.yaml"
+if grep -q 'rpc_server_requests_per_second' "$out/orders-blue.yaml"; then
+    echo "error: the HPA asks for adapter metrics although autoscaling.adapterMetrics is false" >&2
+    exit 1
+fi
 # The optional ServiceMonitors too (a CRD: its schema is not Kubernetes').
 helm template gateway helm/gateway --set serviceMonitor.enabled=true > /dev/null
 kubernetes-validate --quiet --strict "$out"/*.yaml

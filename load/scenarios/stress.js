@@ -2,7 +2,7 @@
 // MAX_RATE (default 1000/s) over RAMP (default 5m), until the knee: the run
 // stops itself (abortOnFail) once p99 passes KNEE_P99_MS (default 1000) or
 // more than 1% fail, and k6's summary shows the rate reached
-// (iterations/s). scripts and load/capacity measure the knee precisely.
+// (iterations/s). `bash load/capacity.sh` measures the knee step by step.
 import { journey, signUpMany } from '../lib.js';
 
 const USERS = Number(__ENV.USERS || 50);

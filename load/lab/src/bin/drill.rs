@@ -53,6 +53,10 @@ fn markdown(outcomes: &[Outcome], args: &Args) -> String {
         "Load: {} user journeys/s from k6 and {} orders/s from the writer.\n\n",
         args.rate, args.write_rate
     ));
+    out.push_str(
+        "The gateway's own rolling restart (two gateways under steady load, each stopped the SIGTERM way while \
+         clients go to the other) is `gateway/tests/drain.rs`, which the test command runs: no request lost.\n\n",
+    );
     out.push_str("| drill | verdict | what was done | k6 requests (failed) | orders sent / acknowledged (failed) | integrity | notes |\n|---|---|---|---|---|---|---|\n");
     for o in outcomes {
         out.push_str(&format!(
