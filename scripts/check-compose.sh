@@ -29,13 +29,14 @@ app=(auth-blue auth-green orders-blue orders-green payments-blue payments-green
 # Podman's own chatter (and that of the processes it leaves behind) goes to
 # a log, shown when something fails.
 log="$(mktemp)"
-compose() { podman-compose -p "$project" -f compose.yaml "$@" >>"$log" 2>&1; }
+override="$(mktemp --suffix .yaml)"
+compose() { podman-compose -p "$project" -f compose.yaml -f "$override" "$@" >>"$log" 2>&1; }
 
 cleanup() {
     compose down -v -t 10 || true
     podman rm -f -t 0 "$project-postgres" >/dev/null 2>&1 || true
     podman network rm -f "$net" >/dev/null 2>&1 || true
-    rm -f "$log"
+    rm -f "$log" "$override"
     if [ -n "$built" ]; then
         for bin in gateway auth orders payments notifications; do
             podman rmi -f "platform/$bin:$IMAGE_TAG" >/dev/null 2>&1 || true
@@ -66,6 +67,16 @@ wait_for() { # WHAT COMMAND...
 }
 
 podman network create "$net" >/dev/null
+# Podman 4.3 lists the host's name servers after the network's own in each
+# container's resolv.conf, and musl (the static binaries) asks them all at
+# once and takes the first answer, so a container name sometimes "does not
+# resolve". The network's DNS alone, for the platform's containers (Docker's
+# resolv.conf names only its own DNS: nothing to do there).
+dns="$(podman network inspect "$net" --format '{{range .Subnets}}{{.Gateway}}{{end}}')"
+{
+    echo "services:"
+    for name in "${app[@]}"; do printf '  %s:\n    dns: ["%s"]\n' "$name" "$dns"; done
+} > "$override"
 pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
 podman run -d --name "$project-postgres" --network "$net" --network-alias postgres \
     --user postgres --tmpfs /pgdata:rw,mode=1777,notmpcopyup --tmpfs /tmp:rw,mode=1777,notmpcopyup \
@@ -103,16 +114,9 @@ create_order() { # EXPECTED_COLOR
     color="$(printf '%s' "$reply" | tr -d '\r' | sed -n 's/^x-served-by: //Ip')"
     [ "$status" = 200 ] || fail "create an order: HTTP $status: $(printf '%s' "$reply" | tail -n 1)"
     [ "$color" = "$1" ] || fail "the order was served by ${color:-no color}, expected $1"
-    # Paid at once, or (when a downstream call failed, say a name not yet
-    # resolvable on a fresh network) left pending and charged by orders' retry.
-    id="$(printf '%s' "$reply" | tail -n 1 | json '["id"]')"
-    for _ in $(seq 1 40); do
-        state="$(curl -fsS "$gw/v1/orders/$id" -H "authorization: Bearer $token" | json '["status"]')"
-        [ "$state" = ORDER_STATUS_PENDING ] || break
-        sleep 0.5
-    done
-    [ "$state" = ORDER_STATUS_PAID ] || fail "order $id ended $state, not paid"
-    echo "ok: an order created through the gateway, served by $color, paid"
+    printf '%s' "$reply" | tail -n 1 | grep -q ORDER_STATUS_PAID ||
+        fail "the order was not paid: $(printf '%s' "$reply" | tail -n 1)"
+    echo "ok: an order created and paid through the gateway, served by $color"
 }
 create_order blue
 

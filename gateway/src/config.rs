@@ -46,6 +46,10 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     pub watch_interval: Duration,
     pub drain_delay: Duration,
+    /// `LISTEN_REUSEPORT=true`: bind with SO_REUSEPORT, so a second gateway
+    /// on the same machine can take over the ports while this one drains
+    /// (a rolling restart without a load balancer in front).
+    pub reuse_port: bool,
     /// Requests handled at once; beyond it, a fast 503.
     pub max_concurrent: usize,
     /// Requests per second per client (token subject, else address); 0 turns it off.
@@ -217,6 +221,9 @@ impl GatewayConfig {
                 Duration::from_secs(5),
                 Duration::from_secs(300),
             )?,
+            reuse_port: env
+                .parse::<bool>("LISTEN_REUSEPORT", "true or false")?
+                .unwrap_or(false),
             max_concurrent: env
                 .parse::<usize>("MAX_CONCURRENT_REQUESTS", "a number of requests")?
                 .unwrap_or(1024)

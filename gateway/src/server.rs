@@ -348,11 +348,28 @@ impl RunningGateway {
     }
 }
 
+/// A listener; with `reuse_port`, one that another gateway process may
+/// share (the kernel spreads new connections over both).
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Binds the three listeners and serves until stopped.
 pub async fn serve(state: State) -> std::io::Result<RunningGateway> {
-    let public = TcpListener::bind(state.config.listen).await?;
-    let admin = TcpListener::bind(state.config.admin_listen).await?;
-    let internal = TcpListener::bind(state.config.internal_listen).await?;
+    let reuse_port = state.config.reuse_port;
+    let public = bind(state.config.listen, reuse_port)?;
+    let admin = bind(state.config.admin_listen, reuse_port)?;
+    let internal = bind(state.config.internal_listen, reuse_port)?;
     let (addr, admin_addr, internal_addr) = (
         public.local_addr()?,
         admin.local_addr()?,

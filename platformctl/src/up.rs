@@ -392,6 +392,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ),
         ("AUTH_ADDR".to_owned(), url("auth", Color::Blue)),
         ("DRAIN_DELAY_MS".to_owned(), "500".to_owned()),
+        // A second gateway may share the ports for a rolling restart.
+        ("LISTEN_REUSEPORT".to_owned(), "true".to_owned()),
     ];
     let gateway_env = gateway_env
         .into_iter()

@@ -7,7 +7,8 @@
 //! - `replica-kill`: `kill -9` of a live replica, one service after the
 //!   other, again and again (the supervisor restarts each).
 //! - `rolling-restart`: every process of every service, both colors, one at
-//!   a time: SIGTERM (it drains), restart, wait until SERVING, next.
+//!   a time: SIGTERM (it drains), restart, wait until SERVING, next; then
+//!   the gateway, covered meanwhile by a standby sharing its ports.
 //! - `database-restart`: the platform on PostgreSQL; the database is stopped
 //!   (fast shutdown) and started again.
 //! - `release`: a blue/green switch of orders and a canary rollout of
@@ -249,6 +250,7 @@ async fn replica_kill(platform: &Platform, kills: usize) -> anyhow::Result<(Stri
 async fn rolling_restart(
     platform: &Platform,
     colors: &[&str],
+    work: &Path,
 ) -> anyhow::Result<(String, Vec<String>)> {
     let mut restarted = 0;
     let mut slowest = 0.0f64;
@@ -277,16 +279,88 @@ async fn rolling_restart(
             }
         }
     }
+    let gateway = gateway_restart(platform, work).await?;
     Ok((
         format!(
-            "{restarted} processes restarted one at a time ({} services x {} x 2 replicas)",
+            "{restarted} service processes restarted one at a time ({} services x {} x 2 replicas), then the gateway",
             SERVICES.len(),
             colors.join(" and ")
         ),
         vec![format!(
-            "each back SERVING within {slowest:.1} s of its SIGTERM"
+            "each service process back SERVING within {slowest:.1} s of its SIGTERM; the gateway restarted in {gateway:.1} s with a standby sharing its ports"
         )],
     ))
+}
+
+/// Restarts the gateway without a gap, as a second instance on the same
+/// machine would: a standby gateway with the running one's command line and
+/// environment shares its ports (SO_REUSEPORT, which `up` turns on), the
+/// supervised one is stopped the SIGTERM way (it drains) and comes back,
+/// then the standby drains and stops. Returns the seconds it took.
+async fn gateway_restart(platform: &Platform, work: &Path) -> anyhow::Result<f64> {
+    let old = pid(platform, "gateway")?;
+    let nul_separated = |path: String| -> anyhow::Result<Vec<String>> {
+        let raw = std::fs::read(&path).with_context(|| format!("cannot read {path}"))?;
+        Ok(raw
+            .split(|b| *b == 0)
+            .filter(|part| !part.is_empty())
+            .map(|part| String::from_utf8_lossy(part).into_owned())
+            .collect())
+    };
+    let exe = std::fs::read_link(format!("/proc/{old}/exe"))?;
+    let args = nul_separated(format!("/proc/{old}/cmdline"))?;
+    let env = nul_separated(format!("/proc/{old}/environ"))?;
+    let log_path = work.join("gateway-standby.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut standby = std::process::Command::new(exe)
+        .args(args.iter().skip(1))
+        .env_clear()
+        .envs(env.iter().filter_map(|pair| pair.split_once('=')))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start a standby gateway")?;
+    let since = Instant::now();
+    let serving = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|t| t.matches("gateway serving").count())
+            .unwrap_or(0)
+    };
+    while serving(&log_path) == 0 {
+        if let Some(status) = standby.try_wait()? {
+            bail!(
+                "the standby gateway exited ({status}): {}",
+                platform::tail(&log_path, 5)
+            );
+        }
+        anyhow::ensure!(
+            since.elapsed() < Duration::from_secs(30),
+            "the standby gateway did not serve"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let main_log = platform.data_dir.join("logs").join("gateway.log");
+    let served_before = serving(&main_log);
+    signal(old, nix::sys::signal::Signal::SIGTERM)?;
+    while serving(&main_log) == served_before || pid(platform, "gateway").ok() == Some(old) {
+        anyhow::ensure!(
+            since.elapsed() < Duration::from_secs(60),
+            "the gateway did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let standby_pid = i32::try_from(standby.id()).context("pid")?;
+    signal(standby_pid, nix::sys::signal::Signal::SIGTERM)?;
+    let stopping = Instant::now();
+    while standby.try_wait()?.is_none() {
+        if stopping.elapsed() > Duration::from_secs(30) {
+            let _ = standby.kill();
+            bail!("the standby gateway did not stop within 30 s of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(since.elapsed().as_secs_f64())
 }
 
 /// Stops PostgreSQL for `down`, starts it again.
@@ -401,7 +475,7 @@ pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<O
             } else {
                 &["blue", "green"]
             };
-            let (faults, more) = rolling_restart(&platform, colors).await?;
+            let (faults, more) = rolling_restart(&platform, colors, work).await?;
             notes.extend(more);
             faults
         }

@@ -54,8 +54,10 @@ fn markdown(outcomes: &[Outcome], args: &Args) -> String {
         args.rate, args.write_rate
     ));
     out.push_str(
-        "The gateway's own rolling restart (two gateways under steady load, each stopped the SIGTERM way while \
-         clients go to the other) is `gateway/tests/drain.rs`, which the test command runs: no request lost.\n\n",
+        "The rolling restart ends with the gateway: a standby gateway with the same command line and environment \
+         shares its ports (`LISTEN_REUSEPORT`, which `platformctl up` turns on), the gateway drains and comes \
+         back, the standby drains and stops. `gateway/tests/drain.rs` checks the same with two gateways and \
+         clients that go to the other one.\n\n",
     );
     out.push_str("| drill | verdict | what was done | k6 requests (failed) | orders sent / acknowledged (failed) | integrity | notes |\n|---|---|---|---|---|---|---|\n");
     for o in outcomes {
