@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The failure drills, in one command: replica kills, a rolling restart, a
 # database restart and a release, each under load with an integrity check
-# and a PASS/FAIL verdict (the `drill` binary of load/lab). Writes
-# load/reports/drills.md. Takes about 6 minutes; --short takes about 3.
+# and a PASS/FAIL verdict (the `drill` binary of load/lab); with
+# --report load/reports/drills.md it writes the report. Takes about 6
+# minutes; --short takes about 3.
 # Usage: bash load/drill.sh [drill names] [--short] [see --help]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -257,6 +257,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let replicas = usize::from(args.replicas);
     let all = processes(args.port_offset, replicas);
+    if all.iter().any(|p| p.grpc == 0 || p.metrics == 0) {
+        bail!(
+            "--port-offset {} with --replicas {} puts ports beyond 65535: use a smaller offset",
+            args.port_offset,
+            args.replicas
+        );
+    }
     for process in &all {
         for port in [process.grpc, process.metrics] {
             if TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_err() {

@@ -289,6 +289,15 @@ fn bad_input_is_a_clear_error_not_a_hang() {
         stderr.contains("invalid FAULT_ERROR_RATE: expected a number from 0 to 1, got 2"),
         "{stderr}"
     );
+    let (code, stderr) = run(&["up", "--port-offset=14000", "--replicas=3"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("puts ports beyond 65535"), "{stderr}");
+    let (code, stderr) = run(&["up", "--postgres", "postgres://db.example/orders"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("names the server, not a database"),
+        "{stderr}"
+    );
     let (code, stderr) = run(&["up", "--green-env", "not a pair"], &[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("expected KEY=VALUE"), "{stderr}");

@@ -109,7 +109,7 @@ impl Outcome {
 
     pub fn line(&self) -> String {
         format!(
-            "{}: {} in {:.0} s. {}; k6: {} requests, {} failed; writer: {} orders, {} acknowledged, {} failed; {}{}",
+            "{}: {} in {:.0} s. {}; k6: {} requests, {} failed; writer: {} orders, {} failed ({} sent again with their request id until acknowledged); {}{}",
             self.drill.name(),
             if self.passed() { "PASS" } else { "FAIL" },
             self.seconds,
@@ -117,8 +117,8 @@ impl Outcome {
             self.k6_requests,
             self.k6_failed_total(),
             self.written.attempts.len(),
-            self.written.acks.len(),
             self.writes_failed(),
+            self.written.retried,
             self.integrity.summary(),
             self.notes
                 .iter()
@@ -499,13 +499,14 @@ pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<O
     // Load goes on for a while after the fault: recovery is part of the drill.
     tokio::time::sleep(Duration::from_secs(if args.short { 5 } else { 10 })).await;
     let seconds = started.elapsed().as_secs_f64();
-    let written = writer.finish().await;
+    let written = writer.finish(platform.gateway_port, &token).await;
     let outcomes = running.interrupt(Duration::from_secs(30)).await?;
     let integrity = integrity::check(
         platform.gateway_port,
         &token,
         &written.acks,
         written.request_ids,
+        written.unresolved.len(),
     )
     .await?;
     platform.stop().await?;
@@ -609,12 +610,15 @@ fn judge(outcome: &mut Outcome, requests: &[k6::Outcome], outage: Option<(i64, i
                     slowest.as_secs_f64()
                 ));
             }
+            // From the database being back to the first acknowledgement the
+            // client received (a request may have been sent before).
             let recovered = outcome
                 .written
                 .attempts
                 .iter()
-                .filter(|a| a.status == 200 && a.at_ms > up)
-                .map(|a| a.at_ms - up)
+                .filter(|a| a.status == 200)
+                .map(|a| a.at_ms + i64::try_from(a.took.as_millis()).unwrap_or(0) - up)
+                .filter(|ms| *ms >= 0)
                 .min();
             match recovered {
                 Some(ms) => outcome.notes.push(format!(

@@ -19,8 +19,10 @@ pub struct Integrity {
     pub inconsistent: Vec<String>,
     /// Charged (approved) more than once.
     pub double_charged: Vec<String>,
-    /// Orders beyond one per request id sent.
+    /// Orders beyond one per request id sent, or not acknowledged to anyone.
     pub duplicates: usize,
+    /// Request ids that never got an order, even when sent again.
+    pub unresolved: usize,
 }
 
 impl Integrity {
@@ -29,11 +31,16 @@ impl Integrity {
             && self.inconsistent.is_empty()
             && self.double_charged.is_empty()
             && self.duplicates == 0
+            && self.unresolved == 0
     }
 
     pub fn summary(&self) -> String {
+        let unresolved = match self.unresolved {
+            0 => String::new(),
+            n => format!(", {n} requests never acknowledged"),
+        };
         format!(
-            "{} acknowledged orders checked: {} lost, {} inconsistent, {} charged twice, {} duplicated",
+            "{} acknowledged orders checked: {} lost, {} inconsistent, {} charged twice, {} duplicated{unresolved}",
             self.checked,
             self.lost.len(),
             self.inconsistent.len(),
@@ -58,16 +65,18 @@ async fn get_json(port: u16, path: &str, token: &str) -> anyhow::Result<(u16, se
     anyhow::bail!("GET {path}: still rate limited after 30 s")
 }
 
-/// Checks every acknowledged order; `request_ids` is how many distinct
-/// request ids the client sent (the most orders there may be).
+/// Checks every acknowledged order, and that the user has exactly one
+/// order per request id sent (`request_ids`), each of them acknowledged.
 pub async fn check(
     port: u16,
     token: &str,
     acks: &[Ack],
     request_ids: usize,
+    unresolved: usize,
 ) -> anyhow::Result<Integrity> {
     let mut report = Integrity {
         checked: acks.len(),
+        unresolved,
         ..Integrity::default()
     };
     for ack in acks {
@@ -89,13 +98,14 @@ pub async fn check(
             report.lost.push(ack.id.clone());
             continue;
         }
-        let (_, payments) = get_json(
+        let (status, payments) = get_json(
             port,
             &format!("/v1/orders/{}/payments?pageSize=100", ack.id),
             token,
         )
         .await
         .with_context(|| format!("payments of {}", ack.id))?;
+        anyhow::ensure!(status == 200, "payments of {}: HTTP {status}", ack.id);
         let approved: Vec<&serde_json::Value> = payments["payments"]
             .as_array()
             .map(|all| {
@@ -120,18 +130,31 @@ pub async fn check(
                 .push(format!("{} ({})", ack.id, order["status"]));
         }
     }
-    // Every order of the user, page by page: one per request id at most.
-    let (mut listed, mut page) = (0usize, String::new());
+    // Every order of the user, page by page: exactly one per request id,
+    // and each one acknowledged to the client (the failed tries were sent
+    // again until acknowledged, so an order nobody was told about is a
+    // duplicate).
+    let acknowledged: std::collections::HashSet<&str> =
+        acks.iter().map(|a| a.id.as_str()).collect();
+    let (mut listed, mut strangers, mut page) = (0usize, 0usize, String::new());
     loop {
         let path = format!("/v1/orders?pageSize=100&pageToken={page}");
         let (status, value) = get_json(port, &path, token).await?;
         anyhow::ensure!(status == 200, "listing orders: HTTP {status}");
-        listed += value["orders"].as_array().map_or(0, Vec::len);
+        for order in value["orders"].as_array().into_iter().flatten() {
+            listed += 1;
+            if !order["id"]
+                .as_str()
+                .is_some_and(|id| acknowledged.contains(id))
+            {
+                strangers += 1;
+            }
+        }
         match value["nextPageToken"].as_str() {
             Some(next) if !next.is_empty() => page = next.to_owned(),
             _ => break,
         }
     }
-    report.duplicates = listed.saturating_sub(request_ids);
+    report.duplicates = strangers.max(listed.saturating_sub(request_ids));
     Ok(report)
 }

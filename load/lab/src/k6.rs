@@ -61,6 +61,47 @@ pub fn parse_csv(text: &str, scenario: &str) -> anyhow::Result<Vec<Outcome>> {
     Ok(outcomes)
 }
 
+/// The samples of `metric` (for example `http_req_duration`, in ms) that the
+/// requests of `scenario` produced between `from_ms` and `to_ms`.
+pub fn samples(
+    text: &str,
+    scenario: &str,
+    metric: &str,
+    (from_ms, to_ms): (i64, i64),
+) -> anyhow::Result<Vec<f64>> {
+    let mut records = records(text).into_iter();
+    let header = records.next().context("the k6 CSV file is empty")?;
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("the k6 CSV file has no {name} column"))
+    };
+    let (name, timestamp, value, scenario_col) = (
+        column("metric_name")?,
+        column("timestamp")?,
+        column("metric_value")?,
+        column("scenario")?,
+    );
+    let mut out = Vec::new();
+    for record in records {
+        let field = |i: usize| record.get(i).map(String::as_str).unwrap_or_default();
+        if field(name) != metric || field(scenario_col) != scenario {
+            continue;
+        }
+        let Some(at) = parse_time(field(timestamp)) else {
+            continue;
+        };
+        if at >= from_ms
+            && at <= to_ms
+            && let Ok(v) = field(value).parse::<f64>()
+        {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
 /// A k6 timestamp as Unix milliseconds: `unix_milli` as asked, or whole
 /// seconds (k6's default) should the option be ignored.
 fn parse_time(text: &str) -> Option<i64> {
@@ -277,6 +318,25 @@ http_req_failed,1795325861400,1.000000,,\"dial tcp 127.0.0.1:21080: connect: con
         assert!(
             format!("{err:#}").contains("record 4: bad timestamp"),
             "{err:#}"
+        );
+    }
+
+    #[test]
+    fn samples_of_a_metric_within_a_window() {
+        let csv = "metric_name,timestamp,metric_value,scenario\n\
+            http_req_duration,1795325861000,5.5,users\n\
+            http_req_duration,1795325862000,7.0,users\n\
+            http_req_duration,1795325862500,9.0,\n\
+            iterations,1795325862100,1,users\n\
+            http_req_duration,1795325863001,1.0,users\n";
+        let window = (1_795_325_861_500, 1_795_325_863_000);
+        assert_eq!(
+            samples(csv, "users", "http_req_duration", window).expect("parses"),
+            vec![7.0]
+        );
+        assert_eq!(
+            samples(csv, "users", "iterations", window).expect("parses"),
+            vec![1.0]
         );
     }
 

@@ -29,6 +29,8 @@ struct Log {
     acks: Vec<Ack>,
     attempts: Vec<Attempt>,
     request_ids: usize,
+    /// Request ids that got no acknowledgement, to send again at the end.
+    unanswered: Vec<String>,
 }
 
 pub struct Writer {
@@ -40,10 +42,16 @@ pub struct Writer {
 /// Everything the writer saw.
 #[derive(Debug)]
 pub struct Written {
+    /// Every acknowledged order: during the run, then from the retries.
     pub acks: Vec<Ack>,
+    /// The requests of the run (retries at the end not included).
     pub attempts: Vec<Attempt>,
-    /// Distinct request ids sent: at most this many orders may exist.
+    /// Distinct request ids sent: exactly this many orders must exist.
     pub request_ids: usize,
+    /// Failed requests sent again at the end with their request id, as a
+    /// client retries, until acknowledged; and those still not acknowledged.
+    pub retried: usize,
+    pub unresolved: Vec<String>,
 }
 
 pub fn now_ms() -> i64 {
@@ -79,33 +87,64 @@ impl Writer {
         Writer { stop, task, log }
     }
 
-    pub async fn finish(self) -> Written {
+    /// Stops writing, then sends every unacknowledged request again with its
+    /// request id (up to 30 s each) as a client would: whatever the platform
+    /// did with the first try, the retry must end in exactly one order.
+    pub async fn finish(self, gateway_port: u16, token: &str) -> Written {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.task.await;
-        let mut log = self.log.lock().expect("writer log");
+        let (mut acks, attempts, request_ids, unanswered) = {
+            let mut log = self.log.lock().expect("writer log");
+            (
+                std::mem::take(&mut log.acks),
+                std::mem::take(&mut log.attempts),
+                log.request_ids,
+                std::mem::take(&mut log.unanswered),
+            )
+        };
+        let mut unresolved = Vec::new();
+        for request_id in &unanswered {
+            let mut acked = None;
+            for _ in 0..60 {
+                if let (200, Some(id), _) = send(gateway_port, token, request_id).await {
+                    acked = Some(id);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            match acked {
+                Some(id) => acks.push(Ack {
+                    id,
+                    request_id: request_id.clone(),
+                }),
+                None => unresolved.push(request_id.clone()),
+            }
+        }
         Written {
-            acks: std::mem::take(&mut log.acks),
-            attempts: std::mem::take(&mut log.attempts),
-            request_ids: log.request_ids,
+            acks,
+            attempts,
+            request_ids,
+            retried: unanswered.len(),
+            unresolved,
         }
     }
 }
 
-async fn create(port: u16, token: String, request_id: String, log: Arc<Mutex<Log>>) {
+/// One order creation: status (0 without an answer), the order id when
+/// acknowledged, and the answer's text.
+async fn send(port: u16, token: &str, request_id: &str) -> (u16, Option<String>, String) {
     let body = format!(
         r#"{{"items":[{{"sku":"drill-1","quantity":2,"unitPriceMinor":1250}}],"currency":"EUR","paymentMethod":"pm_card_visa","requestId":"{request_id}"}}"#
     );
-    let (at_ms, started) = (now_ms(), Instant::now());
     let reply = http::request(
         port,
         "POST",
         "/v1/orders",
-        Some(&token),
+        Some(token),
         &body,
         Duration::from_secs(30),
     )
     .await;
-    let took = started.elapsed();
     let (status, text) = match reply {
         Ok(reply) => (reply.status, reply.body),
         Err(err) => (0, format!("{err:#}")),
@@ -114,6 +153,13 @@ async fn create(port: u16, token: String, request_id: String, log: Arc<Mutex<Log
         .then(|| serde_json::from_str::<serde_json::Value>(&text).ok())
         .flatten()
         .and_then(|v| v["id"].as_str().map(str::to_owned));
+    (status, id, text)
+}
+
+async fn create(port: u16, token: String, request_id: String, log: Arc<Mutex<Log>>) {
+    let (at_ms, started) = (now_ms(), Instant::now());
+    let (status, id, text) = send(port, &token, &request_id).await;
+    let took = started.elapsed();
     let mut log = log.lock().expect("writer log");
     log.request_ids += 1;
     log.attempts.push(Attempt {
@@ -122,7 +168,8 @@ async fn create(port: u16, token: String, request_id: String, log: Arc<Mutex<Log
         took,
         body: text.chars().take(200).collect(),
     });
-    if let Some(id) = id {
-        log.acks.push(Ack { id, request_id });
+    match id {
+        Some(id) => log.acks.push(Ack { id, request_id }),
+        None => log.unanswered.push(request_id),
     }
 }

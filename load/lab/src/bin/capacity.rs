@@ -3,8 +3,8 @@
 //! build, the per-client rate limit off) takes k6's user journeys
 //! (`load/scenarios/steady.js`) at rising constant rates; at each step the
 //! CPU time of every process (from /proc) and the calls each service served
-//! (from its own counters) give CPU per 1,000 calls/s, and k6 gives latency
-//! and failures. The knee is the first step where p99 passes 3x the lowest
+//! (from its own counters) give CPU per 1,000 calls/s, and k6's per-request
+//! output gives latency and failures, all over the same measured window. The knee is the first step where p99 passes 3x the lowest
 //! p99 of the steps before it, more than 1% fail, or less than 90% of the
 //! offered rate gets through. A second run shows a service bound by a slow downstream: orders
 //! with payments 200 ms slower, where CPU stays flat while calls in flight
@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use load_lab::platform::{self, Platform};
 use load_lab::procs::{self, Counters};
-use load_lab::{http, plot};
+use load_lab::{http, k6, plot, writer};
 
 const SERVICES: [&str; 4] = ["auth", "orders", "payments", "notifications"];
 const GROUPS: [&str; 5] = ["gateway", "auth", "orders", "payments", "notifications"];
@@ -163,26 +163,21 @@ async fn step(
     rate: u32,
     work: &Path,
 ) -> anyhow::Result<Step> {
+    const USERS: u32 = 20;
     let ticks = procs::clock_ticks();
-    let summary = work.join(format!("summary-{rate}.json"));
+    let csv = work.join(format!("k6-{rate}.csv"));
     let warm = 3;
     let duration = args.seconds + warm + 2;
     let log = std::fs::File::create(work.join(format!("k6-{rate}.log")))?;
     let mut k6 = tokio::process::Command::new("k6")
-        .args([
-            "run",
-            "--quiet",
-            "--no-usage-report",
-            "--summary-trend-stats",
-            "avg,p(50),p(95),p(99),max",
-        ])
-        .arg("--summary-export")
-        .arg(&summary)
+        .args(["run", "--quiet", "--no-usage-report", "--out"])
+        .arg(format!("csv={}", csv.display()))
         .arg(&args.script)
+        .env("K6_CSV_TIME_FORMAT", "unix_milli")
         .env("BASE_URL", platform.gateway_url())
         .env("RATE", rate.to_string())
         .env("DURATION", format!("{duration}s"))
-        .env("USERS", "20")
+        .env("USERS", USERS.to_string())
         .env("STREAMS", "0")
         // The thresholds are the steady scenario's; here they only inform.
         .env("P95_MS", "100000")
@@ -193,15 +188,15 @@ async fn step(
         .kill_on_drop(true)
         .spawn()
         .context("cannot start k6 (run scripts/install-tools.sh)")?;
-    // The scenario starts after k6's setup signs its users up: wait for the
-    // gateway to see the traffic, then for the warm-up.
+    // The scenario starts after k6's setup signs its users up (two requests
+    // each): wait until the gateway has seen more than those, then for the
+    // warm-up; only then measure.
     let since = Instant::now();
     let (_, first) = snapshot(layout, ticks).await?;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let (_, now) = snapshot(layout, ticks).await?;
-        let moved = now["gateway"] - first["gateway"];
-        if moved > 20.0 {
+        if now["gateway"] - first["gateway"] > f64::from(2 * USERS + 10) {
             break;
         }
         if since.elapsed() > Duration::from_secs(120) {
@@ -210,6 +205,7 @@ async fn step(
     }
     tokio::time::sleep(Duration::from_secs(warm)).await;
     let started = Instant::now();
+    let from_ms = writer::now_ms();
     let (cpu0, calls0) = snapshot(layout, ticks).await?;
     let mut in_flight = Vec::new();
     while started.elapsed() < Duration::from_secs(args.seconds) {
@@ -217,25 +213,35 @@ async fn step(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (cpu1, calls1) = snapshot(layout, ticks).await?;
+    let to_ms = writer::now_ms();
     let elapsed = started.elapsed().as_secs_f64();
     let status = k6.wait().await?;
     if !status.success() {
         eprintln!("note: k6 at {rate}/s exited with {status} (its thresholds inform only here)");
     }
-    let text = std::fs::read_to_string(&summary)
-        .with_context(|| format!("no k6 summary {}", summary.display()))?;
-    let doc: serde_json::Value = serde_json::from_str(&text)?;
-    let metric = |name: &str, field: &str| doc["metrics"][name][field].as_f64().unwrap_or(0.0);
+    // Latency, failures and rates of the measured window only.
+    let text =
+        std::fs::read_to_string(&csv).with_context(|| format!("no k6 output {}", csv.display()))?;
+    let window = (from_ms, to_ms);
+    let mut durations = k6::samples(&text, "users", "http_req_duration", window)?;
+    durations.sort_by(f64::total_cmp);
+    let failed = k6::samples(&text, "users", "http_req_failed", window)?;
+    let journeys = k6::samples(&text, "users", "iterations", window)?.len();
+    let quantile = |q: f64| {
+        let i = ((durations.len() as f64 * q).ceil() as usize).clamp(1, durations.len().max(1)) - 1;
+        durations.get(i).copied().unwrap_or(0.0)
+    };
     let per_second =
         |m: Counters| -> Counters { m.into_iter().map(|(k, v)| (k, v / elapsed)).collect() };
+    let window_s = (to_ms - from_ms) as f64 / 1000.0;
     Ok(Step {
         offered: rate,
-        journeys: metric("iterations", "rate"),
-        requests: metric("http_reqs", "rate"),
-        failed: metric("http_req_failed", "value"),
-        p50_ms: metric("http_req_duration", "p(50)"),
-        p95_ms: metric("http_req_duration", "p(95)"),
-        p99_ms: metric("http_req_duration", "p(99)"),
+        journeys: journeys as f64 / window_s,
+        requests: durations.len() as f64 / window_s,
+        failed: failed.iter().sum::<f64>() / failed.len().max(1) as f64,
+        p50_ms: quantile(0.50),
+        p95_ms: quantile(0.95),
+        p99_ms: quantile(0.99),
         cores: per_second(procs::delta(&cpu1, &cpu0)),
         calls: per_second(procs::delta(&calls1, &calls0)),
         orders_in_flight: in_flight.iter().sum::<f64>() / in_flight.len().max(1) as f64,
@@ -296,7 +302,9 @@ fn report(args: &Args, steps: &[Step], knee: Option<(usize, String)>, bound: &[S
     out.push_str(&format!(
         "Each step: k6's user journeys (`load/scenarios/steady.js`: 55% list orders, 20% create (half then read it), \
          10% create and cancel, 15% list notifications) at a constant arrival rate, {} s measured after a warm-up. \
-         CPU is user + system time from /proc; calls are each process's own request counters (health checks left out).\n\n",
+         Latency, failures and rates come from k6's per-request output (the scenario's requests, sign-ups left out), \
+         CPU is user + system time from /proc, calls are each process's own request counters (health checks left \
+         out), all over the same measured window.\n\n",
         args.seconds
     ));
     out.push_str("| offered journeys/s | achieved | HTTP req/s | failed | p50 ms | p95 ms | p99 ms | gateway cores | auth | orders | payments | notifications |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
