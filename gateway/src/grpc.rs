@@ -132,9 +132,11 @@ pub async fn handle(
             .uri
             .path_and_query()
             .map_or_else(|| path.clone(), |p| p.to_string()),
+        idempotent: state.idempotent(&path)
+            || matches!(&body, CallBody::Buffered(framed)
+                if crate::transcode::carries_idempotency_key(&method.input(), framed)),
         headers,
         body,
-        idempotent: state.idempotent(&path),
         traffic: crate::stats::Traffic::Live,
     };
     if let Some(color) = state.mirror_to(&service, &path, forced) {

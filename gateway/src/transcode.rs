@@ -169,6 +169,32 @@ fn scalar(field: &FieldDescriptor, raw: &str, key: &str) -> Result<Value, Failur
 }
 
 /// A length-prefixed gRPC message (uncompressed).
+/// Request fields by which a service recognizes a call it has seen before:
+/// CreateOrder's `request_id`, Charge's and Send's `idempotency_key`.
+const IDEMPOTENCY_KEYS: [&str; 2] = ["request_id", "idempotency_key"];
+
+/// True when a unary request (one uncompressed gRPC frame) carries a
+/// non-empty idempotency key: the service answers a replay with the first
+/// result, so the call may be sent again like an idempotent one (to another
+/// endpoint when the first one died with the call in flight).
+pub fn carries_idempotency_key(input: &MessageDescriptor, framed: &[u8]) -> bool {
+    let Some(key) = IDEMPOTENCY_KEYS
+        .iter()
+        .find_map(|name| input.get_field_by_name(name))
+    else {
+        return false;
+    };
+    let Some((&0, rest)) = framed.split_first() else {
+        return false;
+    };
+    let Some(message) = rest.get(4..) else {
+        return false;
+    };
+    DynamicMessage::decode(input.clone(), message).is_ok_and(
+        |m| matches!(m.get_field(&key).as_ref(), prost_reflect::Value::String(s) if !s.is_empty()),
+    )
+}
+
 pub fn frame(message: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(5 + message.len());
     out.put_u8(0);
@@ -366,5 +392,36 @@ mod tests {
             Some(&b""[..])
         );
         assert_eq!(next_frame(&mut buffer).expect("ok"), None);
+    }
+}
+
+#[cfg(test)]
+mod idempotency_tests {
+    use super::*;
+    use crate::routes::{Found, RouteTable};
+
+    fn create_order(body: &str) -> (MessageDescriptor, Bytes) {
+        let table = RouteTable::from_descriptor_sets(&[platform_proto::PLATFORM_DESCRIPTOR_SET])
+            .expect("table");
+        let Found::Route(route, vars) = table.find(&http::Method::POST, "/v1/orders") else {
+            panic!("no route for POST /v1/orders");
+        };
+        let framed = request(route, &vars, None, body.as_bytes()).expect("transcodes");
+        (route.method.input(), framed)
+    }
+
+    #[test]
+    fn a_request_id_makes_a_create_replayable_and_nothing_else_does() {
+        let (input, keyed) = create_order(r#"{"currency":"EUR","requestId":"r-1"}"#);
+        assert!(carries_idempotency_key(&input, &keyed));
+        let (input, plain) = create_order(r#"{"currency":"EUR"}"#);
+        assert!(!carries_idempotency_key(&input, &plain));
+        let (input, empty) = create_order(r#"{"currency":"EUR","requestId":""}"#);
+        assert!(!carries_idempotency_key(&input, &empty));
+        // A compressed frame cannot be looked into: not replayed.
+        let mut compressed = keyed.to_vec();
+        compressed[0] = 1;
+        assert!(!carries_idempotency_key(&input, &compressed));
+        assert!(!carries_idempotency_key(&input, &[]));
     }
 }
