@@ -132,9 +132,9 @@ pub async fn handle(
             .uri
             .path_and_query()
             .map_or_else(|| path.clone(), |p| p.to_string()),
-        idempotent: state.idempotent(&path)
-            || matches!(&body, CallBody::Buffered(framed)
-                if crate::transcode::carries_idempotency_key(&method.input(), framed)),
+        idempotent: state.idempotent(&path),
+        keyed: matches!(&body, CallBody::Buffered(framed)
+            if crate::transcode::carries_idempotency_key(&method.input(), framed)),
         headers,
         body,
         traffic: crate::stats::Traffic::Live,

@@ -103,15 +103,15 @@ pub async fn handle(
             .is_some_and(|v| v.contains("text/event-stream"));
         return stream(&state, route, forced, framed, &parts.headers, sse).await;
     }
-    let idempotent = state.idempotent(&route.grpc_path)
-        || transcode::carries_idempotency_key(&route.method.input(), &framed);
-    let call = Call::grpc(
+    let keyed = transcode::carries_idempotency_key(&route.method.input(), &framed);
+    let mut call = Call::grpc(
         &route.grpc_path,
         framed,
         &parts.headers,
         state.route_timeout(route),
-        idempotent,
+        state.idempotent(&route.grpc_path),
     );
+    call.keyed = keyed;
     if let Some(color) = state.mirror_to(&route.service, &route.grpc_path, forced) {
         state
             .upstream

@@ -240,7 +240,7 @@ impl Upstream {
                     );
                     self.fail(service, color, &endpoint);
                     tracing::warn!(service, %color, endpoint, error = %err, "upstream call failed");
-                    if !(replayable && (err.is_connect() || call.idempotent)) {
+                    if !(replayable && (err.is_connect() || call.idempotent || call.keyed)) {
                         return Err((
                             chosen,
                             Failure::unavailable(format!("{service} ({color}) is unavailable")),
@@ -362,8 +362,14 @@ pub struct Call {
     pub path: String,
     pub headers: HeaderMap,
     pub body: CallBody,
-    /// Safe to send twice (a read, or a method marked idempotent).
+    /// Safe to send twice (a read, or a method marked idempotent): retried
+    /// on an UNAVAILABLE answer and on a broken connection.
     pub idempotent: bool,
+    /// Carries an idempotency key the service deduplicates by: retried when
+    /// the connection broke with it in flight (the service may be gone),
+    /// not on an UNAVAILABLE answer (a live service said no; for a shared
+    /// dependency another replica would only say it later).
+    pub keyed: bool,
     /// Live, or a copy whose answer nobody waits for.
     pub traffic: Traffic,
 }
@@ -401,6 +407,7 @@ impl Call {
             headers,
             body: CallBody::Buffered(body),
             idempotent,
+            keyed: false,
             traffic: Traffic::Live,
         }
     }
@@ -415,6 +422,7 @@ impl Call {
             headers: self.headers.clone(),
             body: CallBody::Buffered(body.clone()),
             idempotent: self.idempotent,
+            keyed: self.keyed,
             traffic: Traffic::Mirror,
         })
     }
