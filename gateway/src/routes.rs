@@ -82,6 +82,10 @@ pub fn logical_service(package: &str) -> String {
     rest.split('.').next().unwrap_or(rest).to_owned()
 }
 
+/// `google.protobuf.MethodOptions.IdempotencyLevel` values.
+const NO_SIDE_EFFECTS: i32 = 1;
+const IDEMPOTENT: i32 = 2;
+
 impl RouteTable {
     /// Reads every annotated method of every service in `descriptor_sets`.
     pub fn from_descriptor_sets(descriptor_sets: &[&[u8]]) -> Result<Self, RouteError> {
@@ -163,7 +167,16 @@ impl RouteTable {
     /// `option idempotency_level = NO_SIDE_EFFECTS;` in the protos: reads
     /// that may be copied to a color under test.
     pub fn safe_methods(&self) -> std::collections::HashSet<String> {
-        const NO_SIDE_EFFECTS: i32 = 1;
+        self.methods_at(&[NO_SIDE_EFFECTS])
+    }
+
+    /// Unary methods safe to send twice: marked `idempotency_level =
+    /// IDEMPOTENT` (or `NO_SIDE_EFFECTS`) in their contract.
+    pub fn idempotent_methods(&self) -> std::collections::HashSet<String> {
+        self.methods_at(&[NO_SIDE_EFFECTS, IDEMPOTENT])
+    }
+
+    fn methods_at(&self, levels: &[i32]) -> std::collections::HashSet<String> {
         self.pool
             .services()
             .flat_map(|service| service.methods().collect::<Vec<_>>())
@@ -173,7 +186,7 @@ impl RouteTable {
                     .options
                     .as_ref()
                     .and_then(|o| o.idempotency_level)
-                    == Some(NO_SIDE_EFFECTS)
+                    .is_some_and(|level| levels.contains(&level))
             })
             .map(|m| format!("/{}/{}", m.parent_service().full_name(), m.name()))
             .collect()

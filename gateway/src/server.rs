@@ -51,6 +51,8 @@ pub struct State {
     tls: Option<crate::tls::Tls>,
     /// Methods without side effects (reads), which may be mirrored.
     safe_methods: std::collections::HashSet<String>,
+    /// Marked idempotent in their contracts: retried like GET routes.
+    contract_idempotent: std::collections::HashSet<String>,
 }
 
 impl State {
@@ -72,6 +74,7 @@ impl State {
         let limit = crate::limits::ConcurrencyLimit::new(config.max_concurrent);
         let rate = crate::limits::RateLimiter::new(config.rate_limit, config.rate_burst);
         let safe_methods = table.safe_methods();
+        let contract_idempotent = table.idempotent_methods();
         Ok(Self {
             config,
             table,
@@ -85,6 +88,7 @@ impl State {
             rate,
             tls,
             safe_methods,
+            contract_idempotent,
         })
     }
 
@@ -184,12 +188,15 @@ impl State {
             .map_or(self.config.max_body_bytes, |(_, n)| *n)
     }
 
-    /// Safe to send twice: behind a GET route, or marked in config.
+    /// Safe to send twice: behind a GET route, marked idempotent in its
+    /// contract, or named in config.
     pub fn idempotent(&self, grpc_path: &str) -> bool {
-        self.config
-            .idempotent_methods
-            .iter()
-            .any(|m| m == grpc_path)
+        self.contract_idempotent.contains(grpc_path)
+            || self
+                .config
+                .idempotent_methods
+                .iter()
+                .any(|m| m == grpc_path)
             || self
                 .table
                 .routes()
