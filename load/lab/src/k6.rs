@@ -21,85 +21,95 @@ pub struct Outcome {
     pub status: u16,
 }
 
-/// The requests of `scenario` in a k6 CSV file (setup's sign-ups carry no
-/// scenario and are left out), oldest first.
-pub fn parse_csv(text: &str, scenario: &str) -> anyhow::Result<Vec<Outcome>> {
-    let mut records = records(text).into_iter();
-    let header = records.next().context("the k6 CSV file is empty")?;
-    let column = |name: &str| {
-        header
+/// A k6 CSV file, read once: its header and its records.
+pub struct Csv {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Csv {
+    pub fn parse(text: &str) -> anyhow::Result<Csv> {
+        let mut rows = records(text);
+        anyhow::ensure!(!rows.is_empty(), "the k6 CSV file is empty");
+        let header = rows.remove(0);
+        Ok(Csv { header, rows })
+    }
+
+    fn column(&self, name: &str) -> anyhow::Result<usize> {
+        self.header
             .iter()
             .position(|h| h == name)
             .with_context(|| format!("the k6 CSV file has no {name} column"))
-    };
+    }
+
+    /// The samples of `metric` (for example `http_req_duration`, in ms) that
+    /// the requests of `scenario` produced between `from_ms` and `to_ms`.
+    pub fn samples(
+        &self,
+        scenario: &str,
+        metric: &str,
+        (from_ms, to_ms): (i64, i64),
+    ) -> anyhow::Result<Vec<f64>> {
+        let (name, timestamp, value, scenario_col) = (
+            self.column("metric_name")?,
+            self.column("timestamp")?,
+            self.column("metric_value")?,
+            self.column("scenario")?,
+        );
+        let mut out = Vec::new();
+        for record in &self.rows {
+            let field = |i: usize| record.get(i).map(String::as_str).unwrap_or_default();
+            if field(name) != metric || field(scenario_col) != scenario {
+                continue;
+            }
+            let Some(at) = parse_time(field(timestamp)) else {
+                continue;
+            };
+            if at >= from_ms
+                && at <= to_ms
+                && let Ok(v) = field(value).parse::<f64>()
+            {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The requests of `scenario` in a k6 CSV file (setup's sign-ups carry no
+/// scenario and are left out), oldest first.
+pub fn parse_csv(text: &str, scenario: &str) -> anyhow::Result<Vec<Outcome>> {
+    let csv = Csv::parse(text)?;
     let (metric, timestamp, value) = (
-        column("metric_name")?,
-        column("timestamp")?,
-        column("metric_value")?,
+        csv.column("metric_name")?,
+        csv.column("timestamp")?,
+        csv.column("metric_value")?,
     );
-    let (method, status, scenario_col) =
-        (column("method")?, column("status")?, column("scenario")?);
+    let (method, status, scenario_col) = (
+        csv.column("method")?,
+        csv.column("status")?,
+        csv.column("scenario")?,
+    );
     let field = |record: &[String], i: usize| record.get(i).cloned().unwrap_or_default();
     let mut outcomes = Vec::new();
-    for (line, record) in records.enumerate() {
-        if field(&record, metric) != "http_req_failed" || field(&record, scenario_col) != scenario {
+    for (line, record) in csv.rows.iter().enumerate() {
+        if field(record, metric) != "http_req_failed" || field(record, scenario_col) != scenario {
             continue;
         }
-        let at_ms = parse_time(&field(&record, timestamp))
+        let at_ms = parse_time(&field(record, timestamp))
             .with_context(|| format!("k6 CSV record {}: bad timestamp", line + 2))?;
-        let value: f64 = field(&record, value)
+        let value: f64 = field(record, value)
             .parse()
             .with_context(|| format!("k6 CSV record {}: bad metric_value", line + 2))?;
         outcomes.push(Outcome {
             at_ms,
             failed: value > 0.5,
-            method: field(&record, method),
-            status: field(&record, status).parse().unwrap_or(0),
+            method: field(record, method),
+            status: field(record, status).parse().unwrap_or(0),
         });
     }
     outcomes.sort_by_key(|o| o.at_ms);
     Ok(outcomes)
-}
-
-/// The samples of `metric` (for example `http_req_duration`, in ms) that the
-/// requests of `scenario` produced between `from_ms` and `to_ms`.
-pub fn samples(
-    text: &str,
-    scenario: &str,
-    metric: &str,
-    (from_ms, to_ms): (i64, i64),
-) -> anyhow::Result<Vec<f64>> {
-    let mut records = records(text).into_iter();
-    let header = records.next().context("the k6 CSV file is empty")?;
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| h == name)
-            .with_context(|| format!("the k6 CSV file has no {name} column"))
-    };
-    let (name, timestamp, value, scenario_col) = (
-        column("metric_name")?,
-        column("timestamp")?,
-        column("metric_value")?,
-        column("scenario")?,
-    );
-    let mut out = Vec::new();
-    for record in records {
-        let field = |i: usize| record.get(i).map(String::as_str).unwrap_or_default();
-        if field(name) != metric || field(scenario_col) != scenario {
-            continue;
-        }
-        let Some(at) = parse_time(field(timestamp)) else {
-            continue;
-        };
-        if at >= from_ms
-            && at <= to_ms
-            && let Ok(v) = field(value).parse::<f64>()
-        {
-            out.push(v);
-        }
-    }
-    Ok(out)
 }
 
 /// A k6 timestamp as Unix milliseconds: `unix_milli` as asked, or whole
@@ -330,12 +340,14 @@ http_req_failed,1795325861400,1.000000,,\"dial tcp 127.0.0.1:21080: connect: con
             iterations,1795325862100,1,users\n\
             http_req_duration,1795325863001,1.0,users\n";
         let window = (1_795_325_861_500, 1_795_325_863_000);
+        let csv = Csv::parse(csv).expect("parses");
         assert_eq!(
-            samples(csv, "users", "http_req_duration", window).expect("parses"),
+            csv.samples("users", "http_req_duration", window)
+                .expect("samples"),
             vec![7.0]
         );
         assert_eq!(
-            samples(csv, "users", "iterations", window).expect("parses"),
+            csv.samples("users", "iterations", window).expect("samples"),
             vec![1.0]
         );
     }

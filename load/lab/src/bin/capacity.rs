@@ -223,10 +223,11 @@ async fn step(
     let text =
         std::fs::read_to_string(&csv).with_context(|| format!("no k6 output {}", csv.display()))?;
     let window = (from_ms, to_ms);
-    let mut durations = k6::samples(&text, "users", "http_req_duration", window)?;
+    let csv = k6::Csv::parse(&text)?;
+    let mut durations = csv.samples("users", "http_req_duration", window)?;
     durations.sort_by(f64::total_cmp);
-    let failed = k6::samples(&text, "users", "http_req_failed", window)?;
-    let journeys = k6::samples(&text, "users", "iterations", window)?.len();
+    let failed = csv.samples("users", "http_req_failed", window)?;
+    let journeys = csv.samples("users", "iterations", window)?.len();
     let quantile = |q: f64| {
         let i = ((durations.len() as f64 * q).ceil() as usize).clamp(1, durations.len().max(1)) - 1;
         durations.get(i).copied().unwrap_or(0.0)
