@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use anyhow::Context;
 use sqlx::Connection;
 
-/// Creates `platform_<service>` for every service on the server at `url`
-/// when missing; returns each service's DATABASE_URL.
-pub async fn prepare(url: &str, services: &[&str]) -> anyhow::Result<HashMap<String, String>> {
+/// The server part of `--postgres`, or what to fix in it.
+pub fn check(url: &str) -> anyhow::Result<&str> {
     let server = url.trim_end_matches('/');
     if !(server.starts_with("postgres://") || server.starts_with("postgresql://")) {
         anyhow::bail!("--postgres expects postgres://user:password@host:port, got {server:?}");
@@ -24,6 +23,13 @@ pub async fn prepare(url: &str, services: &[&str]) -> anyhow::Result<HashMap<Str
              (each service gets platform_<service>)"
         );
     }
+    Ok(server)
+}
+
+/// Creates `platform_<service>` for every service on the server at `url`
+/// when missing; returns each service's DATABASE_URL.
+pub async fn prepare(url: &str, services: &[&str]) -> anyhow::Result<HashMap<String, String>> {
+    let server = check(url)?;
     let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {server}"))?;

@@ -255,6 +255,10 @@ fn print_observe(offset: i32, data_dir: &Path) {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Bad input is reported before anything is probed or written.
+    if let Some(url) = &args.postgres {
+        crate::databases::check(url)?;
+    }
     let replicas = usize::from(args.replicas);
     let all = processes(args.port_offset, replicas);
     if all.iter().any(|p| p.grpc == 0 || p.metrics == 0) {
