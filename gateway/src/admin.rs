@@ -66,6 +66,9 @@ pub async fn handle(
         (&Method::GET, "/ready") => {
             return if state.draining() {
                 error(StatusCode::SERVICE_UNAVAILABLE, "draining")
+            } else if state.overloaded() {
+                // Every slot is taken: new clients are better served elsewhere.
+                error(StatusCode::SERVICE_UNAVAILABLE, "overloaded")
             } else {
                 json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
             };
@@ -105,6 +108,27 @@ pub async fn handle(
             json(
                 StatusCode::OK,
                 &serde_json::to_value(&snapshot.config).unwrap_or_default(),
+            )
+        }
+        (Method::GET, ["preview"]) => {
+            // How to preview a color: the header, and the credential when
+            // one is needed (operators hand it to testers; it opens nothing else).
+            let config = &state.config;
+            let (mode, token) = match config.color_override {
+                crate::config::ColorOverride::Anyone => ("anyone", None),
+                crate::config::ColorOverride::PreviewToken => {
+                    ("preview-token", config.preview_token.clone())
+                }
+                crate::config::ColorOverride::Nobody => ("nobody", None),
+            };
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "mode": mode,
+                    "header": config.color_header.as_str(),
+                    "token_header": "x-color-token",
+                    "token": token,
+                }),
             )
         }
         (Method::GET, ["stats"]) => json(

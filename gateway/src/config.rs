@@ -12,10 +12,11 @@ use platform_runtime::{ConfigError, Env};
 /// Who may force a color with the color header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColorOverride {
-    /// Anyone (local development, smoke tests).
+    /// Anyone: for local development only, set explicitly.
     Anyone,
-    /// Only requests that also carry `x-color-token: <admin token>`.
-    AdminToken,
+    /// Only requests that also carry `x-color-token: <preview token>`, a
+    /// credential with no other power (never the admin token).
+    PreviewToken,
     /// Nobody: the header is ignored.
     Nobody,
 }
@@ -39,6 +40,8 @@ pub struct GatewayConfig {
     pub admin_token: String,
     pub color_header: http::HeaderName,
     pub color_override: ColorOverride,
+    /// The credential of previews (`PREVIEW_TOKEN`), when they are allowed.
+    pub preview_token: Option<String>,
     /// `METHOD /path-template` pairs that need no token.
     pub public_routes: Vec<(Method, String)>,
     pub tokens: TokenConfig,
@@ -52,6 +55,18 @@ pub struct GatewayConfig {
     pub reuse_port: bool,
     /// Requests handled at once; beyond it, a fast 503.
     pub max_concurrent: usize,
+    /// Requests of one client address in progress at once (bodies being
+    /// read included); beyond it, a fast 429.
+    pub max_concurrent_per_client: usize,
+    /// Open connections, in total and per client address; beyond, closed.
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// How long a request body may take to arrive (408 after).
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long requests in flight may take to finish at shutdown.
+    pub shutdown_timeout: Duration,
     /// Requests per second per client (token subject, else address); 0 turns it off.
     pub rate_limit: f64,
     pub rate_burst: f64,
@@ -104,23 +119,27 @@ fn per_route<T: std::str::FromStr>(
     Ok(out)
 }
 
+/// A secret from `var`, or from the file `<var>_FILE` names.
+fn secret(env: &Env, var: &str) -> Result<Option<String>, ConfigError> {
+    let file_var = format!("{var}_FILE");
+    match (env.string(var), env.string(&file_var)) {
+        (Some(value), _) => Ok(Some(value)),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map(|t| Some(t.trim().to_owned()))
+            .map_err(|e| ConfigError::new(&file_var, format!("cannot read {path}: {e}"))),
+        (None, None) => Ok(None),
+    }
+}
+
 const DEFAULT_PUBLIC: &str = "POST /v1/auth/register, POST /v1/auth/login, GET /v1/auth/jwks";
 
 impl GatewayConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let admin_token = match (env.string("ADMIN_TOKEN"), env.string("ADMIN_TOKEN_FILE")) {
-            (Some(token), _) => token,
-            (None, Some(path)) => std::fs::read_to_string(&path)
-                .map(|t| t.trim().to_owned())
-                .map_err(|e| {
-                    ConfigError::new("ADMIN_TOKEN_FILE", format!("cannot read {path}: {e}"))
-                })?,
-            (None, None) => {
-                return Err(ConfigError::new(
-                    "ADMIN_TOKEN",
-                    "required (or ADMIN_TOKEN_FILE): the bearer token of the admin API, at least 16 characters",
-                ));
-            }
+        let Some(admin_token) = secret(env, "ADMIN_TOKEN")? else {
+            return Err(ConfigError::new(
+                "ADMIN_TOKEN",
+                "required (or ADMIN_TOKEN_FILE): the bearer token of the admin API, at least 16 characters",
+            ));
         };
         if admin_token.len() < 16 {
             return Err(ConfigError::new(
@@ -154,14 +173,40 @@ impl GatewayConfig {
             .map_err(|_| {
                 ConfigError::new("COLOR_HEADER", "expected a header name such as x-color")
             })?;
-        let color_override = match env.string_or("COLOR_OVERRIDE", "anyone").as_str() {
+        let preview_token = secret(env, "PREVIEW_TOKEN")?;
+        if preview_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::new(
+                "PREVIEW_TOKEN",
+                "must be at least 16 characters",
+            ));
+        }
+        if preview_token.as_deref() == Some(admin_token.as_str()) {
+            return Err(ConfigError::new(
+                "PREVIEW_TOKEN",
+                "must differ from ADMIN_TOKEN: a preview credential must not open the admin API",
+            ));
+        }
+        // Safe by default: previews need the preview token when there is one,
+        // and are off otherwise; `anyone` is for local use and must be asked for.
+        let default_override = if preview_token.is_some() {
+            "preview-token"
+        } else {
+            "nobody"
+        };
+        let color_override = match env.string_or("COLOR_OVERRIDE", default_override).as_str() {
             "anyone" => ColorOverride::Anyone,
-            "admin-token" => ColorOverride::AdminToken,
+            "preview-token" if preview_token.is_some() => ColorOverride::PreviewToken,
+            "preview-token" => {
+                return Err(ConfigError::new(
+                    "COLOR_OVERRIDE",
+                    "preview-token needs PREVIEW_TOKEN (or PREVIEW_TOKEN_FILE): the credential previews carry in x-color-token",
+                ));
+            }
             "nobody" => ColorOverride::Nobody,
             other => {
                 return Err(ConfigError::new(
                     "COLOR_OVERRIDE",
-                    format!("expected anyone, admin-token or nobody, got {other:?}"),
+                    format!("expected preview-token, nobody or anyone, got {other:?}"),
                 ));
             }
         };
@@ -198,6 +243,7 @@ impl GatewayConfig {
             admin_token,
             color_header,
             color_override,
+            preview_token,
             public_routes,
             tokens: TokenConfig {
                 issuer: env.string_or("AUTH_ISSUER", "platform-auth"),
@@ -228,6 +274,33 @@ impl GatewayConfig {
                 .parse::<usize>("MAX_CONCURRENT_REQUESTS", "a number of requests")?
                 .unwrap_or(1024)
                 .max(1),
+            max_concurrent_per_client: env
+                .parse::<usize>("MAX_CONCURRENT_REQUESTS_PER_CLIENT", "a number of requests")?
+                .unwrap_or(128)
+                .max(1),
+            max_connections: env
+                .parse::<usize>("MAX_CONNECTIONS", "a number of connections")?
+                .unwrap_or(10_000)
+                .max(1),
+            max_connections_per_client: env
+                .parse::<usize>("MAX_CONNECTIONS_PER_CLIENT", "a number of connections")?
+                .unwrap_or(256)
+                .max(1),
+            body_read_timeout: env.millis(
+                "BODY_READ_TIMEOUT_MS",
+                Duration::from_secs(10),
+                Duration::from_secs(300),
+            )?,
+            idle_timeout: env.millis(
+                "IDLE_TIMEOUT_MS",
+                Duration::from_secs(120),
+                Duration::from_secs(3600),
+            )?,
+            shutdown_timeout: env.millis(
+                "SHUTDOWN_TIMEOUT_MS",
+                Duration::from_secs(20),
+                Duration::from_secs(600),
+            )?,
             rate_limit: env
                 .parse::<f64>(
                     "RATE_LIMIT_PER_SECOND",

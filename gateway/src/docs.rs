@@ -29,8 +29,38 @@ pub fn handle(state: &State, method: &Method, path: &str) -> Option<Response<Box
         http::header::CONTENT_TYPE,
         HeaderValue::from_static(content_type),
     );
+    if content_type.starts_with("text/html")
+        && let Ok(policy) = HeaderValue::from_str(&PAGE_POLICY)
+    {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_SECURITY_POLICY, policy);
+    }
     Some(response)
 }
+
+/// The page may run its own inline script and style (by their hashes) and
+/// fetch the API description from this origin; nothing else.
+static PAGE_POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let hash = |tag: &str| {
+        let open = format!("<{tag}>");
+        let close = format!("</{tag}>");
+        let inner = PAGE
+            .split_once(open.as_str())
+            .and_then(|(_, rest)| rest.split_once(close.as_str()))
+            .map_or("", |(inner, _)| inner);
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(inner.as_bytes());
+        format!(
+            "'sha256-{}'",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest)
+        )
+    };
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        hash("script"),
+        hash("style")
+    )
+});
 
 /// The OpenAPI document of every route in `table`.
 pub fn openapi(table: &RouteTable, public: &[(Method, String)]) -> Value {

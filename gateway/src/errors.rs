@@ -27,6 +27,8 @@ const TABLE: [(&str, u16); 17] = [
     ("UNAUTHENTICATED", 401),
 ];
 
+pub const CANCELLED: i32 = 1;
+pub const UNKNOWN: i32 = 2;
 pub const INVALID_ARGUMENT: i32 = 3;
 pub const DEADLINE_EXCEEDED: i32 = 4;
 pub const NOT_FOUND: i32 = 5;

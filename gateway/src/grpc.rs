@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::errors::{Failure, Side};
@@ -84,61 +84,68 @@ pub async fn handle(
             return failure.into_grpc();
         }
     }
+    let mut passed = http::HeaderMap::new();
+    if let Err(failure) = crate::forward::pass_on(request.headers(), &mut passed) {
+        return failure.into_grpc();
+    }
     let service = logical_service(method.parent_service().package_name());
     // The caller's deadline (grpc-timeout), within the gateway's own.
-    let timeout = request
+    let asked = request
         .headers()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)
-        .map_or(state.upstream.default_timeout(), |t| {
-            t.min(state.upstream.default_timeout())
-        });
+        .and_then(parse_grpc_timeout);
+    let caller_deadline = asked.is_some_and(|t| t < state.upstream.default_timeout());
+    let timeout = asked.map_or(state.upstream.default_timeout(), |t| {
+        t.min(state.upstream.default_timeout())
+    });
     let forced = match state.forced_color(request.headers()) {
         Ok(color) => color,
         Err(failure) => return failure.into_grpc(),
     };
     let (parts, body) = request.into_parts();
-    let mut headers = parts.headers;
-    headers.remove(http::header::HOST);
-    // A unary request is buffered (within the body limit), so it can be sent
-    // again to another endpoint; a client stream is passed through once.
-    let body = if method.is_client_streaming() {
-        CallBody::Streaming(Some(
-            body.map_err(|e| Box::new(e) as crate::upstream::BoxError)
-                .boxed_unsync(),
-        ))
+    // A unary request is buffered (within the body limit and deadline) and
+    // checked against its contract, so it can be sent again to another
+    // endpoint and a client's garbage is refused here as the client's, never
+    // counted against a color; a client stream is passed through once.
+    let (body, keyed) = if method.is_client_streaming() {
+        let stream = body
+            .map_err(|e| Box::new(e) as crate::upstream::BoxError)
+            .boxed_unsync();
+        (CallBody::Streaming(Some(stream)), false)
     } else {
-        match Limited::new(body, state.config.max_body_bytes)
-            .collect()
-            .await
+        let framed = match crate::body::read(
+            body,
+            state.config.max_body_bytes,
+            state.config.body_read_timeout,
+        )
+        .await
         {
-            Ok(collected) => CallBody::Buffered(collected.to_bytes()),
-            Err(_) => {
-                return Failure::new(
-                    crate::errors::RESOURCE_EXHAUSTED,
-                    format!(
-                        "the request is larger than {} bytes",
-                        state.config.max_body_bytes
-                    ),
-                    Side::Downstream,
-                )
-                .into_grpc();
-            }
+            Ok(framed) => framed,
+            Err(failure) => return failure.into_grpc(),
+        };
+        match crate::transcode::check_unary(&method.input(), &framed) {
+            Ok(keyed) => (CallBody::Buffered(framed), keyed),
+            Err(failure) => return failure.into_grpc(),
         }
     };
-    let call = Call {
-        path: parts
+    // The global slot guards the work upstream, taken once the body is in.
+    let _permit = match state.admit() {
+        Ok(permit) => permit,
+        Err(failure) => return failure.into_grpc(),
+    };
+    let mut call = Call::grpc(
+        &parts
             .uri
             .path_and_query()
             .map_or_else(|| path.clone(), |p| p.to_string()),
-        idempotent: state.idempotent(&path),
-        keyed: matches!(&body, CallBody::Buffered(framed)
-            if crate::transcode::carries_idempotency_key(&method.input(), framed)),
-        headers,
         body,
-        traffic: crate::stats::Traffic::Live,
-    };
+        passed,
+        timeout,
+        state.idempotent(&path),
+    );
+    call.keyed = keyed;
+    call.caller_deadline = caller_deadline;
     if let Some(color) = state.mirror_to(&service, &path, forced) {
         state.upstream.mirror(&service, &call, color, timeout);
     }

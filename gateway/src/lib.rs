@@ -3,10 +3,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod body;
 pub mod config;
+pub mod conn;
 pub mod console;
 pub mod docs;
 pub mod errors;
+pub mod forward;
 pub mod grpc;
 pub mod http_rule;
 pub mod kube;
@@ -59,7 +62,8 @@ pub async fn start(
     let upstream =
         upstream::Upstream::new(routing, metrics, config.upstream_timeout, config.resilience);
     let verifier = Verifier::remote(&config.tokens).map_err(|e| e.to_string())?;
-    let local = local::LocalGrpc::new(descriptor_sets)?;
+    let public_methods = table.routes().iter().map(|r| r.grpc_path.clone()).collect();
+    let local = local::LocalGrpc::new(descriptor_sets, &public_methods)?;
     let state = server::State::new(config, table, upstream, verifier, source, local)?;
     server::serve(state)
         .await

@@ -1,9 +1,11 @@
 //! Protection against too much: a concurrency limit that sheds load with a
-//! fast 503 instead of queuing without bound, and a per-client token bucket
-//! (keyed by token subject, else client address) that answers 429 with
-//! `Retry-After`.
+//! fast 503 instead of queuing without bound, a concurrency limit per client
+//! address (so a few clients cannot take the global one), and a per-client
+//! token bucket (keyed by token subject, else client address) that answers
+//! 429 with `Retry-After`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,12 @@ impl ConcurrencyLimit {
         }
     }
 
+    /// True while every permit is taken: readiness says so, so a load
+    /// balancer sends new clients elsewhere.
+    pub fn saturated(&self) -> bool {
+        self.permits.available_permits() == 0
+    }
+
     /// A permit, or the refusal to answer at once when all are taken.
     pub fn try_acquire(&self) -> Result<OwnedSemaphorePermit, Failure> {
         Arc::clone(&self.permits).try_acquire_owned().map_err(|_| {
@@ -43,6 +51,98 @@ impl ConcurrencyLimit {
             failure
         })
     }
+}
+
+/// Counts per client address, each capped: requests in progress, or open
+/// connections. A slot is given back when its guard is dropped.
+#[derive(Debug)]
+pub struct PerClient {
+    max: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One taken slot of a client; dropping it gives it back.
+#[derive(Debug)]
+pub struct ClientSlot {
+    owner: Arc<PerClient>,
+    ip: IpAddr,
+}
+
+impl PerClient {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            counts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        match self.counts.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// A slot for `ip`, or None when it holds `max` already.
+    pub fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let mut counts = self.counts();
+        let count = counts.entry(client_key(ip)).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            owner: Arc::clone(self),
+            ip: client_key(ip),
+        })
+    }
+
+    /// Slots taken by all clients.
+    pub fn total(&self) -> usize {
+        self.counts().values().sum()
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.owner.counts();
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The key of a client address: an IPv6 client is its /64 (one host can
+/// hold a whole /64), an IPv4-mapped address its IPv4 address.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// The refusal of a client over its share of concurrent requests.
+pub fn client_over_limit(max: usize) -> Failure {
+    Failure::new(
+        RESOURCE_EXHAUSTED,
+        format!(
+            "too many requests in progress from this address (at most {max}); retry when some finish"
+        ),
+        Side::Downstream,
+    )
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -144,6 +244,30 @@ mod tests {
             RateLimiter::new(0.0, 0.0).check("x", t0).is_ok(),
             "0 turns it off"
         );
+    }
+
+    #[test]
+    fn clients_are_capped_one_by_one() {
+        let limit = PerClient::new(2);
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let first = limit.try_take(a).expect("first");
+        let _second = limit.try_take(a).expect("second");
+        assert!(limit.try_take(a).is_none(), "a third from one address");
+        let other = limit.try_take(b);
+        assert!(other.is_some(), "another address is not affected");
+        drop(first);
+        let again = limit.try_take(a);
+        assert!(again.is_some(), "a slot comes back when dropped");
+        assert_eq!(limit.total(), 3);
+        for (ip, key) in [
+            ("10.1.2.3", "10.1.2.3"),
+            ("::ffff:10.1.2.3", "10.1.2.3"),
+            ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::"),
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert_eq!(client_key(ip).to_string(), key);
+        }
     }
 
     #[test]

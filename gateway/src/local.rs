@@ -1,6 +1,8 @@
-//! The gRPC services the gateway answers itself: server reflection over
-//! every contract it routes (so `grpcurl` works against the gateway with no
-//! proto files) and health (NOT_SERVING while it drains).
+//! The gRPC services the gateway answers itself: server reflection (so
+//! `grpcurl` works against the gateway with no proto files) and health
+//! (NOT_SERVING while it drains). Reflection on the public listener shows
+//! only what is reachable there: internal methods (Charge, Send, ...) and
+//! services left with none are taken out of the contracts it serves.
 
 use std::convert::Infallible;
 
@@ -16,7 +18,8 @@ use crate::upstream::BoxBody;
 
 #[derive(Clone)]
 pub struct LocalGrpc {
-    routes: Routes,
+    public: Routes,
+    internal: Routes,
     health: HealthReporter,
 }
 
@@ -27,22 +30,21 @@ impl std::fmt::Debug for LocalGrpc {
 }
 
 impl LocalGrpc {
-    pub fn new(descriptor_sets: &[&[u8]]) -> Result<Self, String> {
-        let mut v1 = tonic_reflection::server::Builder::configure();
-        let mut v1alpha = tonic_reflection::server::Builder::configure();
-        for set in descriptor_sets {
-            v1 = v1.register_encoded_file_descriptor_set(set);
-            v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
-        }
-        let v1 = v1.build_v1().map_err(|e| format!("reflection: {e}"))?;
-        let v1alpha = v1alpha
-            .build_v1alpha()
-            .map_err(|e| format!("reflection: {e}"))?;
+    /// Serves `descriptor_sets` in full on the internal listener, and on
+    /// the public one only the methods in `public` (`/package.Service/Method`).
+    pub fn new(
+        descriptor_sets: &[&[u8]],
+        public: &std::collections::HashSet<String>,
+    ) -> Result<Self, String> {
+        let filtered = descriptor_sets
+            .iter()
+            .map(|set| only_public(set, public))
+            .collect::<Result<Vec<_>, _>>()?;
+        let filtered: Vec<&[u8]> = filtered.iter().map(Vec::as_slice).collect();
         let (health, health_service) = tonic_health::server::health_reporter();
         Ok(Self {
-            routes: Routes::new(v1)
-                .add_service(v1alpha)
-                .add_service(health_service),
+            public: reflection(&filtered)?.add_service(health_service.clone()),
+            internal: reflection(descriptor_sets)?.add_service(health_service),
             health,
         })
     }
@@ -52,9 +54,16 @@ impl LocalGrpc {
         path.starts_with("/grpc.reflection.") || path.starts_with("/grpc.health.v1.Health/")
     }
 
-    pub async fn call(&self, request: Request<Incoming>) -> Response<BoxBody> {
+    pub async fn call(
+        &self,
+        request: Request<Incoming>,
+        listener: crate::grpc::Listener,
+    ) -> Response<BoxBody> {
         let request = request.map(tonic::body::Body::new);
-        let mut routes = self.routes.clone();
+        let mut routes = match listener {
+            crate::grpc::Listener::Public => self.public.clone(),
+            crate::grpc::Listener::Internal => self.internal.clone(),
+        };
         let response: Result<Response<tonic::body::Body>, Infallible> = routes.call(request).await;
         match response {
             Ok(response) => response.map(|body| {
@@ -70,4 +79,44 @@ impl LocalGrpc {
             .set_service_status("", ServingStatus::NotServing)
             .await;
     }
+}
+
+/// Reflection (v1 and v1alpha) over `descriptor_sets`.
+fn reflection(descriptor_sets: &[&[u8]]) -> Result<Routes, String> {
+    let mut v1 = tonic_reflection::server::Builder::configure();
+    let mut v1alpha = tonic_reflection::server::Builder::configure();
+    for set in descriptor_sets {
+        v1 = v1.register_encoded_file_descriptor_set(set);
+        v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
+    }
+    let v1 = v1.build_v1().map_err(|e| format!("reflection: {e}"))?;
+    let v1alpha = v1alpha
+        .build_v1alpha()
+        .map_err(|e| format!("reflection: {e}"))?;
+    Ok(Routes::new(v1).add_service(v1alpha))
+}
+
+/// An encoded descriptor set with every method not in `public` removed,
+/// and every service left without methods.
+fn only_public(set: &[u8], public: &std::collections::HashSet<String>) -> Result<Vec<u8>, String> {
+    use prost::Message;
+    let mut set = prost_types::FileDescriptorSet::decode(set)
+        .map_err(|e| format!("reflection: bad descriptor set: {e}"))?;
+    for file in &mut set.file {
+        let package = file.package().to_owned();
+        for service in &mut file.service {
+            let prefix = if package.is_empty() {
+                format!("/{}/", service.name())
+            } else {
+                format!("/{package}.{}/", service.name())
+            };
+            service
+                .method
+                .retain(|m| public.contains(&format!("{prefix}{}", m.name())));
+        }
+        file.service.retain(|s| !s.method.is_empty());
+        // Comments may speak of what was removed.
+        file.source_code_info = None;
+    }
+    Ok(set.encode_to_vec())
 }

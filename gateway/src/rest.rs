@@ -4,16 +4,16 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited, StreamBody};
+use http::{HeaderValue, Request, Response};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use platform_runtime::Color;
 
-use crate::errors::{Failure, Side};
+use crate::errors::Failure;
 use crate::routes::{Found, Route};
 use crate::server::{RouteLabel, State};
 use crate::transcode;
-use crate::upstream::{BoxBody, Call, failure_from, full, status_code};
+use crate::upstream::{BoxBody, Call, CallBody, failure_from, full, status_code};
 
 fn served_by(response: &mut Response<BoxBody>, color: Option<Color>) {
     if let Some(color) = color {
@@ -53,6 +53,10 @@ pub async fn handle(
         Found::NotFound => return Failure::not_found(&path).into_http(),
     };
     let fail = |failure: Failure| labelled(failure.into_http(), route, None);
+    let mut passed = http::HeaderMap::new();
+    if let Err(failure) = crate::forward::pass_on(request.headers(), &mut passed) {
+        return fail(failure);
+    }
     // Rate limits are per caller: the token's subject, else the address.
     let client = if state.is_public(&method, &path) {
         format!("addr:{}", peer.ip())
@@ -71,25 +75,21 @@ pub async fn handle(
         Err(failure) => return fail(failure),
     };
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, state.body_limit(route)).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err)
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            let mut failure = Failure::new(
-                crate::errors::INVALID_ARGUMENT,
-                format!(
-                    "the body is larger than {} bytes",
-                    state.config.max_body_bytes
-                ),
-                Side::Downstream,
-            );
-            failure.http_override = Some(StatusCode::PAYLOAD_TOO_LARGE);
-            return fail(failure);
-        }
-        Err(_) => return fail(Failure::bad_request("the request body could not be read")),
+    let body = match crate::body::read(
+        body,
+        state.body_limit(route),
+        state.config.body_read_timeout,
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(failure) => return fail(failure),
+    };
+    // The global slot guards the work upstream, taken once the body is in:
+    // a client sending its body slowly holds only its own share.
+    let _permit = match state.admit() {
+        Ok(permit) => permit,
+        Err(failure) => return fail(failure),
     };
     let framed = match transcode::request(route, &vars, query.as_deref(), &body) {
         Ok(framed) => framed,
@@ -101,13 +101,13 @@ pub async fn handle(
             .get(http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/event-stream"));
-        return stream(&state, route, forced, framed, &parts.headers, sse).await;
+        return stream(&state, route, forced, framed, passed, sse).await;
     }
     let keyed = transcode::carries_idempotency_key(&route.method.input(), &framed);
     let mut call = Call::grpc(
         &route.grpc_path,
-        framed,
-        &parts.headers,
+        CallBody::Buffered(framed),
+        passed,
         state.route_timeout(route),
         state.idempotent(&route.grpc_path),
     );
@@ -225,13 +225,13 @@ async fn stream(
     route: &Route,
     forced: Option<Color>,
     framed: Bytes,
-    headers: &http::HeaderMap,
+    passed: http::HeaderMap,
     sse: bool,
 ) -> Response<BoxBody> {
     let call = Call::grpc(
         &route.grpc_path,
-        framed,
-        headers,
+        CallBody::Buffered(framed),
+        passed,
         STREAM_DEADLINE,
         state.idempotent(&route.grpc_path),
     );

@@ -21,12 +21,12 @@ pub struct ColorWeights {
 
 impl ColorWeights {
     pub fn validate(&self) -> Result<(), String> {
-        if self.blue + self.green != 100 {
+        // Summed wide: u32 weights near the maximum must not wrap to 100.
+        let sum = u64::from(self.blue) + u64::from(self.green);
+        if self.blue > 100 || self.green > 100 || sum != 100 {
             return Err(format!(
-                "weights must add up to 100, got blue {} + green {} = {}",
-                self.blue,
-                self.green,
-                self.blue + self.green
+                "weights are percentages from 0 to 100 that add up to 100, got blue {} + green {} = {sum}",
+                self.blue, self.green
             ));
         }
         Ok(())
@@ -374,6 +374,25 @@ impl Routing {
 mod tests {
     use super::*;
 
+    #[test]
+    fn weights_are_percentages_that_add_up() {
+        for (blue, green, ok) in [
+            (100, 0, true),
+            (37, 63, true),
+            (0, 100, true),
+            (50, 49, false),
+            (101, 0, false),
+            (u32::MAX, 101, false),
+            (u32::MAX, u32::MAX, false),
+        ] {
+            assert_eq!(
+                ColorWeights { blue, green }.validate().is_ok(),
+                ok,
+                "{blue}/{green}"
+            );
+        }
+    }
+
     fn doc(blue: u32, green: u32) -> String {
         format!(
             r#"{{"services":{{"orders":{{"endpoints":{{"blue":["127.0.0.1:50052"],"green":["127.0.0.1:50152"]}},"weights":{{"blue":{blue},"green":{green}}}}}}}}}"#
@@ -386,7 +405,7 @@ mod tests {
         let err = RoutingConfig::parse(&doc(90, 20)).expect_err("sum");
         assert_eq!(
             err,
-            "orders: weights must add up to 100, got blue 90 + green 20 = 110"
+            "orders: weights are percentages from 0 to 100 that add up to 100, got blue 90 + green 20 = 110"
         );
         assert!(
             RoutingConfig::parse("{")

@@ -47,6 +47,8 @@ pub struct State {
     draining: AtomicBool,
     local: crate::local::LocalGrpc,
     limit: crate::limits::ConcurrencyLimit,
+    /// Requests in progress per client address on the public listener.
+    per_client: std::sync::Arc<crate::limits::PerClient>,
     pub rate: crate::limits::RateLimiter,
     tls: Option<crate::tls::Tls>,
     /// Methods without side effects (reads), which may be mirrored.
@@ -72,6 +74,7 @@ impl State {
         }
         let tls = config.tls.clone().map(crate::tls::Tls::new).transpose()?;
         let limit = crate::limits::ConcurrencyLimit::new(config.max_concurrent);
+        let per_client = crate::limits::PerClient::new(config.max_concurrent_per_client);
         let rate = crate::limits::RateLimiter::new(config.rate_limit, config.rate_burst);
         let safe_methods = table.safe_methods();
         let contract_idempotent = table.idempotent_methods();
@@ -85,6 +88,7 @@ impl State {
             draining: AtomicBool::new(false),
             local,
             limit,
+            per_client,
             rate,
             tls,
             safe_methods,
@@ -142,23 +146,24 @@ impl State {
         match self.config.color_override {
             ColorOverride::Anyone => Ok(Some(color)),
             ColorOverride::Nobody => Ok(None),
-            ColorOverride::AdminToken => {
+            ColorOverride::PreviewToken => {
                 let token = headers
                     .get("x-color-token")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                if subtle::ConstantTimeEq::ct_eq(
-                    token.as_bytes(),
-                    self.config.admin_token.as_bytes(),
-                )
-                .into()
+                let expected = self.config.preview_token.as_deref().unwrap_or_default();
+                if !expected.is_empty()
+                    && bool::from(subtle::ConstantTimeEq::ct_eq(
+                        token.as_bytes(),
+                        expected.as_bytes(),
+                    ))
                 {
                     Ok(Some(color))
                 } else {
                     Err(Failure::new(
                         crate::errors::PERMISSION_DENIED,
                         format!(
-                            "forcing a color with {} needs x-color-token",
+                            "forcing a color with {} needs the preview token in x-color-token",
                             self.config.color_header
                         ),
                         crate::errors::Side::Downstream,
@@ -223,6 +228,23 @@ impl State {
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
+
+    /// True while the gateway sheds load: readiness says so.
+    pub fn overloaded(&self) -> bool {
+        self.limit.saturated()
+    }
+
+    /// A slot of the global limit for the work upstream, or the fast refusal
+    /// (counted as shed).
+    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Failure> {
+        self.limit.try_acquire().inspect_err(|_| {
+            self.upstream
+                .metrics
+                .shed
+                .get_or_create(&crate::metrics::ShedLabels { reason: "overload" })
+                .inc();
+        })
+    }
 }
 
 /// The request path of the public and internal listeners.
@@ -233,7 +255,8 @@ pub async fn serve_request(
     peer: SocketAddr,
 ) -> Response<BoxBody> {
     let started = Instant::now();
-    let request_id = match request.headers().get("x-request-id").cloned() {
+    // A client's request id is kept only when short and plain.
+    let request_id = match crate::forward::request_id(request.headers().get("x-request-id")) {
         Some(id) => id,
         None => {
             let id = HeaderValue::from_str(&platform_runtime::ids::new_id("req"))
@@ -256,22 +279,37 @@ pub async fn serve_request(
     let metrics = state.upstream.metrics.clone();
     metrics.in_flight.inc();
     let is_grpc = grpc::is_grpc(&request);
-    // Shed load before any work: a full gateway answers at once.
-    let permit = state.limit.try_acquire();
+    let answer = |failure: Failure| {
+        if is_grpc {
+            failure.into_grpc()
+        } else {
+            failure.into_http()
+        }
+    };
+    // A client address has its share of requests in progress (bodies being
+    // read included), so a few clients cannot take the global limit, which
+    // the handlers take once the body is in.
+    let client_slot = match listener {
+        Listener::Public => state
+            .per_client
+            .try_take(peer.ip())
+            .map(Some)
+            .ok_or_else(|| {
+                metrics
+                    .shed
+                    .get_or_create(&crate::metrics::ShedLabels { reason: "client" })
+                    .inc();
+                crate::limits::client_over_limit(state.per_client.max())
+            }),
+        Listener::Internal => Ok(None),
+    };
     let response = async {
-        if let Err(failure) = permit.as_ref() {
-            metrics
-                .shed
-                .get_or_create(&crate::metrics::ShedLabels { reason: "overload" })
-                .inc();
-            let failure = failure.clone();
-            if is_grpc {
-                failure.into_grpc()
-            } else {
-                failure.into_http()
-            }
+        if let Err(failure) = host_check(&request) {
+            answer(failure)
+        } else if let Err(failure) = client_slot.as_ref() {
+            answer(failure.clone())
         } else if is_grpc && crate::local::LocalGrpc::handles(&path) {
-            state.local.call(request).await
+            state.local.call(request, listener).await
         } else if is_grpc || listener == Listener::Internal {
             grpc::handle(Arc::clone(&state), request, listener, peer).await
         } else if let Some(page) = crate::docs::handle(&state, &method, &path) {
@@ -283,10 +321,16 @@ pub async fn serve_request(
     .instrument(span.clone())
     .await;
     metrics.in_flight.dec();
+    drop(client_slot);
     let mut response = response;
     response
         .headers_mut()
         .insert("x-request-id", request_id.clone());
+    // No answer of the gateway is to be sniffed into another type.
+    response.headers_mut().insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     // While draining, HTTP/1.1 clients are asked to close after this
     // response, so none is left idle on a connection about to be closed
     // (where a request sent at the wrong moment would be lost). HTTP/2
@@ -334,6 +378,17 @@ pub async fn serve_request(
         "access"
     );
     response
+}
+
+/// RFC 9112: an HTTP/1.1 request carries exactly one Host header.
+fn host_check<B>(request: &Request<B>) -> Result<(), Failure> {
+    let hosts = request.headers().get_all(http::header::HOST).iter().count();
+    if request.version() == http::Version::HTTP_11 && hosts != 1 {
+        return Err(Failure::bad_request(format!(
+            "an HTTP/1.1 request needs exactly one Host header, this one has {hosts}"
+        )));
+    }
+    Ok(())
 }
 
 /// The listeners of a running gateway.
@@ -409,30 +464,30 @@ pub async fn serve(state: State) -> std::io::Result<RunningGateway> {
     let rollout_watchdog = Some(tokio::spawn(crate::admin::watchdog(Arc::clone(&state))));
     let task = tokio::spawn(async move {
         let (accepting_tx, accepting) = watch::channel(true);
-        let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+        let (closing_tx, closing) = watch::channel(false);
+        let (tickets, mut all_closed) = crate::conn::Tickets::new();
+        let config = &state.config;
+        let limits = || {
+            crate::conn::ConnLimits::new(config.max_connections_per_client, config.max_connections)
+        };
         let loops = [
+            (public, Kind::Public, limits()),
+            (internal, Kind::Internal, limits()),
+            (admin, Kind::Admin, limits()),
+        ]
+        .map(|(listener, kind, limits)| {
             tokio::spawn(accept(
                 Arc::clone(&state),
-                public,
-                Kind::Public,
-                accepting.clone(),
-                Arc::clone(&graceful),
-            )),
-            tokio::spawn(accept(
-                Arc::clone(&state),
-                internal,
-                Kind::Internal,
-                accepting.clone(),
-                Arc::clone(&graceful),
-            )),
-            tokio::spawn(accept(
-                Arc::clone(&state),
-                admin,
-                Kind::Admin,
-                accepting.clone(),
-                Arc::clone(&graceful),
-            )),
-        ];
+                listener,
+                Listeners {
+                    kind,
+                    limits,
+                    accepting: accepting.clone(),
+                    closing: closing.clone(),
+                    tickets: tickets.clone(),
+                },
+            ))
+        });
         let mut stop_rx = stop_rx;
         let _ = stop_rx.wait_for(|s| *s).await;
         state.draining.store(true, Ordering::Relaxed);
@@ -453,16 +508,19 @@ pub async fn serve(state: State) -> std::io::Result<RunningGateway> {
         {
             task.abort();
         }
-        match Arc::try_unwrap(graceful) {
-            Ok(graceful) => {
-                if tokio::time::timeout(Duration::from_secs(20), graceful.shutdown())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("requests still running after 20 s; stopping anyway");
-                }
-            }
-            Err(_) => tracing::warn!("connections still referenced at shutdown"),
+        // Every connection is asked to close and given the shutdown timeout
+        // to finish the requests it has.
+        let _ = closing_tx.send(true);
+        tickets.close();
+        let bound = state.config.shutdown_timeout;
+        if tokio::time::timeout(bound, all_closed.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                shutdown_timeout_ms = bound.as_millis() as u64,
+                "requests still running at the shutdown timeout; stopping anyway"
+            );
         }
     });
     Ok(RunningGateway {
@@ -474,39 +532,80 @@ pub async fn serve(state: State) -> std::io::Result<RunningGateway> {
     })
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Public,
     Internal,
     Admin,
 }
 
-async fn accept(
-    state: Arc<State>,
-    listener: TcpListener,
+/// What an accept loop shares with the rest of the gateway.
+struct Listeners {
     kind: Kind,
-    mut accepting: watch::Receiver<bool>,
-    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
-) {
+    limits: crate::conn::ConnLimits,
+    /// Turns false when the gateway stops accepting.
+    accepting: watch::Receiver<bool>,
+    /// Turns true when connections are asked to close.
+    closing: watch::Receiver<bool>,
+    tickets: crate::conn::Tickets,
+}
+
+async fn accept(state: Arc<State>, listener: TcpListener, mut shared: Listeners) {
+    let kind = shared.kind;
+    let phases = crate::conn::Phases {
+        first_request: state.config.header_read_timeout,
+        idle: state.config.idle_timeout,
+    };
+    let mut failures = 0u32;
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(ok) => ok,
-                Err(_) => continue,
-            },
-            _ = accepting.wait_for(|a| !*a) => return,
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shared.accepting.wait_for(|a| !*a) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(ok) => {
+                failures = 0;
+                ok
+            }
+            Err(err) => {
+                // Out of descriptors (EMFILE) or memory: wait, do not spin.
+                let wait = crate::conn::accept_backoff(failures);
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %err, backoff_ms = wait.as_millis() as u64, "accept failed");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        let Some(admitted) = shared.limits.admit(peer.ip()) else {
+            state
+                .upstream
+                .metrics
+                .shed
+                .get_or_create(&crate::metrics::ShedLabels {
+                    reason: "connections",
+                })
+                .inc();
+            continue;
+        };
+        let Some(ticket) = shared.tickets.issue() else {
+            return;
         };
         let _ = stream.set_nodelay(true);
-        let shared = Arc::clone(&state);
+        let activity = crate::conn::Activity::new(Instant::now());
+        let shared_state = Arc::clone(&state);
+        let tracked = Arc::clone(&activity);
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let state = Arc::clone(&shared);
+            let state = Arc::clone(&shared_state);
+            let in_flight = tracked.request();
             async move {
                 let response = match kind {
                     Kind::Public => serve_request(state, request, Listener::Public, peer).await,
                     Kind::Internal => serve_request(state, request, Listener::Internal, peer).await,
                     Kind::Admin => crate::admin::handle(state, request, peer).await,
                 };
-                Ok::<_, std::convert::Infallible>(response)
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| crate::conn::Tracked::new(body, in_flight)),
+                )
             }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -522,19 +621,17 @@ async fn accept(
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(256)
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
             .max_pending_accept_reset_streams(Some(50))
             .max_header_list_size(u32::try_from(state.config.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(Duration::from_secs(20)))
             .keep_alive_timeout(Duration::from_secs(20));
+        let closing = shared.closing.clone();
         if let (Kind::Public, Some(tls)) = (kind, &state.tls) {
             // TLS: the handshake has its own deadline, like the headers.
-            let (acceptor, graceful, deadline) = (
-                tls.acceptor(),
-                Arc::clone(&graceful),
-                state.config.header_read_timeout,
-            );
+            let (acceptor, deadline) = (tls.acceptor(), state.config.header_read_timeout);
             tokio::spawn(async move {
+                let _held = (admitted, ticket);
                 let Ok(Ok(stream)) = tokio::time::timeout(deadline, acceptor.accept(stream)).await
                 else {
                     return;
@@ -542,16 +639,19 @@ async fn accept(
                 let connection = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .into_owned();
-                let _ = graceful.watch(connection).await;
+                crate::conn::drive(Box::pin(connection), activity, phases, closing).await;
             });
             continue;
         }
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            let _ = connection.await;
+            let _held = (admitted, ticket);
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            crate::conn::drive(Box::pin(connection), activity, phases, closing).await;
         });
     }
 }
+
+/// HTTP/2 streams one connection may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 100;

@@ -178,21 +178,71 @@ const IDEMPOTENCY_KEYS: [&str; 2] = ["request_id", "idempotency_key"];
 /// result, so the call may be sent again like an idempotent one (to another
 /// endpoint when the first one died with the call in flight).
 pub fn carries_idempotency_key(input: &MessageDescriptor, framed: &[u8]) -> bool {
-    let Some(key) = IDEMPOTENCY_KEYS
-        .iter()
-        .find_map(|name| input.get_field_by_name(name))
-    else {
-        return false;
-    };
     let Some((&0, rest)) = framed.split_first() else {
         return false;
     };
     let Some(message) = rest.get(4..) else {
         return false;
     };
-    DynamicMessage::decode(input.clone(), message).is_ok_and(
-        |m| matches!(m.get_field(&key).as_ref(), prost_reflect::Value::String(s) if !s.is_empty()),
-    )
+    DynamicMessage::decode(input.clone(), message).is_ok_and(|m| has_idempotency_key(&m))
+}
+
+fn has_idempotency_key(message: &DynamicMessage) -> bool {
+    IDEMPOTENCY_KEYS
+        .iter()
+        .find_map(|name| {
+            prost_reflect::ReflectMessage::descriptor(message).get_field_by_name(name)
+        })
+        .is_some_and(|key| {
+            matches!(message.get_field(&key).as_ref(), prost_reflect::Value::String(s) if !s.is_empty())
+        })
+}
+
+/// Checks a native gRPC unary request against its contract: exactly one
+/// uncompressed, length-prefixed message that decodes as `input`. A client's
+/// malformed call is refused here (INVALID_ARGUMENT, or UNIMPLEMENTED for a
+/// compression the services do not speak), never sent on to be answered as
+/// a service's INTERNAL error. Returns whether it carries an idempotency key.
+pub fn check_unary(input: &MessageDescriptor, framed: &[u8]) -> Result<bool, Failure> {
+    let invalid = |why: String| {
+        Failure::new(
+            crate::errors::INVALID_ARGUMENT,
+            format!(
+                "the request is not one {} message: {why}",
+                input.full_name()
+            ),
+            crate::errors::Side::Downstream,
+        )
+    };
+    let Some((&flag, rest)) = framed.split_first() else {
+        return Err(invalid("the body is empty".into()));
+    };
+    let (Some(prefix), Some(message)) = (rest.get(..4), rest.get(4..)) else {
+        return Err(invalid(
+            "the body is shorter than a gRPC frame header".into(),
+        ));
+    };
+    match flag {
+        0 => {}
+        1 => {
+            return Err(Failure::new(
+                crate::errors::UNIMPLEMENTED,
+                "compressed gRPC requests are not supported: send them uncompressed",
+                crate::errors::Side::Downstream,
+            ));
+        }
+        other => return Err(invalid(format!("frame flag {other} is not 0 or 1"))),
+    }
+    let declared = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+    if usize::try_from(declared).ok() != Some(message.len()) {
+        return Err(invalid(format!(
+            "the frame declares {declared} bytes and carries {}",
+            message.len()
+        )));
+    }
+    let decoded = DynamicMessage::decode(input.clone(), message)
+        .map_err(|e| invalid(format!("it does not decode: {e}")))?;
+    Ok(has_idempotency_key(&decoded))
 }
 
 pub fn frame(message: &[u8]) -> Bytes {

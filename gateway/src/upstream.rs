@@ -31,9 +31,6 @@ pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
         .boxed_unsync()
 }
 
-/// Headers a REST request passes on to the service.
-const PASSED_ON: [&str; 4] = ["authorization", "x-request-id", "traceparent", "tracestate"];
-
 #[derive(Debug, Clone)]
 pub struct Upstream {
     client: Client<HttpConnector, BoxBody>,
@@ -206,6 +203,17 @@ impl Upstream {
                 .instrument(span)
                 .await;
             let retry_reason = match response {
+                Ok(Ok(response))
+                    if response.status() != http::StatusCode::OK
+                        && status_code(response.headers()).is_none() =>
+                {
+                    // Not a gRPC answer (a proxy's or the HTTP layer's refusal):
+                    // mapped as the gRPC spec maps HTTP statuses, a 4xx kept.
+                    let failure = failure_from_http(response.status());
+                    self.outliers.success(&endpoint);
+                    self.record(service, color, call.traffic, failure.code, started, true);
+                    return Err((chosen, failure));
+                }
                 Ok(Ok(response)) => {
                     let unavailable =
                         status_code(response.headers()) == Some(crate::errors::UNAVAILABLE);
@@ -253,14 +261,12 @@ impl Upstream {
                     }
                 }
                 Err(_) => {
-                    self.record(
-                        service,
-                        color,
-                        call.traffic,
-                        crate::errors::DEADLINE_EXCEEDED,
-                        started,
-                        true,
-                    );
+                    let code = if call.caller_deadline {
+                        crate::errors::CANCELLED
+                    } else {
+                        crate::errors::DEADLINE_EXCEEDED
+                    };
+                    self.record(service, color, call.traffic, code, started, true);
                     return Err((
                         chosen,
                         Failure::new(
@@ -370,6 +376,10 @@ pub struct Call {
     /// not on an UNAVAILABLE answer (a live service said no; for a shared
     /// dependency another replica would only say it later).
     pub keyed: bool,
+    /// The deadline is the caller's own (a `grpc-timeout` shorter than the
+    /// gateway's): running out of it is the caller's doing, not a fault of
+    /// the service, and is counted as CANCELLED.
+    pub caller_deadline: bool,
     /// Live, or a copy whose answer nobody waits for.
     pub traffic: Traffic,
 }
@@ -382,32 +392,28 @@ pub enum CallBody {
 
 impl Call {
     /// A gRPC call to `path` carrying `body`, with the caller's headers that
-    /// belong to the call and a deadline.
+    /// belong to the call (`passed`, from `forward::pass_on`) and a deadline.
     pub fn grpc(
         path: &str,
-        body: Bytes,
-        incoming: &HeaderMap,
+        body: CallBody,
+        passed: HeaderMap,
         timeout: Duration,
         idempotent: bool,
     ) -> Self {
-        let mut headers = HeaderMap::new();
+        let mut headers = passed;
         headers.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
         headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
         headers.insert("grpc-timeout", grpc_timeout(timeout));
-        for name in PASSED_ON {
-            if let Some(value) = incoming.get(name) {
-                headers.insert(name, value.clone());
-            }
-        }
         Self {
             path: path.to_owned(),
             headers,
-            body: CallBody::Buffered(body),
+            body,
             idempotent,
             keyed: false,
+            caller_deadline: false,
             traffic: Traffic::Live,
         }
     }
@@ -423,6 +429,7 @@ impl Call {
             body: CallBody::Buffered(body.clone()),
             idempotent: self.idempotent,
             keyed: self.keyed,
+            caller_deadline: self.caller_deadline,
             traffic: Traffic::Mirror,
         })
     }
@@ -445,6 +452,31 @@ impl Call {
 
 pub fn status_code(headers: &HeaderMap) -> Option<i32> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// A service's answer that is not gRPC, by its HTTP status: the gRPC
+/// spec's mapping, except that a request the service found too large stays
+/// the client's (RESOURCE_EXHAUSTED, with the same 4xx).
+pub fn failure_from_http(status: http::StatusCode) -> Failure {
+    use crate::errors as e;
+    let (code, side) = match status.as_u16() {
+        413 | 431 => (e::RESOURCE_EXHAUSTED, Side::Downstream),
+        400 => (e::INTERNAL, Side::Upstream),
+        401 => (e::UNAUTHENTICATED, Side::Upstream),
+        403 => (e::PERMISSION_DENIED, Side::Upstream),
+        404 => (e::UNIMPLEMENTED, Side::Upstream),
+        429 | 502 | 503 | 504 => (e::UNAVAILABLE, Side::Upstream),
+        _ => (e::UNKNOWN, Side::Upstream),
+    };
+    let mut failure = Failure::new(
+        code,
+        format!("the service answered HTTP {status} without a gRPC status"),
+        side,
+    );
+    if side == Side::Downstream {
+        failure.http_override = Some(status);
+    }
+    failure
 }
 
 pub fn failure_from(code: i32, headers: &HeaderMap) -> Failure {

@@ -127,7 +127,7 @@ async fn the_order_flow_over_rest() {
         .await
         .call("POST", "/v1/orders", &auth, &huge)
         .await;
-    check(&too_large, 413, 3, "larger than 1048576 bytes");
+    check(&too_large, 413, 8, "larger than 1048576 bytes");
     check(
         &client
             .call("GET", "/v1/orders", &[auth[0], ("x-color", "red")], "")

@@ -118,7 +118,7 @@ async fn admin_api_validates_rolls_back_and_follows_the_file() {
         )
         .await;
     assert_eq!(bad.status, 400);
-    assert!(bad.text().contains("must add up to 100"), "{}", bad.text());
+    assert!(bad.text().contains("add up to 100"), "{}", bad.text());
     let unknown = admin
         .call(
             "PUT",

@@ -120,12 +120,16 @@ fn secret_file(path: &Path) -> anyhow::Result<String> {
         return Ok(secret.trim().to_owned());
     }
     let secret = platform_runtime::ids::new_secret();
-    std::fs::write(path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    // Created readable by its owner only: never a moment with wider rights.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut file, secret.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(secret)
 }
 
@@ -313,6 +317,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let secret = secret_file(&data_dir.join("service-client-secret"))?;
     let admin_token_file = data_dir.join("admin-token");
     secret_file(&admin_token_file)?;
+    // Previews (x-color) need their own credential, not the admin token.
+    let preview_token_file = data_dir.join("preview-token");
+    secret_file(&preview_token_file)?;
     let routes_file = data_dir.join("routes.json");
     write_routes(&routes_file, args.port_offset, replicas)?;
     let databases = match &args.postgres {
@@ -400,6 +407,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         (
             "ADMIN_TOKEN_FILE".to_owned(),
             admin_token_file.display().to_string(),
+        ),
+        (
+            "PREVIEW_TOKEN_FILE".to_owned(),
+            preview_token_file.display().to_string(),
         ),
         ("AUTH_ADDR".to_owned(), url("auth", Color::Blue)),
         ("DRAIN_DELAY_MS".to_owned(), "500".to_owned()),

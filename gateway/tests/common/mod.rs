@@ -28,6 +28,8 @@ pub async fn start_gateway(
         ("DRAIN_DELAY_MS", "0"),
         // Tests send fast from one user; the limits test turns it on.
         ("RATE_LIMIT_PER_SECOND", "0"),
+        // Tests preview colors freely; the hostile-traffic test checks the default.
+        ("COLOR_OVERRIDE", "anyone"),
     ]);
     for (key, value) in extra {
         env.set(key, *value);

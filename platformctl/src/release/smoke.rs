@@ -153,10 +153,26 @@ pub async fn run(
     checks: &[Check],
 ) -> Result<usize, CtlError> {
     let http = &admin.http;
-    let forced = vec![
-        ("x-color", color.to_string()),
-        ("x-color-token", admin.token().to_owned()),
-    ];
+    // The gateway says how a color is forced: its header, and the preview
+    // credential (never the admin token) when one is needed.
+    let preview = admin.get("/admin/preview").await?;
+    let mut forced = vec![("x-color", color.to_string())];
+    match preview["mode"].as_str() {
+        Some("anyone") => {}
+        Some("preview-token") => forced.push((
+            "x-color-token",
+            preview["token"].as_str().unwrap_or_default().to_owned(),
+        )),
+        _ => {
+            return Err(CtlError::new(
+                UNHEALTHY,
+                format!(
+                    "smoke check: the gateway allows no preview of a color (COLOR_OVERRIDE is nobody), so {color} cannot be checked before it takes traffic: set PREVIEW_TOKEN on the gateway"
+                ),
+            ));
+        }
+    }
+
     // The test user comes from auth as routed now, unless auth is the one
     // under test.
     let login_headers: &[(&str, String)] = if service == "auth" { &forced } else { &[] };

@@ -1,22 +1,18 @@
 //! The gRPC face of notifications.
 
-use std::time::Duration;
-
 use platform_proto::notifications::v1::{
     ListNotificationsRequest, ListNotificationsResponse, Notification, SendRequest,
     StreamNotificationsRequest, notification_service_server::NotificationService,
 };
 use platform_runtime::caller::Authenticator;
-use platform_runtime::host::StreamsEnd;
 use platform_runtime::paging::Page;
-use platform_runtime::storage::{self, Db};
+use platform_runtime::storage;
 use platform_runtime::validate::text;
 use platform_runtime::{ids, time};
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::store::{NotificationRow, Store};
+use crate::stream::{LiveStreams, Subscription};
 
 /// The scope a service token needs to send.
 pub const SEND_SCOPE: &str = "notifications:send";
@@ -25,20 +21,12 @@ pub const SEND_SCOPE: &str = "notifications:send";
 pub struct Notifications {
     store: Store,
     auth: Authenticator,
-    wake: broadcast::Sender<String>,
-    streams_end: StreamsEnd,
-    poll: Duration,
+    live: LiveStreams,
 }
 
 impl Notifications {
-    pub fn new(db: Db, auth: Authenticator, streams_end: StreamsEnd, poll: Duration) -> Self {
-        Self {
-            store: Store::new(db),
-            auth,
-            wake: broadcast::channel(1024).0,
-            streams_end,
-            poll,
-        }
+    pub fn new(store: Store, auth: Authenticator, live: LiveStreams) -> Self {
+        Self { store, auth, live }
     }
 }
 
@@ -74,7 +62,7 @@ impl NotificationService for Notifications {
             .map_err(storage::status)?;
         if new {
             tracing::info!(notification_id = %stored.id, kind = %stored.kind, "sent");
-            let _ = self.wake.send(stored.user_id.clone());
+            self.live.sent_to(&stored.user_id);
         }
         Ok(Response::new(to_message(stored)))
     }
@@ -98,22 +86,13 @@ impl NotificationService for Notifications {
         }))
     }
 
-    type StreamNotificationsStream = ReceiverStream<Result<Notification, Status>>;
+    type StreamNotificationsStream = Subscription;
 
     async fn stream_notifications(
         &self,
         request: Request<StreamNotificationsRequest>,
     ) -> Result<Response<Self::StreamNotificationsStream>, Status> {
         let user = self.auth.user(&request).await?;
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(crate::stream::feed(
-            self.store.clone(),
-            user.id,
-            self.wake.subscribe(),
-            self.poll,
-            self.streams_end.clone(),
-            tx,
-        ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(self.live.open(user.id)?))
     }
 }

@@ -85,20 +85,31 @@ impl Store {
         rows.iter().map(notification).collect()
     }
 
-    /// A user's notifications created at or after `since_ms`, oldest first.
-    pub async fn since(
-        &self,
-        user_id: &str,
-        since_ms: i64,
-    ) -> Result<Vec<NotificationRow>, sqlx::Error> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND created_at_ms >= $2 \
-             ORDER BY created_at_ms, id LIMIT 500"
-        ))
-        .bind(user_id)
-        .bind(since_ms)
-        .fetch_all(self.db.pool())
-        .await?;
-        rows.iter().map(notification).collect()
+    /// Every user's notifications created at or after `since_ms`, oldest
+    /// first, read in pages so one poll never holds a huge result.
+    pub async fn since(&self, since_ms: i64) -> Result<Vec<NotificationRow>, sqlx::Error> {
+        const PAGE: i64 = 500;
+        let mut out: Vec<NotificationRow> = Vec::new();
+        let (mut after_ms, mut after_id) = (since_ms, String::new());
+        loop {
+            let rows = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM notifications \
+                 WHERE (created_at_ms, id) > ($1, $2) \
+                 ORDER BY created_at_ms, id LIMIT $3"
+            ))
+            .bind(after_ms)
+            .bind(&after_id)
+            .bind(PAGE)
+            .fetch_all(self.db.pool())
+            .await?;
+            let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= PAGE;
+            for row in &rows {
+                out.push(notification(row)?);
+            }
+            match out.last() {
+                Some(last) if full => (after_ms, after_id) = (last.created_at_ms, last.id.clone()),
+                _ => return Ok(out),
+            }
+        }
     }
 }

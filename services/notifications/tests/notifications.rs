@@ -126,3 +126,121 @@ async fn sends_once_lists_and_streams_across_colors() {
         platform.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_are_bounded_per_user_and_per_process() {
+    let backend = &backends()[0];
+    let platform = Platform::start(backend).await;
+    let (alice, token) = platform.user("alice@example.com").await;
+    let service = platform.orders_token().await;
+    let mut client = NotificationServiceClient::new(channel(platform.notifications.addr));
+    let open = |client: &mut NotificationServiceClient<_>| {
+        let mut client = client.clone();
+        let token = token.clone();
+        async move {
+            client
+                .stream_notifications(authed(StreamNotificationsRequest {}, &token))
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(open(&mut client).await.expect("within the limit"));
+    }
+    let refused = open(&mut client).await.expect_err("a sixth stream");
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (
+            Code::ResourceExhausted,
+            "at most 5 live streams per user; close one first"
+        )
+    );
+
+    // One poller feeds them all: every open stream gets the row, once.
+    client
+        .send(authed(send(&alice, "to all", "fan-1"), &service))
+        .await
+        .expect("send");
+    for stream in &mut streams {
+        let got = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("a notification within 10 s")
+            .expect("stream ok")
+            .expect("stream open");
+        assert_eq!(got.subject, "to all");
+    }
+
+    // A client that leaves frees its place.
+    drop(streams.pop());
+    let mut reopened = None;
+    for _ in 0..50 {
+        match open(&mut client).await {
+            Ok(stream) => {
+                reopened = Some(stream);
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let mut reopened = reopened.expect("a place is free once a client left");
+    client
+        .send(authed(send(&alice, "after", "fan-2"), &service))
+        .await
+        .expect("send");
+    for stream in streams.iter_mut().chain([&mut reopened]) {
+        let got = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("a notification within 10 s")
+            .expect("stream ok")
+            .expect("stream open");
+        assert_eq!(got.subject, "after", "each row exactly once");
+    }
+
+    // A process holds at most MAX_STREAMS, whoever opens them.
+    let db = platform
+        .databases
+        .iter()
+        .find(|(s, _)| *s == "notifications")
+        .expect("db")
+        .1
+        .clone();
+    let small = testkit::start_service(
+        "notifications",
+        testkit::env(
+            platform.dir.path(),
+            &db,
+            &[
+                ("AUTH_ADDR", testkit::url(platform.auth.addr)),
+                ("MAX_STREAMS", "2".into()),
+            ],
+        ),
+    )
+    .await;
+    let (_, bob_token) = platform.user("bob@example.com").await;
+    let mut small_client = NotificationServiceClient::new(channel(small.addr));
+    let _first = open(&mut small_client).await.expect("first");
+    let _second = small_client
+        .stream_notifications(authed(StreamNotificationsRequest {}, &bob_token))
+        .await
+        .expect("second");
+    let full = small_client
+        .stream_notifications(authed(StreamNotificationsRequest {}, &bob_token))
+        .await
+        .expect_err("a third on this process");
+    assert_eq!(
+        (full.code(), full.message()),
+        (
+            Code::ResourceExhausted,
+            "this server already holds its 2 live streams; retry later"
+        )
+    );
+    drop((_first, _second));
+    small.stop().await;
+    drop((streams, reopened));
+    platform.stop().await;
+}

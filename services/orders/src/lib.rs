@@ -22,12 +22,20 @@ pub use service::Orders;
 /// The blue port; green runs on 50152.
 pub const PORT: u16 = 50052;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "orders",
-    sqlite: include_str!("../migrations/0001_orders.sql"),
-    postgres: include_str!("../migrations/0001_orders.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "orders",
+        sqlite: include_str!("../migrations/0001_orders.sql"),
+        postgres: include_str!("../migrations/0001_orders.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "order_fingerprint",
+        sqlite: include_str!("../migrations/0002_order_fingerprint.sql"),
+        postgres: include_str!("../migrations/0002_order_fingerprint.sql"),
+    },
+];
 
 /// Opens the database, binds the listeners, starts the sweeper and serves.
 pub async fn start(config: ServiceConfig, env: Env) -> Result<RunningService, StartError> {

@@ -8,6 +8,7 @@ use platform_runtime::caller::Authenticator;
 use platform_runtime::paging::Page;
 use platform_runtime::validate::{currency, text};
 use platform_runtime::{ids, storage, time};
+use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::flow::{Flow, money, notice};
@@ -28,8 +29,15 @@ impl Orders {
     }
 
     /// Returns an order found by its request id, finishing it first if its
-    /// first request was cut off while it was pending.
-    async fn replay(&self, order: OrderRow) -> Result<Response<Order>, Status> {
+    /// first request was cut off while it was pending; refuses a request that
+    /// reuses the request id for a different order.
+    async fn replay(&self, order: OrderRow, fingerprint: &str) -> Result<Response<Order>, Status> {
+        if !same_request(&order, fingerprint) {
+            return Err(Status::failed_precondition(format!(
+                "request_id {:?} was already used for a different order; use a new request_id",
+                order.request_id.as_deref().unwrap_or_default()
+            )));
+        }
         let order = if order.status == store::PENDING {
             self.flow.drive(order).await?
         } else {
@@ -70,6 +78,36 @@ pub fn to_message(row: OrderRow) -> Order {
         updated_at: Some(time::timestamp(row.updated_at_ms)),
         failure_reason: row.failure_reason,
     }
+}
+
+/// What a `request_id` stands for: the SHA-256 of everything that defines the
+/// order (items in their order, currency, payment method), not the id itself.
+pub fn fingerprint(items: &[ItemRow], currency: &str, payment_method: &str) -> String {
+    let mut hash = Sha256::new();
+    // Each field is length-prefixed, so no two different orders encode alike.
+    let mut field = |bytes: &[u8]| {
+        hash.update(u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_be_bytes());
+        hash.update(bytes);
+    };
+    field(b"order/v1");
+    field(currency.as_bytes());
+    field(payment_method.as_bytes());
+    field(&u64::try_from(items.len()).unwrap_or(u64::MAX).to_be_bytes());
+    for item in items {
+        field(item.sku.as_bytes());
+        field(&item.quantity.to_be_bytes());
+        field(&item.unit_price_minor.to_be_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// True when `order` is what a request with `fingerprint` asks for. Orders
+/// stored before fingerprints were recorded have none and always match.
+fn same_request(order: &OrderRow, fingerprint: &str) -> bool {
+    order
+        .request_fingerprint
+        .as_deref()
+        .is_none_or(|stored| stored == fingerprint)
 }
 
 /// Checks the items and returns them with the order total.
@@ -132,6 +170,7 @@ impl OrderService for Orders {
             "" => None,
             id => Some(id.to_owned()),
         };
+        let fingerprint = fingerprint(&items, &currency, payment_method);
         if let Some(request_id) = &request_id
             && let Some(existing) = self
                 .flow
@@ -140,7 +179,7 @@ impl OrderService for Orders {
                 .await
                 .map_err(storage::status)?
         {
-            return self.replay(existing).await;
+            return self.replay(existing, &fingerprint).await;
         }
         let now = time::now_ms();
         let order = OrderRow {
@@ -155,6 +194,7 @@ impl OrderService for Orders {
             failure_reason: String::new(),
             created_at_ms: now,
             updated_at_ms: now,
+            request_fingerprint: request_id.as_ref().map(|_| fingerprint.clone()),
             items,
         };
         match self
@@ -180,7 +220,7 @@ impl OrderService for Orders {
                     .ok_or_else(|| {
                         Status::aborted("concurrent request with the same request_id; retry")
                     })?;
-                self.replay(existing).await
+                self.replay(existing, &fingerprint).await
             }
         }
     }
@@ -347,5 +387,80 @@ mod tests {
             check(vec![item("a", 1, 0)]),
             Err("the order total must be greater than zero".into())
         );
+    }
+
+    #[test]
+    fn fingerprint_covers_everything_but_the_request_id() {
+        let row = |sku: &str, quantity: i64, price: i64| ItemRow {
+            sku: sku.into(),
+            quantity,
+            unit_price_minor: price,
+        };
+        let base = fingerprint(&[row("a", 2, 150), row("b", 1, 99)], "EUR", "pm_card_visa");
+        assert_eq!(base.len(), 64);
+        assert_eq!(
+            base,
+            fingerprint(&[row("a", 2, 150), row("b", 1, 99)], "EUR", "pm_card_visa"),
+            "a retry is the same request"
+        );
+        for (name, other) in [
+            (
+                "quantity",
+                fingerprint(&[row("a", 3, 150), row("b", 1, 99)], "EUR", "pm_card_visa"),
+            ),
+            (
+                "price",
+                fingerprint(&[row("a", 2, 151), row("b", 1, 99)], "EUR", "pm_card_visa"),
+            ),
+            (
+                "sku",
+                fingerprint(&[row("a", 2, 150), row("c", 1, 99)], "EUR", "pm_card_visa"),
+            ),
+            (
+                "item order",
+                fingerprint(&[row("b", 1, 99), row("a", 2, 150)], "EUR", "pm_card_visa"),
+            ),
+            (
+                "items",
+                fingerprint(&[row("a", 2, 150)], "EUR", "pm_card_visa"),
+            ),
+            (
+                "currency",
+                fingerprint(&[row("a", 2, 150), row("b", 1, 99)], "USD", "pm_card_visa"),
+            ),
+            (
+                "method",
+                fingerprint(&[row("a", 2, 150), row("b", 1, 99)], "EUR", "pm_card_amex"),
+            ),
+            (
+                "field bounds",
+                fingerprint(&[row("a", 2, 150), row("b", 1, 99)], "EURp", "m_card_visa"),
+            ),
+        ] {
+            assert_ne!(base, other, "{name}");
+        }
+    }
+
+    #[test]
+    fn rows_without_a_fingerprint_match_any_retry() {
+        let mut order = OrderRow {
+            id: "ord_1".into(),
+            user_id: "usr_1".into(),
+            request_id: Some("r".into()),
+            status: store::PAID.into(),
+            total_minor: 1,
+            currency: "EUR".into(),
+            payment_method: "pm_card_visa".into(),
+            payment_id: String::new(),
+            failure_reason: String::new(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            request_fingerprint: None,
+            items: Vec::new(),
+        };
+        assert!(same_request(&order, "abc"));
+        order.request_fingerprint = Some("abc".into());
+        assert!(same_request(&order, "abc"));
+        assert!(!same_request(&order, "abd"));
     }
 }

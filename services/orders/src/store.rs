@@ -26,6 +26,9 @@ pub struct OrderRow {
     pub failure_reason: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// SHA-256 of the order its `request_id` stands for; NULL on rows written
+    /// before it was recorded.
+    pub request_fingerprint: Option<String>,
     pub items: Vec<ItemRow>,
 }
 
@@ -47,7 +50,7 @@ pub const PAYMENT_FAILED: &str = "payment_failed";
 pub const CANCELLED: &str = "cancelled";
 
 const ORDER_COLUMNS: &str = "id, user_id, request_id, status, total_minor, currency, payment_method, \
-     payment_id, failure_reason, created_at_ms, updated_at_ms";
+     payment_id, failure_reason, created_at_ms, updated_at_ms, request_fingerprint";
 const OUTBOX_COLUMNS: &str =
     "id, order_id, user_id, kind, subject, body, attempts, next_attempt_at_ms";
 
@@ -64,6 +67,7 @@ fn order(row: &sqlx::any::AnyRow) -> Result<OrderRow, sqlx::Error> {
         failure_reason: row.try_get(8)?,
         created_at_ms: row.try_get(9)?,
         updated_at_ms: row.try_get(10)?,
+        request_fingerprint: row.try_get(11)?,
         items: Vec::new(),
     })
 }
@@ -113,7 +117,7 @@ impl Store {
     pub async fn create(&self, row: &OrderRow) -> Result<Created, sqlx::Error> {
         let mut tx = self.db.pool().begin().await?;
         let inserted = sqlx::query(&format!(
-            "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ))
         .bind(&row.id)
         .bind(&row.user_id)
@@ -126,6 +130,7 @@ impl Store {
         .bind(&row.failure_reason)
         .bind(row.created_at_ms)
         .bind(row.updated_at_ms)
+        .bind(row.request_fingerprint.as_deref())
         .execute(&mut *tx)
         .await;
         match inserted {

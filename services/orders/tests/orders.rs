@@ -228,6 +228,91 @@ async fn request_id_makes_retries_safe() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_id_reused_for_a_different_order_is_refused() {
+    for backend in backends() {
+        let platform = Platform::start(&backend).await;
+        let (_, token) = platform.user("alice@example.com").await;
+        let mut client = OrderServiceClient::new(channel(platform.orders.addr));
+        let first = client
+            .create_order(authed(order("pm_card_visa", "req-7"), &token))
+            .await
+            .expect("create")
+            .into_inner();
+
+        // A retry: the same body, spelled as loosely as validation allows.
+        let retry = client
+            .create_order(authed(
+                CreateOrderRequest {
+                    currency: " EUR ".into(),
+                    ..order("pm_card_visa", "req-7")
+                },
+                &token,
+            ))
+            .await
+            .expect("retry")
+            .into_inner();
+        assert_eq!(retry.id, first.id, "{}", backend.name());
+
+        let mut cheaper = order("pm_card_visa", "req-7");
+        cheaper.items[0].unit_price_minor = 1;
+        let mut more = order("pm_card_visa", "req-7");
+        more.items[1].quantity = 3;
+        for (what, different) in [
+            ("price", cheaper),
+            ("quantity", more),
+            (
+                "currency",
+                CreateOrderRequest {
+                    currency: "USD".into(),
+                    ..order("pm_card_visa", "req-7")
+                },
+            ),
+            ("payment method", order("pm_card_amex", "req-7")),
+        ] {
+            let refused = client
+                .create_order(authed(different, &token))
+                .await
+                .expect_err(what);
+            assert_eq!(
+                (refused.code(), refused.message()),
+                (
+                    Code::FailedPrecondition,
+                    r#"request_id "req-7" was already used for a different order; use a new request_id"#
+                ),
+                "{}: {what}",
+                backend.name()
+            );
+        }
+
+        // Orders stored before fingerprints were recorded match any retry.
+        let orders_db = platform
+            .databases
+            .iter()
+            .find(|(s, _)| *s == "orders")
+            .expect("db")
+            .1
+            .clone();
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&orders_db)
+            .await
+            .expect("connect");
+        sqlx::query("UPDATE orders SET request_fingerprint = NULL WHERE id = $1")
+            .bind(&first.id)
+            .execute(&mut conn)
+            .await
+            .expect("clear fingerprint");
+        let _ = sqlx::Connection::close(conn).await;
+        let legacy = client
+            .create_order(authed(order("pm_card_amex", "req-7"), &token))
+            .await
+            .expect("legacy row replays")
+            .into_inner();
+        assert_eq!(legacy.id, first.id, "{}", backend.name());
+        platform.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_page_through_every_order() {
     let backend = &backends()[0];
     let platform = Platform::start(backend).await;
@@ -303,6 +388,29 @@ async fn lists_page_through_every_order() {
         (empty.code(), empty.message()),
         (Code::InvalidArgument, "an order needs at least one item")
     );
+    for code in ["ZZZ", "abc"] {
+        let unknown = client
+            .create_order(authed(
+                CreateOrderRequest {
+                    currency: code.into(),
+                    ..order("pm_card_visa", "")
+                },
+                &token,
+            ))
+            .await
+            .expect_err("not a currency");
+        assert_eq!(
+            (unknown.code(), unknown.message()),
+            (
+                Code::InvalidArgument,
+                format!(
+                    "currency {:?} is not an ISO 4217 code",
+                    code.to_ascii_uppercase()
+                )
+                .as_str()
+            )
+        );
+    }
     let anonymous = client
         .create_order(order("pm_card_visa", ""))
         .await

@@ -17,12 +17,20 @@ pub use service::Payments;
 /// The blue port; green runs on 50153.
 pub const PORT: u16 = 50053;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "payments",
-    sqlite: include_str!("../migrations/0001_payments.sql"),
-    postgres: include_str!("../migrations/0001_payments.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "payments",
+        sqlite: include_str!("../migrations/0001_payments.sql"),
+        postgres: include_str!("../migrations/0001_payments.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "refund_fingerprint",
+        sqlite: include_str!("../migrations/0002_refund_fingerprint.sql"),
+        postgres: include_str!("../migrations/0002_refund_fingerprint.sql"),
+    },
+];
 
 /// Opens the database, binds the listeners and starts serving.
 pub async fn start(config: ServiceConfig, _env: Env) -> Result<RunningService, StartError> {

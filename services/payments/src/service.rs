@@ -10,10 +10,11 @@ use platform_runtime::paging::Page;
 use platform_runtime::storage::{self, Db};
 use platform_runtime::validate::{currency, text};
 use platform_runtime::{ids, time};
+use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::processor::{Decision, decide};
-use crate::store::{PaymentRow, RefundOutcome, RefundRow, Store};
+use crate::store::{NewRefund, PaymentRow, RefundOutcome, RefundRow, Store};
 
 /// The scope a service token needs to charge and refund.
 pub const WRITE_SCOPE: &str = "payments:write";
@@ -54,6 +55,42 @@ fn to_message(row: PaymentRow) -> Payment {
         refunded_minor: row.refunded_minor,
         created_at: Some(time::timestamp(row.created_at_ms)),
     }
+}
+
+/// True when the stored charge is what `new` asks for: a retry under the same
+/// idempotency key, not a different charge reusing it.
+fn same_charge(stored: &PaymentRow, new: &PaymentRow) -> bool {
+    stored.order_id == new.order_id
+        && stored.user_id == new.user_id
+        && stored.amount_minor == new.amount_minor
+        && stored.currency == new.currency
+        && stored.payment_method == new.payment_method
+}
+
+/// What a refund's idempotency key stands for: the SHA-256 of the request
+/// (payment, requested amount, reason), not the key itself.
+fn refund_fingerprint(payment_id: &str, amount_minor: i64, reason: &str) -> String {
+    let mut hash = Sha256::new();
+    // Each field is length-prefixed, so no two different requests encode alike.
+    let mut field = |bytes: &[u8]| {
+        hash.update(u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_be_bytes());
+        hash.update(bytes);
+    };
+    field(b"refund/v1");
+    field(payment_id.as_bytes());
+    field(&amount_minor.to_be_bytes());
+    field(reason.as_bytes());
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// True when the stored refund is what a request with `fingerprint` asks for.
+/// Refunds stored before fingerprints were recorded have none and match.
+fn same_refund(stored: &RefundRow, payment_id: &str, fingerprint: &str) -> bool {
+    stored.payment_id == payment_id
+        && stored
+            .request_fingerprint
+            .as_deref()
+            .is_none_or(|f| f == fingerprint)
 }
 
 fn refund_message(row: RefundRow) -> Refund {
@@ -103,14 +140,10 @@ impl PaymentService for Payments {
             .insert_payment(&new)
             .await
             .map_err(storage::status)?;
-        if stored.order_id != new.order_id
-            || stored.amount_minor != new.amount_minor
-            || stored.currency != new.currency
-            || stored.user_id != new.user_id
-        {
-            return Err(Status::failed_precondition(
-                "idempotency_key was already used for a different charge",
-            ));
+        if !same_charge(&stored, &new) {
+            return Err(Status::failed_precondition(format!(
+                "idempotency_key {key:?} was already used for a different charge; use a new idempotency_key"
+            )));
         }
         if stored.id == new.id {
             tracing::info!(payment_id = %stored.id, order_id, status, "charged");
@@ -135,16 +168,19 @@ impl PaymentService for Payments {
                 "reason must be at most 500 characters",
             ));
         }
+        let reason = req.reason.trim();
+        let fingerprint = refund_fingerprint(payment_id, req.amount_minor, reason);
         let outcome = self
             .store
-            .refund(
-                &ids::new_id("ref"),
-                key,
+            .refund(NewRefund {
+                id: &ids::new_id("ref"),
+                idempotency_key: key,
                 payment_id,
-                req.amount_minor,
-                req.reason.trim(),
-                time::now_ms(),
-            )
+                amount_minor: req.amount_minor,
+                reason,
+                request_fingerprint: &fingerprint,
+                now_ms: time::now_ms(),
+            })
             .await
             .map_err(storage::status)?;
         match outcome {
@@ -152,12 +188,12 @@ impl PaymentService for Payments {
                 tracing::info!(refund_id = %row.id, payment_id, amount_minor = row.amount_minor, "refunded");
                 Ok(Response::new(refund_message(row)))
             }
-            RefundOutcome::Replayed(row) if row.payment_id == payment_id => {
+            RefundOutcome::Replayed(row) if same_refund(&row, payment_id, &fingerprint) => {
                 Ok(Response::new(refund_message(row)))
             }
-            RefundOutcome::Replayed(_) => Err(Status::failed_precondition(
-                "idempotency_key was already used for a refund of another payment",
-            )),
+            RefundOutcome::Replayed(_) => Err(Status::failed_precondition(format!(
+                "idempotency_key {key:?} was already used for a different refund; use a new idempotency_key"
+            ))),
             RefundOutcome::NoSuchPayment => {
                 Err(Status::not_found(format!("payment {payment_id} not found")))
             }
@@ -226,5 +262,52 @@ impl PaymentService for Payments {
             payments: rows.into_iter().map(to_message).collect(),
             next_page_token,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refund_row(payment_id: &str, fingerprint: Option<&str>) -> RefundRow {
+        RefundRow {
+            id: "ref_1".into(),
+            payment_id: payment_id.into(),
+            amount_minor: 300,
+            reason: "r".into(),
+            created_at_ms: 0,
+            request_fingerprint: fingerprint.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn refund_fingerprint_covers_the_whole_request() {
+        let base = refund_fingerprint("pay_1", 300, "test");
+        assert_eq!(base, refund_fingerprint("pay_1", 300, "test"));
+        for other in [
+            refund_fingerprint("pay_2", 300, "test"),
+            refund_fingerprint("pay_1", 0, "test"),
+            refund_fingerprint("pay_1", 300, "other"),
+            refund_fingerprint("pay_1", 300, ""),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+
+    #[test]
+    fn replays_match_only_the_same_request() {
+        let f = refund_fingerprint("pay_1", 300, "r");
+        assert!(same_refund(&refund_row("pay_1", Some(&f)), "pay_1", &f));
+        assert!(
+            same_refund(&refund_row("pay_1", None), "pay_1", &f),
+            "rows from before fingerprints"
+        );
+        assert!(!same_refund(&refund_row("pay_2", None), "pay_1", &f));
+        let other = refund_fingerprint("pay_1", 400, "r");
+        assert!(!same_refund(
+            &refund_row("pay_1", Some(&f)),
+            "pay_1",
+            &other
+        ));
     }
 }

@@ -28,7 +28,25 @@ pub struct RefundRow {
     pub amount_minor: i64,
     pub reason: String,
     pub created_at_ms: i64,
+    /// SHA-256 of the request its key stands for; NULL on rows written
+    /// before it was recorded.
+    pub request_fingerprint: Option<String>,
 }
+
+/// A refund to make: `amount_minor` 0 refunds what is left.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRefund<'a> {
+    pub id: &'a str,
+    pub idempotency_key: &'a str,
+    pub payment_id: &'a str,
+    pub amount_minor: i64,
+    pub reason: &'a str,
+    pub request_fingerprint: &'a str,
+    pub now_ms: i64,
+}
+
+const REFUND_COLUMNS: &str =
+    "id, payment_id, amount_minor, reason, created_at_ms, request_fingerprint";
 
 const PAYMENT_COLUMNS: &str = "id, idempotency_key, order_id, user_id, amount_minor, currency, \
      payment_method, status, decline_reason, refunded_minor, created_at_ms";
@@ -56,6 +74,7 @@ fn refund(row: &AnyRow) -> Result<RefundRow, sqlx::Error> {
         amount_minor: row.try_get(2)?,
         reason: row.try_get(3)?,
         created_at_ms: row.try_get(4)?,
+        request_fingerprint: row.try_get(5)?,
     })
 }
 
@@ -149,19 +168,20 @@ impl Store {
 
     /// Refunds `amount_minor` (0: all that is left) in one transaction whose
     /// first statement writes, so SQLite takes its write lock up front.
-    pub async fn refund(
-        &self,
-        id: &str,
-        idempotency_key: &str,
-        payment_id: &str,
-        amount_minor: i64,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<RefundOutcome, sqlx::Error> {
+    pub async fn refund(&self, new: NewRefund<'_>) -> Result<RefundOutcome, sqlx::Error> {
+        let NewRefund {
+            id,
+            idempotency_key,
+            payment_id,
+            amount_minor,
+            reason,
+            request_fingerprint,
+            now_ms,
+        } = new;
         let mut tx = self.db.pool().begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO refunds (id, idempotency_key, payment_id, amount_minor, reason, created_at_ms) \
-             SELECT $1, $2, p.id, CASE WHEN $3 > 0 THEN $3 ELSE p.amount_minor - p.refunded_minor END, $4, $5 \
+            "INSERT INTO refunds (id, idempotency_key, payment_id, amount_minor, reason, created_at_ms, request_fingerprint) \
+             SELECT $1, $2, p.id, CASE WHEN $3 > 0 THEN $3 ELSE p.amount_minor - p.refunded_minor END, $4, $5, $7 \
              FROM payments p WHERE p.id = $6 \
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
@@ -171,6 +191,7 @@ impl Store {
         .bind(reason)
         .bind(now_ms)
         .bind(payment_id)
+        .bind(request_fingerprint)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -199,9 +220,9 @@ impl Store {
                 None => RefundOutcome::NoSuchPayment,
             });
         }
-        let row = sqlx::query(
-            "SELECT id, payment_id, amount_minor, reason, created_at_ms FROM refunds WHERE idempotency_key = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE idempotency_key = $1"
+        ))
         .bind(idempotency_key)
         .fetch_one(&mut *tx)
         .await?;
@@ -211,9 +232,9 @@ impl Store {
     }
 
     async fn refund_by_key(&self, key: &str) -> Result<Option<RefundRow>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT id, payment_id, amount_minor, reason, created_at_ms FROM refunds WHERE idempotency_key = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE idempotency_key = $1"
+        ))
         .bind(key)
         .fetch_optional(self.db.pool())
         .await?;

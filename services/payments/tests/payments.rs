@@ -79,6 +79,99 @@ async fn racing_retries_charge_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_refuse_a_different_request() {
+    for backend in backends() {
+        let platform = Platform::start(&backend).await;
+        let token = platform.orders_token().await;
+        let mut client = PaymentServiceClient::new(channel(platform.payments.addr));
+        let paid = client
+            .charge(authed(
+                charge("ord_5", "usr_5", 1000, "pm_card_visa", "k5"),
+                &token,
+            ))
+            .await
+            .expect("charge")
+            .into_inner();
+        let retry = client
+            .charge(authed(
+                charge("ord_5", "usr_5", 1000, "pm_card_visa", "k5"),
+                &token,
+            ))
+            .await
+            .expect("retry")
+            .into_inner();
+        assert_eq!(retry.id, paid.id, "{}", backend.name());
+        let other_card = client
+            .charge(authed(
+                charge("ord_5", "usr_5", 1000, "pm_card_amex", "k5"),
+                &token,
+            ))
+            .await
+            .expect_err("same key, another payment method");
+        assert_eq!(
+            (other_card.code(), other_card.message()),
+            (
+                Code::FailedPrecondition,
+                r#"idempotency_key "k5" was already used for a different charge; use a new idempotency_key"#
+            ),
+            "{}",
+            backend.name()
+        );
+
+        let refund = |amount: i64, reason: &str| {
+            authed(
+                RefundRequest {
+                    payment_id: paid.id.clone(),
+                    amount_minor: amount,
+                    idempotency_key: "rk5".into(),
+                    reason: reason.into(),
+                },
+                &token,
+            )
+        };
+        let first = client
+            .refund(refund(300, "damaged"))
+            .await
+            .expect("refund")
+            .into_inner();
+        let again = client
+            .refund(refund(300, "damaged"))
+            .await
+            .expect("replay")
+            .into_inner();
+        assert_eq!(again.id, first.id, "{}", backend.name());
+        for (what, request) in [
+            ("amount", refund(500, "damaged")),
+            ("the rest", refund(0, "damaged")),
+            ("reason", refund(300, "late")),
+        ] {
+            let refused = client.refund(request).await.expect_err(what);
+            assert_eq!(
+                (refused.code(), refused.message()),
+                (
+                    Code::FailedPrecondition,
+                    r#"idempotency_key "rk5" was already used for a different refund; use a new idempotency_key"#
+                ),
+                "{}: {what}",
+                backend.name()
+            );
+        }
+        let after = client
+            .get_payment(authed(
+                GetPaymentRequest {
+                    payment_id: paid.id.clone(),
+                },
+                &token,
+            ))
+            .await
+            .expect("get")
+            .into_inner();
+        assert_eq!(after.refunded_minor, 300, "{}", backend.name());
+        platform.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refunds_never_exceed_the_charge() {
     for backend in backends() {
         let platform = Platform::start(&backend).await;
