@@ -161,13 +161,17 @@ fn rule_queries() -> Vec<(String, String, bool)> {
 /// Requests through the gateway until stopped: orders created and listed on
 /// the live color, reads forced to green (which fails part of them), and
 /// notifications.
-fn traffic(gateway: std::net::SocketAddr, bearer: String, stop: Arc<AtomicBool>) {
+fn traffic(gateway: std::net::SocketAddr, bearer: String, preview: String, stop: Arc<AtomicBool>) {
     tokio::spawn(async move {
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             n += 1;
             let auth = [("authorization", bearer.as_str())];
-            let green = [("authorization", bearer.as_str()), ("x-color", "green")];
+            let green = [
+                ("authorization", bearer.as_str()),
+                ("x-color", "green"),
+                ("x-color-token", preview.as_str()),
+            ];
             let _ = match n % 4 {
                 0 => {
                     let body = format!(
@@ -219,6 +223,7 @@ async fn every_rule_and_dashboard_query_returns_data_from_the_running_platform()
     traffic(
         gateway,
         common::bearer(gateway, "observe@example.com").await,
+        std::fs::read_to_string(data.join("preview-token")).expect("preview token"),
         stop.clone(),
     );
     // A rollout that first mirrors reads to green: mirrored traffic and a

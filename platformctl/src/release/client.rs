@@ -141,10 +141,6 @@ impl Admin {
         })
     }
 
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-
     async fn call(
         &self,
         method: Method,

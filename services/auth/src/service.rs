@@ -6,14 +6,16 @@ use platform_proto::auth::v1::{
 };
 use platform_runtime::caller::Authenticator;
 use platform_runtime::config::TokenConfig;
+use platform_runtime::metrics::Metrics;
 use platform_runtime::storage::{self, Db};
 use platform_runtime::tokens::{Audience, Claims, KeyRing, Verifier};
 use platform_runtime::{ids, time};
 use tonic::{Request, Response, Status};
 
 use crate::AuthSettings;
-use crate::password;
+use crate::password::{self, Passwords};
 use crate::store::{Store, UserRow};
+use crate::throttle::Attempts;
 
 #[derive(Debug)]
 pub struct Auth {
@@ -22,18 +24,63 @@ pub struct Auth {
     tokens: TokenConfig,
     settings: AuthSettings,
     authenticator: Authenticator,
+    passwords: Passwords,
+    attempts: Attempts,
 }
 
 impl Auth {
-    pub fn new(db: Db, keys: KeyRing, tokens: &TokenConfig, settings: AuthSettings) -> Self {
+    pub fn new(
+        db: Db,
+        keys: KeyRing,
+        tokens: &TokenConfig,
+        settings: AuthSettings,
+        passwords: Passwords,
+    ) -> Self {
         let verifier = Verifier::local(&tokens.issuer, keys.public_keys());
         Self {
             store: Store::new(db),
             authenticator: Authenticator::new(verifier, tokens),
             keys,
             tokens: tokens.clone(),
+            attempts: Attempts::new(settings.throttle),
             settings,
+            passwords,
         }
+    }
+
+    /// Adds the hash pool's and the throttle's figures to `/metrics`.
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        let stats = self.passwords.stats();
+        metrics.register(
+            "auth_password_hashes_in_flight",
+            "Password hashes and verifications being computed now",
+            stats.in_flight.clone(),
+        );
+        metrics.register(
+            "auth_password_hashes_in_flight_max",
+            "The most password hashes ever computed at once by this process",
+            stats.in_flight_max.clone(),
+        );
+        metrics.register(
+            "auth_password_hashes_queued",
+            "Password hashes waiting for a thread of the hash pool",
+            stats.queued.clone(),
+        );
+        metrics.register(
+            "auth_password_hashes",
+            "Password hashes and verifications computed",
+            stats.completed.clone(),
+        );
+        metrics.register(
+            "auth_password_hashes_refused",
+            "Password hashes refused: the queue was full or the wait too long",
+            stats.refused.clone(),
+        );
+        metrics.register(
+            "auth_account_attempts_refused",
+            "Logins and registers refused by the per-account throttle, without a hash",
+            self.attempts.refused().clone(),
+        );
     }
 
     fn issue(
@@ -108,22 +155,31 @@ impl AuthService for Auth {
         let req = request.into_inner();
         let email = normalize_email(&req.email)?;
         password::check_policy(&req.password, &email)?;
+        // A taken email counts as a failed attempt on that account, so
+        // finding out which emails have accounts is as slow as guessing.
+        let attempt = self.attempts.begin(&email)?;
+        // Hashed before the insert tells whether the email is taken, so both
+        // answers take the same time.
         let row = UserRow {
             id: ids::new_id("usr"),
+            password_hash: self.passwords.hash(req.password).await?,
             email,
-            password_hash: password::hash(req.password).await?,
             created_at_ms: time::now_ms(),
         };
         match self.store.insert(&row).await {
             Ok(()) => {
+                attempt.succeeded();
                 tracing::info!(user_id = %row.id, "registered");
                 Ok(Response::new(RegisterResponse {
                     user: Some(user_message(&row)),
                 }))
             }
-            Err(err) if storage::is_unique_violation(&err) => Err(Status::already_exists(
-                "an account with this email already exists",
-            )),
+            Err(err) if storage::is_unique_violation(&err) => {
+                attempt.failed();
+                Err(Status::already_exists(
+                    "an account with this email already exists",
+                ))
+            }
             Err(err) => Err(storage::status(err)),
         }
     }
@@ -135,12 +191,16 @@ impl AuthService for Auth {
         let req = request.into_inner();
         let refused = || Status::unauthenticated("wrong email or password");
         let email = normalize_email(&req.email).map_err(|_| refused())?;
+        // Before any hash: a locked account costs nothing to refuse.
+        let attempt = self.attempts.begin(&email)?;
         let user = self.store.by_email(&email).await.map_err(storage::status)?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
-        if !password::verify(req.password, stored).await {
+        let matches = self.passwords.verify(req.password, stored).await?;
+        let Some(user) = user.filter(|_| matches) else {
+            attempt.failed();
             return Err(refused());
-        }
-        let user = user.ok_or_else(refused)?;
+        };
+        attempt.succeeded();
         let response = self.issue(
             user.id.clone(),
             &self.tokens.audience,
