@@ -1,16 +1,21 @@
 //! Load tooling for the platform, each part a binary of this crate:
 //! `release-experiment` (release strategies under load, `load/experiment.sh`),
-//! `drill` (failure drills with an integrity check, `load/drill.sh`) and
-//! `capacity` (CPU per request rate, the knee, `load/capacity.sh`). The
-//! library is what they share: starting the platform, running k6 and reading
-//! its per-request output, sampling the gateway, plotting.
+//! `drill` (failure drills with an integrity check, `load/drill.sh`),
+//! `capacity` (CPU per request rate, the knee, `load/capacity.sh`) and
+//! `edge-attack` (hostile clients against ordinary ones, `load/hostile.sh`).
+//! The library is what they share: starting the platform, running k6 and
+//! reading its per-request output, sampling the gateway, plotting.
 #![forbid(unsafe_code)]
 
+pub mod attacks;
 pub mod drills;
+pub mod edge_report;
 pub mod figures;
+pub mod h1;
 pub mod http;
 pub mod integrity;
 pub mod k6;
+pub mod ordinary;
 pub mod platform;
 pub mod plot;
 pub mod postgres;
