@@ -36,6 +36,7 @@ trap cleanup EXIT
 
 target/release/platformctl up --data-dir "$work/data" --port-offset "$OFFSET" \
     --gateway-env RATE_LIMIT_PER_SECOND=0 --gateway-env MAX_CONCURRENT_REQUESTS=192 \
+    --gateway-env MAX_CONCURRENT_REQUESTS_PER_CLIENT=100000 --gateway-env MAX_CONNECTIONS_PER_CLIENT=100000 \
     --blue-env LOG_FORMAT=json --blue-env RUST_LOG=warn --green-env RUST_LOG=warn \
     --gateway-env RUST_LOG=warn > "$work/up.log" 2>&1 &
 up_pid=$!

@@ -281,7 +281,15 @@ async fn start(
         blue_version: "1.0.0".into(),
         green_version: "1.0.0".into(),
         green_env,
-        extra_args: vec!["--gateway-env".into(), "RATE_LIMIT_PER_SECOND=0".into()],
+        // k6 is one client address: per-client limits would measure k6.
+        extra_args: [
+            "RATE_LIMIT_PER_SECOND=0",
+            "MAX_CONCURRENT_REQUESTS_PER_CLIENT=100000",
+            "MAX_CONNECTIONS_PER_CLIENT=100000",
+        ]
+        .into_iter()
+        .flat_map(|setting| ["--gateway-env".to_owned(), setting.to_owned()])
+        .collect(),
         ready_timeout: Duration::from_secs(120),
     };
     let platform = Platform::start(&config, work).await?;
