@@ -57,7 +57,9 @@ const ROLLOUT_STATES: [&str; 5] = ["idle", "mirroring", "shifting", "aborting", 
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShedLabels {
-    /// `overload` (MAX_CONCURRENT_REQUESTS reached) or `rate_limit`.
+    /// `overload` (MAX_CONCURRENT_REQUESTS reached), `client` (a client
+    /// address at MAX_CONCURRENT_REQUESTS_PER_CLIENT), `connections` (a
+    /// connection closed at once by a connection cap) or `rate_limit`.
     pub reason: &'static str,
 }
 
@@ -179,7 +181,7 @@ impl GatewayMetrics {
         );
         // Exported at zero from the start, so dashboards and alerts see the
         // series before the first event.
-        for reason in ["overload", "rate_limit"] {
+        for reason in ["overload", "client", "connections", "rate_limit"] {
             let _ = metrics.shed.get_or_create(&ShedLabels { reason });
         }
         if let Ok(mut slot) = metrics.registry.lock() {

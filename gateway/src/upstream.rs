@@ -680,3 +680,29 @@ where
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::failure_from_http;
+
+    #[test]
+    fn answers_that_are_not_grpc_keep_their_side() {
+        for (status, code, http) in [
+            (431, crate::errors::RESOURCE_EXHAUSTED, 431),
+            (413, crate::errors::RESOURCE_EXHAUSTED, 413),
+            (400, crate::errors::INTERNAL, 500),
+            (401, crate::errors::UNAUTHENTICATED, 401),
+            (404, crate::errors::UNIMPLEMENTED, 501),
+            (503, crate::errors::UNAVAILABLE, 503),
+            (502, crate::errors::UNAVAILABLE, 503),
+            (418, crate::errors::UNKNOWN, 500),
+        ] {
+            let failure = failure_from_http(http::StatusCode::from_u16(status).expect("status"));
+            assert_eq!(
+                (failure.code, failure.http_status().as_u16()),
+                (code, http),
+                "{status}"
+            );
+        }
+    }
+}

@@ -590,3 +590,17 @@ fn print_endpoints(all: &[Process], ready: &[Duration], data_dir: &Path, args: &
         data_dir.join("logs").display()
     );
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_are_created_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("admin-token");
+        let secret = super::secret_file(&path).expect("created");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(super::secret_file(&path).expect("read again"), secret);
+    }
+}
