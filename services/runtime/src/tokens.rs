@@ -258,6 +258,17 @@ pub fn verify(
     keys: &HashMap<String, VerifyingKey>,
     expect: Expect<'_>,
 ) -> Result<Claims, TokenError> {
+    let claims = verify_signature(token, keys)?;
+    check_claims(&claims, expect)?;
+    Ok(claims)
+}
+
+/// The claims of a token whose algorithm, key and signature are right; what
+/// they say is checked by `check_claims`.
+fn verify_signature(
+    token: &str,
+    keys: &HashMap<String, VerifyingKey>,
+) -> Result<Claims, TokenError> {
     let kid = parse_header(token)?;
     let key = keys.get(&kid).ok_or(TokenError::UnknownKey)?;
     let (signed, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
@@ -274,6 +285,11 @@ pub fn verify(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or(TokenError::Malformed)?;
+    Ok(claims)
+}
+
+/// Issuer, audience and validity period, against what the caller expects.
+fn check_claims(claims: &Claims, expect: Expect<'_>) -> Result<(), TokenError> {
     if claims.iss != expect.issuer {
         return Err(TokenError::Issuer);
     }
@@ -286,7 +302,61 @@ pub fn verify(
     if claims.nbf - LEEWAY_SECS > expect.now {
         return Err(TokenError::NotYetValid);
     }
-    Ok(claims)
+    Ok(())
+}
+
+/// Tokens whose signature was verified, remembered so that a token seen
+/// again (every call of a session, at every hop) costs a lookup instead of
+/// an Ed25519 verification. Claims are still checked on every call; the
+/// memory is emptied whenever the key set changes and is bounded in size.
+#[derive(Debug, Default)]
+struct Verified {
+    memory: std::sync::Mutex<Memory>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    /// Moves on at every change of the key set: a verification made with
+    /// the keys of an earlier generation is not remembered.
+    generation: u64,
+    tokens: HashMap<String, Claims>,
+}
+
+/// Verified tokens remembered at most; beyond, the memory starts afresh.
+const VERIFIED_CAPACITY: usize = 4096;
+/// Longer tokens are verified every time (ours are well under 1 KiB).
+const VERIFIED_MAX_TOKEN: usize = 2048;
+
+impl Verified {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+        match self.memory.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The remembered claims of `token`, or the generation to remember it in.
+    fn get(&self, token: &str) -> Result<Claims, u64> {
+        let memory = self.lock();
+        memory.tokens.get(token).cloned().ok_or(memory.generation)
+    }
+
+    fn remember(&self, token: &str, claims: &Claims, generation: u64) {
+        let mut memory = self.lock();
+        if token.len() > VERIFIED_MAX_TOKEN || memory.generation != generation {
+            return;
+        }
+        if memory.tokens.len() >= VERIFIED_CAPACITY {
+            memory.tokens.clear();
+        }
+        memory.tokens.insert(token.to_owned(), claims.clone());
+    }
+
+    fn forget_all(&self) {
+        let mut memory = self.lock();
+        memory.generation += 1;
+        memory.tokens.clear();
+    }
 }
 
 /// Reads the header and insists on EdDSA with a key id, before any key is used.
@@ -322,6 +392,7 @@ pub struct Verifier {
 struct VerifierInner {
     issuer: String,
     keys: RwLock<HashMap<String, VerifyingKey>>,
+    verified: Verified,
     auth: Option<AuthServiceClient<Channel>>,
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -355,6 +426,7 @@ impl Verifier {
             inner: Arc::new(VerifierInner {
                 issuer: issuer.to_owned(),
                 keys: RwLock::new(keys),
+                verified: Verified::default(),
                 auth,
                 last_refresh: tokio::sync::Mutex::new(None),
             }),
@@ -377,12 +449,24 @@ impl Verifier {
     }
 
     fn verify_cached(&self, token: &str, expect: Expect<'_>) -> Result<Claims, TokenError> {
-        let keys = self
-            .inner
-            .keys
-            .read()
-            .map_err(|_| TokenError::KeysUnavailable)?;
-        verify(token, &keys, expect)
+        let generation = match self.inner.verified.get(token) {
+            Ok(claims) => {
+                check_claims(&claims, expect)?;
+                return Ok(claims);
+            }
+            Err(generation) => generation,
+        };
+        let claims = {
+            let keys = self
+                .inner
+                .keys
+                .read()
+                .map_err(|_| TokenError::KeysUnavailable)?;
+            verify_signature(token, &keys)?
+        };
+        self.inner.verified.remember(token, &claims, generation);
+        check_claims(&claims, expect)?;
+        Ok(claims)
     }
 
     /// Fetches the key set unless another fetch happened within the cooldown.
@@ -408,6 +492,8 @@ impl Verifier {
         tracing::info!(keys = keys.len(), "fetched token keys");
         if let Ok(mut current) = self.inner.keys.write() {
             *current = keys;
+            // A key that left the set must stop vouching for its tokens.
+            self.inner.verified.forget_all();
         }
         Ok(())
     }
@@ -595,6 +681,51 @@ mod tests {
             verify(&stolen_kid, &keys, expect),
             Err(TokenError::Signature)
         );
+    }
+
+    #[tokio::test]
+    async fn remembered_tokens_still_have_their_claims_checked() {
+        let ring = KeyRing::generate();
+        let verifier = Verifier::local("iss", ring.public_keys());
+        let now = now_secs();
+        let token = ring.sign(&claims(now)).expect("sign");
+        for _ in 0..2 {
+            assert!(verifier.verify(&token, "api").await.is_ok());
+            assert_eq!(
+                verifier.verify(&token, "other").await,
+                Err(TokenError::Audience),
+                "a remembered signature does not widen the audience"
+            );
+        }
+        // Another signature over the same claims is verified on its own.
+        let (signed, _) = token.rsplit_once('.').expect("jws");
+        let forged = format!("{signed}.{}", URL_SAFE_NO_PAD.encode([7u8; 64]));
+        assert_eq!(
+            verifier.verify(&forged, "api").await,
+            Err(TokenError::Signature)
+        );
+        // An expired token is refused though its signature is remembered.
+        let mut old = claims(now);
+        old.exp = now - LEEWAY_SECS - 1;
+        let expired = ring.sign(&old).expect("sign");
+        assert!(verifier.inner.verified.get(&expired).is_err());
+        assert_eq!(
+            verifier.verify(&expired, "api").await,
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            verifier.verify(&expired, "api").await,
+            Err(TokenError::Expired)
+        );
+        // A verification made with keys since replaced is not remembered.
+        let memory = &verifier.inner.verified;
+        let Err(generation) = memory.get("another.token.value") else {
+            panic!("not remembered yet");
+        };
+        memory.forget_all();
+        memory.remember("another.token.value", &claims(now), generation);
+        assert!(memory.get("another.token.value").is_err());
+        assert!(memory.get(&token).is_err(), "forgotten with the old keys");
     }
 
     #[test]
