@@ -8,7 +8,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -59,7 +59,18 @@ impl Telemetry {
             .with_service_name(config.service)
             .with_attributes(attributes)
             .build();
-        let mut builder = SdkTracerProvider::builder().with_resource(resource);
+        // A process that exports no traces records none: its spans keep
+        // their ids (for log lines and the traceparent it passes on) but
+        // gather no attributes or events. One that exports follows its
+        // caller's sampling decision.
+        let sampler = if config.otlp_endpoint.is_some() {
+            Sampler::ParentBased(Box::new(Sampler::AlwaysOn))
+        } else {
+            Sampler::AlwaysOff
+        };
+        let mut builder = SdkTracerProvider::builder()
+            .with_resource(resource)
+            .with_sampler(sampler);
         if let Some(endpoint) = &config.otlp_endpoint {
             use opentelemetry_otlp::WithExportConfig;
             let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -75,7 +86,15 @@ impl Telemetry {
 
         let filter =
             EnvFilter::try_new(&config.log_filter).map_err(|e| format!("invalid RUST_LOG: {e}"))?;
-        let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+        // Only what a span says about the call: no thread, source location,
+        // target, level or busy/idle timings on every span.
+        let otel = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_target(false)
+            .with_level(false);
         let registry = tracing_subscriber::registry().with(filter).with(otel);
         let _ = match config.log_format {
             LogFormat::Json => registry
