@@ -171,16 +171,8 @@ impl OrderService for Orders {
             id => Some(id.to_owned()),
         };
         let fingerprint = fingerprint(&items, &currency, payment_method);
-        if let Some(request_id) = &request_id
-            && let Some(existing) = self
-                .flow
-                .store
-                .by_request(&user.id, request_id)
-                .await
-                .map_err(storage::status)?
-        {
-            return self.replay(existing, &fingerprint).await;
-        }
+        // A retry is found by the insert itself (the unique request id), so
+        // a new order, the common case, costs no lookup first.
         let now = time::now_ms();
         let order = OrderRow {
             id: ids::new_id("ord"),
@@ -209,7 +201,7 @@ impl OrderService for Orders {
                 Ok(Response::new(to_message(self.flow.drive(order).await?)))
             }
             Created::Duplicate => {
-                // A concurrent retry with the same request id won the insert.
+                // A retry, or a concurrent one that won the insert.
                 let request_id = request_id.unwrap_or_default();
                 let existing = self
                     .flow

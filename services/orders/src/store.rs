@@ -3,6 +3,8 @@
 //! (a request, a retry, the sweeper of the other color) cannot undo each
 //! other, and the notification it causes is written in the same transaction.
 
+use std::collections::HashMap;
+
 use platform_runtime::storage::{self, Db};
 use sqlx::Row;
 
@@ -51,6 +53,11 @@ pub const CANCELLED: &str = "cancelled";
 
 const ORDER_COLUMNS: &str = "id, user_id, request_id, status, total_minor, currency, payment_method, \
      payment_id, failure_reason, created_at_ms, updated_at_ms, request_fingerprint";
+/// The order columns qualified for a join with its items, in the same order.
+const JOINED_ORDER: &str = "SELECT o.id, o.user_id, o.request_id, o.status, o.total_minor, o.currency, \
+     o.payment_method, o.payment_id, o.failure_reason, o.created_at_ms, o.updated_at_ms, \
+     o.request_fingerprint, i.sku, i.quantity, i.unit_price_minor \
+     FROM orders o LEFT JOIN order_items i ON i.order_id = o.id";
 const OUTBOX_COLUMNS: &str =
     "id, order_id, user_id, kind, subject, body, attempts, next_attempt_at_ms";
 
@@ -157,35 +164,57 @@ impl Store {
         Ok(Created::New)
     }
 
+    /// `rows` of orders with their items, read in one query.
     async fn all_with_items(
         &self,
         rows: &[sqlx::any::AnyRow],
     ) -> Result<Vec<OrderRow>, sqlx::Error> {
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push(self.with_items(order(row)?).await?);
+        let mut orders = rows.iter().map(order).collect::<Result<Vec<_>, _>>()?;
+        if orders.is_empty() {
+            return Ok(orders);
         }
-        Ok(out)
+        let placeholders = (1..=orders.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT order_id, sku, quantity, unit_price_minor FROM order_items \
+             WHERE order_id IN ({placeholders}) ORDER BY order_id, line"
+        );
+        let mut query = sqlx::query(&sql);
+        for row in &orders {
+            query = query.bind(row.id.clone());
+        }
+        let mut items: HashMap<String, Vec<ItemRow>> = HashMap::new();
+        for r in query.fetch_all(self.db.pool()).await? {
+            items.entry(r.try_get(0)?).or_default().push(ItemRow {
+                sku: r.try_get(1)?,
+                quantity: r.try_get(2)?,
+                unit_price_minor: r.try_get(3)?,
+            });
+        }
+        for row in &mut orders {
+            row.items = items.remove(&row.id).unwrap_or_default();
+        }
+        Ok(orders)
     }
 
-    async fn with_items(&self, mut row: OrderRow) -> Result<OrderRow, sqlx::Error> {
-        let items = sqlx::query(
-            "SELECT sku, quantity, unit_price_minor FROM order_items WHERE order_id = $1 ORDER BY line",
-        )
-        .bind(&row.id)
-        .fetch_all(self.db.pool())
-        .await?;
-        row.items = items
-            .iter()
-            .map(|r| {
-                Ok(ItemRow {
-                    sku: r.try_get(0)?,
-                    quantity: r.try_get(1)?,
-                    unit_price_minor: r.try_get(2)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
-        Ok(row)
+    /// The one order of a join with its items (`JOINED_ORDER` rows), if any.
+    fn joined(rows: &[sqlx::any::AnyRow]) -> Result<Option<OrderRow>, sqlx::Error> {
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut row = order(first)?;
+        for r in rows {
+            if let Some(sku) = r.try_get::<Option<String>, _>(12)? {
+                row.items.push(ItemRow {
+                    sku,
+                    quantity: r.try_get(13)?,
+                    unit_price_minor: r.try_get(14)?,
+                });
+            }
+        }
+        Ok(Some(row))
     }
 
     /// An order of `user_id` (any user's with `None`).
@@ -194,17 +223,15 @@ impl Store {
         id: &str,
         user_id: Option<&str>,
     ) -> Result<Option<OrderRow>, sqlx::Error> {
-        let row = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND ($2 = '' OR user_id = $2)"
+        // One query for the order and its items.
+        let rows = sqlx::query(&format!(
+            "{JOINED_ORDER} WHERE o.id = $1 AND ($2 = '' OR o.user_id = $2) ORDER BY i.line"
         ))
         .bind(id)
         .bind(user_id.unwrap_or(""))
-        .fetch_optional(self.db.pool())
+        .fetch_all(self.db.pool())
         .await?;
-        match row {
-            Some(row) => Ok(Some(self.with_items(order(&row)?).await?)),
-            None => Ok(None),
-        }
+        Self::joined(&rows)
     }
 
     pub async fn by_request(
@@ -212,17 +239,14 @@ impl Store {
         user_id: &str,
         request_id: &str,
     ) -> Result<Option<OrderRow>, sqlx::Error> {
-        let row = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND request_id = $2"
+        let rows = sqlx::query(&format!(
+            "{JOINED_ORDER} WHERE o.user_id = $1 AND o.request_id = $2 ORDER BY i.line"
         ))
         .bind(user_id)
         .bind(request_id)
-        .fetch_optional(self.db.pool())
+        .fetch_all(self.db.pool())
         .await?;
-        match row {
-            Some(row) => Ok(Some(self.with_items(order(&row)?).await?)),
-            None => Ok(None),
-        }
+        Self::joined(&rows)
     }
 
     /// A user's orders, newest first, before the cursor `before`.
