@@ -43,10 +43,12 @@ impl Store {
         row: &NotificationRow,
         key: &str,
     ) -> Result<(NotificationRow, bool), sqlx::Error> {
-        let inserted = sqlx::query(
+        // The new row comes back from the insert itself; only a retry (the
+        // key taken) costs a second query.
+        let inserted = sqlx::query(&format!(
             "INSERT INTO notifications (id, idempotency_key, user_id, kind, subject, body, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
+        ))
         .bind(&row.id)
         .bind(key)
         .bind(&row.user_id)
@@ -54,16 +56,18 @@ impl Store {
         .bind(&row.subject)
         .bind(&row.body)
         .bind(row.created_at_ms)
-        .execute(self.db.pool())
-        .await?
-        .rows_affected();
+        .fetch_optional(self.db.pool())
+        .await?;
+        if let Some(stored) = inserted {
+            return Ok((notification(&stored)?, true));
+        }
         let stored = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM notifications WHERE idempotency_key = $1"
         ))
         .bind(key)
         .fetch_one(self.db.pool())
         .await?;
-        Ok((notification(&stored)?, inserted == 1))
+        Ok((notification(&stored)?, false))
     }
 
     /// A user's notifications, newest first, before the cursor `before`.
