@@ -14,7 +14,7 @@ use crate::downstream::{Charged, Downstream};
 use crate::store::{self, OrderRow, OutboxRow, Store, Transition};
 
 /// How long a claimed delivery is reserved before another process may retry it.
-const DELIVERY_LEASE_MS: i64 = 30_000;
+pub const DELIVERY_LEASE_MS: i64 = 30_000;
 /// Longest wait between two delivery attempts.
 const MAX_BACKOFF_MS: i64 = 300_000;
 
@@ -99,6 +99,7 @@ impl Flow {
                     to,
                     payment_id: &payment_id,
                     failure_reason: &reason,
+                    claim_ms: DELIVERY_LEASE_MS,
                 },
                 &note,
             )
@@ -106,7 +107,7 @@ impl Flow {
             .map_err(storage::status)?;
         if moved {
             tracing::info!(order_id = %order.id, status = to, payment_id, "order charged");
-            self.deliver_soon(&order.id);
+            self.deliver_claimed(note);
         }
         self.store
             .order(&order.id, None)
@@ -115,20 +116,37 @@ impl Flow {
             .ok_or_else(|| Status::internal("order vanished"))
     }
 
-    /// Delivers the notifications of one order in the background.
-    pub fn deliver_soon(&self, order_id: &str) {
+    /// Delivers, in the background, a notification this process wrote
+    /// claimed (`Transition::claim_ms`): no lookup and no claim needed; if
+    /// the process dies first, the claim runs out and the sweeper sends it.
+    pub fn deliver_claimed(&self, row: OutboxRow) {
         let flow = self.clone();
-        let order_id = order_id.to_owned();
         // Part of the request's trace, though the response does not wait for it.
         let delivery = async move {
-            if let Err(err) = flow.deliver_due(Some(&order_id)).await {
-                tracing::warn!(order_id, error = %err, "notification delivery deferred");
+            if let Err(err) = flow.deliver(&row).await {
+                tracing::warn!(outbox_id = %row.id, error = %err, "notification delivery deferred");
             }
         };
         tokio::spawn(tracing::Instrument::instrument(
             delivery,
             tracing::Span::current(),
         ));
+    }
+
+    /// Sends one claimed outbox row; a failure is rescheduled with
+    /// exponential backoff, never dropped.
+    async fn deliver(&self, row: &OutboxRow) -> Result<(), sqlx::Error> {
+        match self.downstream.notify(row).await {
+            Ok(()) => self.store.outbox_sent(&row.id, time::now_ms()).await,
+            Err(status) => {
+                let backoff = (1_000i64 << row.attempts.clamp(0, 20)).min(MAX_BACKOFF_MS);
+                tracing::warn!(outbox_id = %row.id, attempts = row.attempts + 1, backoff_ms = backoff,
+                    error = status.message(), "notification not delivered; will retry");
+                self.store
+                    .outbox_retry_at(&row.id, time::now_ms() + backoff)
+                    .await
+            }
+        }
     }
 
     /// Sends every due outbox row (of one order, or all); failures are
@@ -143,17 +161,7 @@ impl Flow {
             {
                 continue;
             }
-            match self.downstream.notify(&row).await {
-                Ok(()) => self.store.outbox_sent(&row.id, time::now_ms()).await?,
-                Err(status) => {
-                    let backoff = (1_000i64 << row.attempts.clamp(0, 20)).min(MAX_BACKOFF_MS);
-                    tracing::warn!(outbox_id = %row.id, attempts = row.attempts + 1, backoff_ms = backoff,
-                        error = status.message(), "notification not delivered; will retry");
-                    self.store
-                        .outbox_retry_at(&row.id, time::now_ms() + backoff)
-                        .await?;
-                }
-            }
+            self.deliver(&row).await?;
         }
         Ok(())
     }

@@ -312,6 +312,7 @@ impl OrderService for Orders {
                     to: store::CANCELLED,
                     payment_id: "",
                     failure_reason: &order.failure_reason,
+                    claim_ms: crate::flow::DELIVERY_LEASE_MS,
                 },
                 &note,
             )
@@ -319,7 +320,7 @@ impl OrderService for Orders {
             .map_err(storage::status)?;
         if moved {
             tracing::info!(order_id = %id, "order cancelled");
-            self.flow.deliver_soon(&id);
+            self.flow.deliver_claimed(note);
         }
         let order = store
             .order(&id, Some(&user.id))

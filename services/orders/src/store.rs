@@ -100,6 +100,9 @@ pub struct Transition<'a> {
     pub to: &'a str,
     pub payment_id: &'a str,
     pub failure_reason: &'a str,
+    /// The notification is written already claimed by this process for
+    /// this long (it delivers it at once); 0 leaves it due for any process.
+    pub claim_ms: i64,
 }
 
 /// What inserting a new order found.
@@ -280,6 +283,7 @@ impl Store {
             to,
             payment_id,
             failure_reason,
+            claim_ms,
         } = step;
         let now_ms = platform_runtime::time::now_ms();
         let mut tx = self.db.pool().begin().await?;
@@ -301,7 +305,7 @@ impl Store {
             return Ok(false);
         }
         sqlx::query(&format!(
-            "INSERT INTO outbox ({OUTBOX_COLUMNS}, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7)"
+            "INSERT INTO outbox ({OUTBOX_COLUMNS}, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         ))
         .bind(&notify.id)
         .bind(&notify.order_id)
@@ -309,6 +313,8 @@ impl Store {
         .bind(&notify.kind)
         .bind(&notify.subject)
         .bind(&notify.body)
+        .bind(i64::from(claim_ms > 0))
+        .bind(now_ms + claim_ms)
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
