@@ -12,6 +12,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
     pub port: u16,
+    /// Off for drills (speed); on for benchmarks, where durability is what is paid for.
+    fsync: bool,
 }
 
 fn newest_bin() -> anyhow::Result<PathBuf> {
@@ -39,8 +41,17 @@ fn is_root() -> bool {
 }
 
 impl Cluster {
-    /// initdb, then start on 127.0.0.1:`port`.
+    /// initdb, then start on 127.0.0.1:`port` with fsync off.
     pub fn create(port: u16) -> anyhow::Result<Cluster> {
+        Cluster::create_with(port, false)
+    }
+
+    /// As `create`, with fsync on: commits as durable as in production.
+    pub fn create_durable(port: u16) -> anyhow::Result<Cluster> {
+        Cluster::create_with(port, true)
+    }
+
+    fn create_with(port: u16, fsync: bool) -> anyhow::Result<Cluster> {
         let bin = newest_bin()?;
         let dir = tempfile::Builder::new().prefix("drill-pg").tempdir()?;
         if is_root() {
@@ -54,7 +65,12 @@ impl Cluster {
                 dir.path().display()
             );
         }
-        let cluster = Cluster { dir, bin, port };
+        let cluster = Cluster {
+            dir,
+            bin,
+            port,
+            fsync,
+        };
         cluster.run(
             "initdb",
             &[
@@ -99,9 +115,10 @@ impl Cluster {
 
     pub fn start(&self) -> anyhow::Result<()> {
         let options = format!(
-            "-k {} -h 127.0.0.1 -p {} -c fsync=off -c max_connections=200",
+            "-k {} -h 127.0.0.1 -p {} -c fsync={} -c max_connections=200",
             self.dir.path().display(),
-            self.port
+            self.port,
+            if self.fsync { "on" } else { "off" }
         );
         let log = self.dir.path().join("log").display().to_string();
         self.run(
