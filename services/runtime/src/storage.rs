@@ -109,6 +109,11 @@ impl Db {
             // a call is answered UNAVAILABLE within a second instead of
             // queueing; the caller may retry, the gateway sheds nothing.
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A pooled PostgreSQL connection may have died with its server
+            // (a restart), so it is pinged before use; a SQLite connection is
+            // a file in this process, and the ping is a thread round trip
+            // per query for nothing.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
