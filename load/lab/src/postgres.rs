@@ -146,6 +146,14 @@ impl Cluster {
         format!("postgres://postgres@127.0.0.1:{}", self.port)
     }
 
+    /// The postmaster's pid, from the first line of `postmaster.pid`.
+    pub fn postmaster_pid(&self) -> anyhow::Result<u32> {
+        let file = self.dir.path().join("data").join("postmaster.pid");
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        Ok(text.lines().next().unwrap_or_default().trim().parse()?)
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
