@@ -10,7 +10,7 @@
 # are linted), podman, netavark, podman-compose and musl-tools (the images
 # are built and started, alone and with compose.yaml). `install-tools.sh
 # charts` installs only the chart and workflow tools. `install-tools.sh bench` also installs what the
-# benchmark scripts in load/ use (h2load, nginx, slowhttptest).
+# benchmark scripts in load/ use (h2load, wrk, nginx, slowhttptest, perf).
 set -euo pipefail
 
 apt_updated=""
@@ -120,6 +120,8 @@ if [ "${1:-}" = "bench" ]; then
     have h2load || { echo "installing h2load"; apt_install nghttp2-client; }
     have nginx || { echo "installing nginx"; apt_install nginx; }
     have slowhttptest || { echo "installing slowhttptest"; apt_install slowhttptest; }
+    have wrk || { echo "installing wrk"; apt_install wrk; }
+    have perf || { echo "installing perf"; apt_install linux-perf; }
 fi
 
 echo "tools ready: PostgreSQL in $(pg_bin), $(grpcurl -version 2>&1 | head -n 1), $(k6 version | head -n 1), $(chromium --version 2>/dev/null | head -n 1), $(prometheus --version 2>&1 | head -n 1), helm $(helm version --short)"
