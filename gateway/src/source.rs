@@ -65,6 +65,10 @@ impl RoutingFile {
         let mut seen = std::fs::read(&self.path).ok();
         loop {
             tokio::time::sleep(every).await;
+            // Read and applied under the writers' lock: a read taken just
+            // before an admin change lands would otherwise be applied after
+            // it and put the older state back.
+            let _guard = self.write.lock().await;
             let Ok(now) = std::fs::read(&self.path) else {
                 continue;
             };
