@@ -150,7 +150,7 @@ fn run_platformctl(platform: &Platform, binary: &Path, args: &[&str]) -> anyhow:
 }
 
 /// A fresh account through the gateway; its bearer token.
-async fn sign_up(port: u16, email: &str) -> anyhow::Result<String> {
+pub async fn sign_up(port: u16, email: &str) -> anyhow::Result<String> {
     let credentials = format!(r#"{{"email":"{email}","password":"correct horse battery"}}"#);
     let timeout = Duration::from_secs(10);
     let registered = http::request(
@@ -162,8 +162,18 @@ async fn sign_up(port: u16, email: &str) -> anyhow::Result<String> {
         timeout,
     )
     .await?;
-    anyhow::ensure!(registered.status == 200, "register: {}", registered.body);
+    anyhow::ensure!(
+        registered.status == 200,
+        "register {email}: {}",
+        registered.body
+    );
     let login = http::request(port, "POST", "/v1/auth/login", None, &credentials, timeout).await?;
+    anyhow::ensure!(
+        login.status == 200,
+        "login {email}: {} {}",
+        login.status,
+        login.body
+    );
     let value: serde_json::Value = serde_json::from_str(&login.body).context("login answer")?;
     value["accessToken"]
         .as_str()

@@ -95,42 +95,11 @@ struct Fixture {
     work: PathBuf,
 }
 
-async fn register_and_login(port: u16, email: &str) -> anyhow::Result<String> {
-    let credentials = format!(r#"{{"email":"{email}","password":"correct horse battery"}}"#);
-    let timeout = Duration::from_secs(10);
-    let registered = http::request(
-        port,
-        "POST",
-        "/v1/auth/register",
-        None,
-        &credentials,
-        timeout,
-    )
-    .await?;
-    anyhow::ensure!(
-        registered.status < 300,
-        "register {email}: {}",
-        registered.status
-    );
-    let login = http::request(port, "POST", "/v1/auth/login", None, &credentials, timeout).await?;
-    anyhow::ensure!(
-        login.status == 200,
-        "login {email}: {} {}",
-        login.status,
-        login.body
-    );
-    let body: serde_json::Value = serde_json::from_str(&login.body)?;
-    body["accessToken"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no accessToken in the login answer")
-}
-
 async fn set_up(platform: &Platform, args: &Args, work: &Path) -> anyhow::Result<Fixture> {
     let port = platform.gateway_port;
     // A second user takes no load: the reads and writes of one user stay apart from another's.
-    register_and_login(port, "bench-other@example.com").await?;
-    let token = register_and_login(port, "bench@example.com").await?;
+    load_lab::drills::sign_up(port, "bench-other@example.com").await?;
+    let token = load_lab::drills::sign_up(port, "bench@example.com").await?;
     let mut order_ids = Vec::new();
     for k in 0..args.orders.max(1) {
         let body = format!(
