@@ -149,11 +149,11 @@ impl Flow {
         }
     }
 
-    /// Sends every due outbox row (of one order, or all); failures are
+    /// Sends every due outbox row; failures are
     /// rescheduled with exponential backoff, never dropped.
-    pub async fn deliver_due(&self, order_id: Option<&str>) -> Result<(), sqlx::Error> {
+    pub async fn deliver_due(&self) -> Result<(), sqlx::Error> {
         let now = time::now_ms();
-        for row in self.store.due_outbox(now, order_id, 100).await? {
+        for row in self.store.due_outbox(now, 100).await? {
             if !self
                 .store
                 .claim_outbox(&row, now + DELIVERY_LEASE_MS)
@@ -184,7 +184,7 @@ impl Flow {
                 tracing::warn!(error = status.message(), "resuming failed");
             }
         }
-        self.deliver_due(None).await
+        self.deliver_due().await
     }
 
     /// Sweeps every `interval` until the service stops.

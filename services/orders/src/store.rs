@@ -357,18 +357,12 @@ impl Store {
         Ok(updated == 1)
     }
 
-    pub async fn due_outbox(
-        &self,
-        now_ms: i64,
-        order_id: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    pub async fn due_outbox(&self, now_ms: i64, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
         let rows = sqlx::query(&format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at_ms IS NULL AND next_attempt_at_ms <= $1 \
-             AND ($2 = '' OR order_id = $2) ORDER BY next_attempt_at_ms LIMIT $3"
+             ORDER BY next_attempt_at_ms LIMIT $2"
         ))
         .bind(now_ms)
-        .bind(order_id.unwrap_or(""))
         .bind(limit)
         .fetch_all(self.db.pool())
         .await?;
