@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod http_rule;
 pub mod kube;
 pub mod limits;
+pub mod linger;
 pub mod local;
 pub mod metrics;
 pub mod outliers;

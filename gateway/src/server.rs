@@ -632,7 +632,9 @@ async fn accept(state: Arc<State>, listener: TcpListener, mut shared: Listeners)
             let (acceptor, deadline) = (tls.acceptor(), state.config.header_read_timeout);
             tokio::spawn(async move {
                 let _held = (admitted, ticket);
-                let Ok(Ok(stream)) = tokio::time::timeout(deadline, acceptor.accept(stream)).await
+                let socket = crate::linger::Shared::new(stream);
+                let Ok(Ok(stream)) =
+                    tokio::time::timeout(deadline, acceptor.accept(socket.clone())).await
                 else {
                     return;
                 };
@@ -640,15 +642,18 @@ async fn accept(state: Arc<State>, listener: TcpListener, mut shared: Listeners)
                     .serve_connection(TokioIo::new(stream), service)
                     .into_owned();
                 crate::conn::drive(Box::pin(connection), activity, phases, closing).await;
+                socket.linger().await;
             });
             continue;
         }
         tokio::spawn(async move {
             let _held = (admitted, ticket);
+            let socket = crate::linger::Shared::new(stream);
             let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(socket.clone()), service)
                 .into_owned();
             crate::conn::drive(Box::pin(connection), activity, phases, closing).await;
+            socket.linger().await;
         });
     }
 }
