@@ -43,31 +43,38 @@ impl Store {
         row: &NotificationRow,
         key: &str,
     ) -> Result<(NotificationRow, bool), sqlx::Error> {
-        // The new row comes back from the insert itself; only a retry (the
-        // key taken) costs a second query.
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO notifications (id, idempotency_key, user_id, kind, subject, body, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
-        ))
-        .bind(&row.id)
-        .bind(key)
-        .bind(&row.user_id)
-        .bind(&row.kind)
-        .bind(&row.subject)
-        .bind(&row.body)
-        .bind(row.created_at_ms)
-        .fetch_optional(self.db.pool())
-        .await?;
-        if let Some(stored) = inserted {
-            return Ok((notification(&stored)?, true));
-        }
-        let stored = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM notifications WHERE idempotency_key = $1"
-        ))
-        .bind(key)
-        .fetch_one(self.db.pool())
-        .await?;
-        Ok((notification(&stored)?, false))
+        let (row, key) = (row.clone(), key.to_owned());
+        self.db
+            .write(move |conn| {
+                Box::pin(async move {
+                    // The new row comes back from the insert itself; only a
+                    // retry (the key taken) costs a second query.
+                    let inserted = sqlx::query(&format!(
+                        "INSERT INTO notifications (id, idempotency_key, user_id, kind, subject, body, created_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
+                    ))
+                    .bind(&row.id)
+                    .bind(&key)
+                    .bind(&row.user_id)
+                    .bind(&row.kind)
+                    .bind(&row.subject)
+                    .bind(&row.body)
+                    .bind(row.created_at_ms)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    if let Some(stored) = inserted {
+                        return Ok((notification(&stored)?, true));
+                    }
+                    let stored = sqlx::query(&format!(
+                        "SELECT {COLUMNS} FROM notifications WHERE idempotency_key = $1"
+                    ))
+                    .bind(&key)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    Ok((notification(&stored)?, false))
+                })
+            })
+            .await
     }
 
     /// A user's notifications, newest first, before the cursor `before`.

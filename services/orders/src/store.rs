@@ -125,46 +125,49 @@ impl Store {
 
     /// Stores a pending order and its items in one transaction.
     pub async fn create(&self, row: &OrderRow) -> Result<Created, sqlx::Error> {
-        let mut tx = self.db.pool().begin().await?;
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        ))
-        .bind(&row.id)
-        .bind(&row.user_id)
-        .bind(row.request_id.as_deref())
-        .bind(&row.status)
-        .bind(row.total_minor)
-        .bind(&row.currency)
-        .bind(&row.payment_method)
-        .bind(&row.payment_id)
-        .bind(&row.failure_reason)
-        .bind(row.created_at_ms)
-        .bind(row.updated_at_ms)
-        .bind(row.request_fingerprint.as_deref())
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(err) if storage::is_unique_violation(&err) => {
-                tx.rollback().await?;
-                return Ok(Created::Duplicate);
-            }
-            Err(err) => return Err(err),
+        let row = row.clone();
+        let written = self
+            .db
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(&format!(
+                        "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                    ))
+                    .bind(&row.id)
+                    .bind(&row.user_id)
+                    .bind(row.request_id.as_deref())
+                    .bind(&row.status)
+                    .bind(row.total_minor)
+                    .bind(&row.currency)
+                    .bind(&row.payment_method)
+                    .bind(&row.payment_id)
+                    .bind(&row.failure_reason)
+                    .bind(row.created_at_ms)
+                    .bind(row.updated_at_ms)
+                    .bind(row.request_fingerprint.as_deref())
+                    .execute(&mut *conn)
+                    .await?;
+                    for (line, item) in row.items.iter().enumerate() {
+                        sqlx::query(
+                            "INSERT INTO order_items (order_id, line, sku, quantity, unit_price_minor) VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(&row.id)
+                        .bind(i64::try_from(line).unwrap_or(i64::MAX))
+                        .bind(&item.sku)
+                        .bind(item.quantity)
+                        .bind(item.unit_price_minor)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await;
+        match written {
+            Ok(()) => Ok(Created::New),
+            Err(err) if storage::is_unique_violation(&err) => Ok(Created::Duplicate),
+            Err(err) => Err(err),
         }
-        for (line, item) in row.items.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO order_items (order_id, line, sku, quantity, unit_price_minor) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&row.id)
-            .bind(i64::try_from(line).unwrap_or(i64::MAX))
-            .bind(&item.sku)
-            .bind(item.quantity)
-            .bind(item.unit_price_minor)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Created::New)
     }
 
     /// `rows` of orders with their items, read in one query.
@@ -277,49 +280,56 @@ impl Store {
         step: Transition<'_>,
         notify: &OutboxRow,
     ) -> Result<bool, sqlx::Error> {
-        let Transition {
-            order_id: id,
-            from,
-            to,
-            payment_id,
-            failure_reason,
-            claim_ms,
-        } = step;
-        let now_ms = platform_runtime::time::now_ms();
-        let mut tx = self.db.pool().begin().await?;
-        let updated = sqlx::query(
-            "UPDATE orders SET status = $1, payment_id = CASE WHEN $2 = '' THEN payment_id ELSE $2 END, \
-             failure_reason = $3, updated_at_ms = $4 WHERE id = $5 AND status = $6",
-        )
-        .bind(to)
-        .bind(payment_id)
-        .bind(failure_reason)
-        .bind(now_ms)
-        .bind(id)
-        .bind(from)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        sqlx::query(&format!(
-            "INSERT INTO outbox ({OUTBOX_COLUMNS}, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        ))
-        .bind(&notify.id)
-        .bind(&notify.order_id)
-        .bind(&notify.user_id)
-        .bind(&notify.kind)
-        .bind(&notify.subject)
-        .bind(&notify.body)
-        .bind(i64::from(claim_ms > 0))
-        .bind(now_ms + claim_ms)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        let (id, from, to) = (
+            step.order_id.to_owned(),
+            step.from.to_owned(),
+            step.to.to_owned(),
+        );
+        let (payment_id, failure_reason, claim_ms) = (
+            step.payment_id.to_owned(),
+            step.failure_reason.to_owned(),
+            step.claim_ms,
+        );
+        let notify = notify.clone();
+        self.db
+            .write(move |conn| {
+                Box::pin(async move {
+                    let now_ms = platform_runtime::time::now_ms();
+                    let updated = sqlx::query(
+                        "UPDATE orders SET status = $1, payment_id = CASE WHEN $2 = '' THEN payment_id ELSE $2 END, \
+                         failure_reason = $3, updated_at_ms = $4 WHERE id = $5 AND status = $6",
+                    )
+                    .bind(&to)
+                    .bind(&payment_id)
+                    .bind(&failure_reason)
+                    .bind(now_ms)
+                    .bind(&id)
+                    .bind(&from)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                    if updated == 0 {
+                        // Nothing written: someone else moved the order.
+                        return Ok(false);
+                    }
+                    sqlx::query(&format!(
+                        "INSERT INTO outbox ({OUTBOX_COLUMNS}, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                    ))
+                    .bind(&notify.id)
+                    .bind(&notify.order_id)
+                    .bind(&notify.user_id)
+                    .bind(&notify.kind)
+                    .bind(&notify.subject)
+                    .bind(&notify.body)
+                    .bind(i64::from(claim_ms > 0))
+                    .bind(now_ms + claim_ms)
+                    .bind(now_ms)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(true)
+                })
+            })
+            .await
     }
 
     /// Pending orders untouched since `before_ms`: their driver died.
@@ -346,15 +356,22 @@ impl Store {
         seen_updated_at_ms: i64,
         now_ms: i64,
     ) -> Result<bool, sqlx::Error> {
-        let updated = sqlx::query("UPDATE orders SET updated_at_ms = $1 WHERE id = $2 AND status = $3 AND updated_at_ms = $4")
-            .bind(now_ms)
-            .bind(id)
-            .bind(PENDING)
-            .bind(seen_updated_at_ms)
-            .execute(self.db.pool())
-            .await?
-            .rows_affected();
-        Ok(updated == 1)
+        let id = id.to_owned();
+        self.db
+            .write(move |conn| {
+                Box::pin(async move {
+                    let updated = sqlx::query("UPDATE orders SET updated_at_ms = $1 WHERE id = $2 AND status = $3 AND updated_at_ms = $4")
+                        .bind(now_ms)
+                        .bind(&id)
+                        .bind(PENDING)
+                        .bind(seen_updated_at_ms)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                    Ok(updated == 1)
+                })
+            })
+            .await
     }
 
     pub async fn due_outbox(&self, now_ms: i64, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
@@ -371,36 +388,57 @@ impl Store {
 
     /// Takes a delivery for `lease_ms`; false when another process took it.
     pub async fn claim_outbox(&self, row: &OutboxRow, until_ms: i64) -> Result<bool, sqlx::Error> {
-        let updated = sqlx::query(
-            "UPDATE outbox SET next_attempt_at_ms = $1, attempts = attempts + 1 \
-             WHERE id = $2 AND next_attempt_at_ms = $3 AND sent_at_ms IS NULL",
-        )
-        .bind(until_ms)
-        .bind(&row.id)
-        .bind(row.next_attempt_at_ms)
-        .execute(self.db.pool())
-        .await?
-        .rows_affected();
-        Ok(updated == 1)
+        let (id, seen) = (row.id.clone(), row.next_attempt_at_ms);
+        self.db
+            .write(move |conn| {
+                Box::pin(async move {
+                    let updated = sqlx::query(
+                        "UPDATE outbox SET next_attempt_at_ms = $1, attempts = attempts + 1 \
+                         WHERE id = $2 AND next_attempt_at_ms = $3 AND sent_at_ms IS NULL",
+                    )
+                    .bind(until_ms)
+                    .bind(&id)
+                    .bind(seen)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                    Ok(updated == 1)
+                })
+            })
+            .await
     }
 
     pub async fn outbox_sent(&self, id: &str, now_ms: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE outbox SET sent_at_ms = $1 WHERE id = $2")
-            .bind(now_ms)
-            .bind(id)
-            .execute(self.db.pool())
+        let id = id.to_owned();
+        self.db
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE outbox SET sent_at_ms = $1 WHERE id = $2")
+                        .bind(now_ms)
+                        .bind(&id)
+                        .execute(&mut *conn)
+                        .await
+                        .map(|_| ())
+                })
+            })
             .await
-            .map(|_| ())
     }
 
     pub async fn outbox_retry_at(&self, id: &str, at_ms: i64) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE outbox SET next_attempt_at_ms = $1 WHERE id = $2 AND sent_at_ms IS NULL",
-        )
-        .bind(at_ms)
-        .bind(id)
-        .execute(self.db.pool())
-        .await
-        .map(|_| ())
+        let id = id.to_owned();
+        self.db
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE outbox SET next_attempt_at_ms = $1 WHERE id = $2 AND sent_at_ms IS NULL",
+                    )
+                    .bind(at_ms)
+                    .bind(&id)
+                    .execute(&mut *conn)
+                    .await
+                    .map(|_| ())
+                })
+            })
+            .await
     }
 }

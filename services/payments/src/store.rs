@@ -102,36 +102,43 @@ impl Store {
     /// Inserts the charge unless its key exists, then returns the row stored
     /// under the key: the new one, or the one of an earlier (racing) retry.
     pub async fn insert_payment(&self, new: &PaymentRow) -> Result<PaymentRow, sqlx::Error> {
-        // The new row comes back from the insert itself; only a retry (the
-        // key taken) costs a second query.
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO payments (id, idempotency_key, order_id, user_id, amount_minor, currency, \
-             payment_method, status, decline_reason, refunded_minor, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10) \
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING {PAYMENT_COLUMNS}"
-        ))
-        .bind(&new.id)
-        .bind(&new.idempotency_key)
-        .bind(&new.order_id)
-        .bind(&new.user_id)
-        .bind(new.amount_minor)
-        .bind(&new.currency)
-        .bind(&new.payment_method)
-        .bind(&new.status)
-        .bind(&new.decline_reason)
-        .bind(new.created_at_ms)
-        .fetch_optional(self.db.pool())
-        .await?;
-        if let Some(row) = inserted {
-            return payment(&row);
-        }
-        let row = sqlx::query(&format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE idempotency_key = $1"
-        ))
-        .bind(&new.idempotency_key)
-        .fetch_one(self.db.pool())
-        .await?;
-        payment(&row)
+        let new = new.clone();
+        self.db
+            .write(move |conn| {
+                Box::pin(async move {
+                    // The new row comes back from the insert itself; only a
+                    // retry (the key taken) costs a second query.
+                    let inserted = sqlx::query(&format!(
+                        "INSERT INTO payments (id, idempotency_key, order_id, user_id, amount_minor, currency, \
+                         payment_method, status, decline_reason, refunded_minor, created_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10) \
+                         ON CONFLICT (idempotency_key) DO NOTHING RETURNING {PAYMENT_COLUMNS}"
+                    ))
+                    .bind(&new.id)
+                    .bind(&new.idempotency_key)
+                    .bind(&new.order_id)
+                    .bind(&new.user_id)
+                    .bind(new.amount_minor)
+                    .bind(&new.currency)
+                    .bind(&new.payment_method)
+                    .bind(&new.status)
+                    .bind(&new.decline_reason)
+                    .bind(new.created_at_ms)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    if let Some(row) = inserted {
+                        return payment(&row);
+                    }
+                    let row = sqlx::query(&format!(
+                        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE idempotency_key = $1"
+                    ))
+                    .bind(&new.idempotency_key)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    payment(&row)
+                })
+            })
+            .await
     }
 
     /// A payment by id, only if it belongs to `user_id` when one is given.

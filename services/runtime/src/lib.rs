@@ -18,6 +18,7 @@ pub mod telemetry;
 pub mod time;
 pub mod tokens;
 pub mod validate;
+pub mod writer;
 
 pub use config::{Color, ConfigError, Env, ServiceConfig};
 pub use host::{Host, RunningService, StartError};

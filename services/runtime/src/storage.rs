@@ -69,11 +69,13 @@ pub enum StorageError {
     MigrationChanged { version: i64, name: &'static str },
 }
 
-/// A connection pool and the backend behind it.
+/// A connection pool and the backend behind it; on SQLite, also the one
+/// writer that commits this process's transactions in groups.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    writer: Option<crate::writer::Writer>,
 }
 
 /// How long a call waits for a database connection before UNAVAILABLE.
@@ -131,8 +133,15 @@ impl Db {
             .connect(&url)
             .await
             .map_err(StorageError::Open)?;
-        let db = Self { pool, backend };
+        let mut db = Self {
+            pool,
+            backend,
+            writer: None,
+        };
         db.migrate(migrations).await?;
+        if backend == Backend::Sqlite {
+            db.writer = Some(crate::writer::Writer::start(db.pool.clone()));
+        }
         Ok(db)
     }
 
@@ -142,6 +151,26 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Runs `transaction` atomically and answers once it is durably
+    /// committed: on SQLite through the process's group-committing writer
+    /// (`writer.rs`), on PostgreSQL as a transaction of its own. An `Err`
+    /// from `transaction` rolls back everything it did.
+    pub async fn write<T, F>(&self, transaction: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(
+                &'c mut AnyConnection,
+            )
+                -> futures_util::future::BoxFuture<'c, Result<T, sqlx::Error>>
+            + Send
+            + 'static,
+    {
+        match &self.writer {
+            Some(writer) => writer.write(transaction).await,
+            None => crate::writer::pooled(&self.pool, transaction).await,
+        }
     }
 
     async fn migrate(&self, migrations: &[Migration]) -> Result<(), StorageError> {
