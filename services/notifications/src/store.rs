@@ -43,9 +43,10 @@ impl Store {
         row: &NotificationRow,
         key: &str,
     ) -> Result<(NotificationRow, bool), sqlx::Error> {
-        let (row, key) = (row.clone(), key.to_owned());
+        let (row, key) = (std::sync::Arc::new(row.clone()), key.to_owned());
         self.db
             .write(move |conn| {
+                let (row, key) = (std::sync::Arc::clone(&row), key.clone());
                 Box::pin(async move {
                     // The new row comes back from the insert itself; only a
                     // retry (the key taken) costs a second query.

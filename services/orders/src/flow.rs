@@ -105,15 +105,26 @@ impl Flow {
             )
             .await
             .map_err(storage::status)?;
-        if moved {
-            tracing::info!(order_id = %order.id, status = to, payment_id, "order charged");
-            self.deliver_claimed(note);
+        let Some(moved_at_ms) = moved else {
+            // Another process moved it first: read what it decided.
+            return self
+                .store
+                .order(&order.id, None)
+                .await
+                .map_err(storage::status)?
+                .ok_or_else(|| Status::internal("order vanished"));
+        };
+        tracing::info!(order_id = %order.id, status = to, payment_id, "order charged");
+        self.deliver_claimed(note);
+        // The row as this move wrote it: no need to read it back.
+        let mut order = order;
+        order.status = to.to_owned();
+        if !payment_id.is_empty() {
+            order.payment_id = payment_id;
         }
-        self.store
-            .order(&order.id, None)
-            .await
-            .map_err(storage::status)?
-            .ok_or_else(|| Status::internal("order vanished"))
+        order.failure_reason = reason;
+        order.updated_at_ms = moved_at_ms;
+        Ok(order)
     }
 
     /// Delivers, in the background, a notification this process wrote

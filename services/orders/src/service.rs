@@ -318,7 +318,7 @@ impl OrderService for Orders {
             )
             .await
             .map_err(storage::status)?;
-        if moved {
+        if moved.is_some() {
             tracing::info!(order_id = %id, "order cancelled");
             self.flow.deliver_claimed(note);
         }

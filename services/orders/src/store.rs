@@ -125,10 +125,11 @@ impl Store {
 
     /// Stores a pending order and its items in one transaction.
     pub async fn create(&self, row: &OrderRow) -> Result<Created, sqlx::Error> {
-        let row = row.clone();
+        let row = std::sync::Arc::new(row.clone());
         let written = self
             .db
             .write(move |conn| {
+                let row = std::sync::Arc::clone(&row);
                 Box::pin(async move {
                     sqlx::query(&format!(
                         "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
@@ -274,12 +275,13 @@ impl Store {
     }
 
     /// Moves an order from `from` to `to`, with the notification it causes.
-    /// False when the order was no longer in `from` (someone else moved it).
+    /// The time of the move (its `updated_at_ms`), or None when the order
+    /// was no longer in `from` (someone else moved it).
     pub async fn transition(
         &self,
         step: Transition<'_>,
         notify: &OutboxRow,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<Option<i64>, sqlx::Error> {
         let (id, from, to) = (
             step.order_id.to_owned(),
             step.from.to_owned(),
@@ -293,6 +295,9 @@ impl Store {
         let notify = notify.clone();
         self.db
             .write(move |conn| {
+                let (id, from, to) = (id.clone(), from.clone(), to.clone());
+                let (payment_id, failure_reason) = (payment_id.clone(), failure_reason.clone());
+                let notify = notify.clone();
                 Box::pin(async move {
                     let now_ms = platform_runtime::time::now_ms();
                     let updated = sqlx::query(
@@ -310,7 +315,7 @@ impl Store {
                     .rows_affected();
                     if updated == 0 {
                         // Nothing written: someone else moved the order.
-                        return Ok(false);
+                        return Ok(None);
                     }
                     sqlx::query(&format!(
                         "INSERT INTO outbox ({OUTBOX_COLUMNS}, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -326,7 +331,7 @@ impl Store {
                     .bind(now_ms)
                     .execute(&mut *conn)
                     .await?;
-                    Ok(true)
+                    Ok(Some(now_ms))
                 })
             })
             .await
@@ -359,6 +364,7 @@ impl Store {
         let id = id.to_owned();
         self.db
             .write(move |conn| {
+                let id = id.clone();
                 Box::pin(async move {
                     let updated = sqlx::query("UPDATE orders SET updated_at_ms = $1 WHERE id = $2 AND status = $3 AND updated_at_ms = $4")
                         .bind(now_ms)
@@ -391,6 +397,7 @@ impl Store {
         let (id, seen) = (row.id.clone(), row.next_attempt_at_ms);
         self.db
             .write(move |conn| {
+                let id = id.clone();
                 Box::pin(async move {
                     let updated = sqlx::query(
                         "UPDATE outbox SET next_attempt_at_ms = $1, attempts = attempts + 1 \
@@ -412,6 +419,7 @@ impl Store {
         let id = id.to_owned();
         self.db
             .write(move |conn| {
+                let id = id.clone();
                 Box::pin(async move {
                     sqlx::query("UPDATE outbox SET sent_at_ms = $1 WHERE id = $2")
                         .bind(now_ms)
@@ -428,6 +436,7 @@ impl Store {
         let id = id.to_owned();
         self.db
             .write(move |conn| {
+                let id = id.clone();
                 Box::pin(async move {
                     sqlx::query(
                         "UPDATE outbox SET next_attempt_at_ms = $1 WHERE id = $2 AND sent_at_ms IS NULL",

@@ -102,9 +102,10 @@ impl Store {
     /// Inserts the charge unless its key exists, then returns the row stored
     /// under the key: the new one, or the one of an earlier (racing) retry.
     pub async fn insert_payment(&self, new: &PaymentRow) -> Result<PaymentRow, sqlx::Error> {
-        let new = new.clone();
+        let new = std::sync::Arc::new(new.clone());
         self.db
             .write(move |conn| {
+                let new = std::sync::Arc::clone(&new);
                 Box::pin(async move {
                     // The new row comes back from the insert itself; only a
                     // retry (the key taken) costs a second query.

@@ -156,15 +156,17 @@ impl Db {
     /// Runs `transaction` atomically and answers once it is durably
     /// committed: on SQLite through the process's group-committing writer
     /// (`writer.rs`), on PostgreSQL as a transaction of its own. An `Err`
-    /// from `transaction` rolls back everything it did.
+    /// from `transaction` rolls back everything it did. It may run more than
+    /// once (only the committed run is answered), so it must not act
+    /// outside the database.
     pub async fn write<T, F>(&self, transaction: F) -> Result<T, sqlx::Error>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(
+        F: for<'c> Fn(
                 &'c mut AnyConnection,
-            )
-                -> futures_util::future::BoxFuture<'c, Result<T, sqlx::Error>>
+            ) -> futures_util::future::BoxFuture<'c, Result<T, sqlx::Error>>
             + Send
+            + Sync
             + 'static,
     {
         match &self.writer {

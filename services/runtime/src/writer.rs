@@ -3,12 +3,19 @@
 //! writers from a pool then meet on that lock and SQLite's busy handler puts
 //! them to sleep for 1 to 100 ms at a time, whatever the lock's real wait.
 //! So a process writes through one connection owned by one task: callers
-//! queue their transactions, the task takes everything queued, runs each
-//! one in its own savepoint (a failing one is rolled back alone), commits
-//! once, and only then answers every caller. One fsync covers the batch, and
-//! no caller is answered before its commit is durable. PostgreSQL needs none
-//! of this (it has row locks and its own group commit): there a write is a
-//! plain transaction from the pool.
+//! queue their transactions, the task takes everything queued, runs them in
+//! one transaction, commits once, and only then answers every caller. One
+//! fsync covers the batch, and no caller is answered before its commit is
+//! durable.
+//!
+//! A transaction that fails must not take the others down: the batch is then
+//! rolled back, the failed one answered with its error, and the rest run
+//! again, each in a savepoint of its own this time (so a second failure
+//! costs nothing more). That is why a transaction is a `Fn`: it may run
+//! twice, and only the run that is committed is answered. Failures are rare
+//! (a duplicate key on a retried request), so the usual batch pays no
+//! savepoints. PostgreSQL needs none of this (row locks and its own group
+//! commit): there a write is a plain transaction from the pool.
 
 use std::any::Any;
 
@@ -22,20 +29,17 @@ const MAX_BATCH: usize = 128;
 const QUEUE: usize = 1024;
 
 type Value = Box<dyn Any + Send>;
+type Answer = oneshot::Sender<Result<Value, sqlx::Error>>;
 type Run = Box<
-    dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Value, sqlx::Error>> + Send,
+    dyn for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<Value, sqlx::Error>>
+        + Send
+        + Sync,
 >;
 
 /// A caller's transaction and where its answer goes.
 struct Job {
     run: Run,
-    answer: oneshot::Sender<Result<Value, sqlx::Error>>,
-}
-
-impl Job {
-    fn fail(self, why: &str) {
-        let _ = self.answer.send(Err(sqlx::Error::Protocol(why.to_owned())));
-    }
+    answer: Answer,
 }
 
 /// The queue in front of a process's one SQLite writer.
@@ -58,17 +62,15 @@ impl Writer {
     pub async fn write<T, F>(&self, transaction: F) -> Result<T, sqlx::Error>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
+        F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
             + Send
+            + Sync
             + 'static,
     {
         let (answer, answered) = oneshot::channel();
         let run: Run = Box::new(move |conn| {
-            Box::pin(async move {
-                transaction(conn)
-                    .await
-                    .map(|value| Box::new(value) as Value)
-            })
+            let ran = transaction(conn);
+            Box::pin(async move { ran.await.map(|value| Box::new(value) as Value) })
         });
         self.jobs
             .send(Job { run, answer })
@@ -99,75 +101,79 @@ async fn run(pool: AnyPool, mut queue: mpsc::Receiver<Job>) {
         let Some(writer) = conn.as_mut() else {
             continue;
         };
-        if let Err(err) = exec(writer, "BEGIN IMMEDIATE").await {
-            tracing::warn!(error = %err, "database write batch not started");
-            fail_all(batch, &format!("cannot start a write: {err}"));
-            // A connection that cannot begin may be broken: take a new one.
+        if let Err(err) = commit_batch(writer, batch).await {
+            tracing::warn!(error = %err, "database write batch failed");
+            // A connection that cannot begin or roll back may be broken.
             conn = None;
-            continue;
-        }
-        match run_batch(writer, batch).await {
-            Ok(ran) => {
-                let commit = exec(writer, "COMMIT").await;
-                if let Err(err) = &commit {
-                    tracing::warn!(error = %err, "database write batch not committed");
-                    let _ = exec(writer, "ROLLBACK").await;
-                }
-                for (answer, result) in ran {
-                    let _ = answer.send(match (&commit, result) {
-                        (Ok(()), result) => result,
-                        (Err(err), Ok(_)) => {
-                            Err(sqlx::Error::Protocol(format!("commit failed: {err}")))
-                        }
-                        (Err(_), Err(err)) => Err(err),
-                    });
-                }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "database write batch rolled back");
-                let _ = exec(writer, "ROLLBACK").await;
-                conn = None;
-            }
         }
     }
 }
 
-type Ran = Vec<(
-    oneshot::Sender<Result<Value, sqlx::Error>>,
-    Result<Value, sqlx::Error>,
-)>;
-
-/// Runs each job in its own savepoint. When a savepoint itself cannot be
-/// closed, the whole batch is failed (every caller told) and rolled back.
-async fn run_batch(writer: &mut AnyConnection, batch: Vec<Job>) -> Result<Ran, sqlx::Error> {
-    let mut ran: Ran = Vec::with_capacity(batch.len());
-    let mut batch = batch.into_iter();
-    while let Some(job) = batch.next() {
-        let step = async {
-            exec(writer, "SAVEPOINT job").await?;
-            let result = (job.run)(writer).await;
-            if result.is_ok() {
-                exec(writer, "RELEASE job").await?;
+/// Runs a batch in one transaction and answers every job. Errs (with every
+/// job answered) when the connection itself failed.
+async fn commit_batch(writer: &mut AnyConnection, mut batch: Vec<Job>) -> Result<(), sqlx::Error> {
+    let mut careful = false;
+    loop {
+        if let Err(err) = exec(writer, "BEGIN IMMEDIATE").await {
+            fail_all(batch, &format!("cannot start a write: {err}"));
+            return Err(err);
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        let mut failed = None;
+        for (i, job) in batch.iter().enumerate() {
+            let result = if careful {
+                in_savepoint(writer, &job.run).await
             } else {
-                exec(writer, "ROLLBACK TO job").await?;
-                exec(writer, "RELEASE job").await?;
-            }
-            Ok::<_, sqlx::Error>(result)
-        };
-        match step.await {
-            Ok(result) => ran.push((job.answer, result)),
-            Err(err) => {
-                let why = format!("write rolled back: {err}");
-                let _ = job.answer.send(Err(sqlx::Error::Protocol(why.clone())));
-                for (answer, _) in ran {
-                    let _ = answer.send(Err(sqlx::Error::Protocol(why.clone())));
+                (job.run)(writer).await
+            };
+            match result {
+                Ok(value) => results.push(Ok(value)),
+                Err(err) if careful => results.push(Err(err)),
+                Err(err) => {
+                    failed = Some((i, err));
+                    break;
                 }
-                fail_all(batch.collect(), &why);
-                return Err(err);
             }
         }
+        if let Some((i, err)) = failed {
+            // Roll back the batch, answer the failed job, run the others
+            // again, each in its own savepoint.
+            if let Err(rollback) = exec(writer, "ROLLBACK").await {
+                fail_all(batch, &format!("write rolled back: {rollback}"));
+                return Err(rollback);
+            }
+            let job = batch.remove(i);
+            let _ = job.answer.send(Err(err));
+            if batch.is_empty() {
+                return Ok(());
+            }
+            careful = true;
+            continue;
+        }
+        let commit = exec(writer, "COMMIT").await;
+        if commit.is_err() {
+            let _ = exec(writer, "ROLLBACK").await;
+        }
+        for (job, result) in batch.into_iter().zip(results) {
+            let _ = job.answer.send(match (&commit, result) {
+                (Ok(()), result) => result,
+                (Err(err), Ok(_)) => Err(sqlx::Error::Protocol(format!("commit failed: {err}"))),
+                (Err(_), Err(err)) => Err(err),
+            });
+        }
+        return commit;
     }
-    Ok(ran)
+}
+
+/// One job in a savepoint: its failure rolls back only what it did.
+async fn in_savepoint(writer: &mut AnyConnection, run: &Run) -> Result<Value, sqlx::Error> {
+    exec(writer, "SAVEPOINT job").await?;
+    let result = run(writer).await;
+    if result.is_err() {
+        exec(writer, "ROLLBACK TO job").await?;
+    }
+    exec(writer, "RELEASE job").await?;
+    result
 }
 
 /// One statement on the writer (boxed: it keeps the writer task `Send`).
@@ -181,7 +187,7 @@ fn exec<'c>(
 
 fn fail_all(jobs: Vec<Job>, why: &str) {
     for job in jobs {
-        job.fail(why);
+        let _ = job.answer.send(Err(sqlx::Error::Protocol(why.to_owned())));
     }
 }
 
@@ -189,7 +195,7 @@ fn fail_all(jobs: Vec<Job>, why: &str) {
 /// (PostgreSQL).
 pub async fn pooled<T, F>(pool: &AnyPool, transaction: F) -> Result<T, sqlx::Error>
 where
-    F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+    F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
 {
     let mut tx = pool.begin().await?;
     match transaction(&mut tx).await {
@@ -218,6 +224,7 @@ mod tests {
 
     async fn insert(db: &Db, keys: Vec<String>) -> Result<(), sqlx::Error> {
         db.write(move |conn| {
+            let keys = keys.clone();
             Box::pin(async move {
                 for key in &keys {
                     sqlx::query("INSERT INTO t (k) VALUES ($1)")
@@ -246,14 +253,14 @@ mod tests {
         let config = DatabaseConfig::Sqlite(dir.path().join("w.db"));
         let db = Db::open(&config, &[TABLE]).await.expect("open");
         insert(&db, vec!["taken".into()]).await.expect("first");
-        // Many at once, so they share commits; one of them writes a row and
-        // then fails on a duplicate.
+        // Many at once, so they share commits; two of them write a row and
+        // then fail on a duplicate (the second one in the careful re-run).
         let mut calls = Vec::new();
         for i in 0..60 {
             let db = db.clone();
             calls.push(tokio::spawn(async move {
                 let mut keys = vec![format!("k{i}")];
-                if i == 13 {
+                if i == 13 || i == 31 {
                     keys.push("taken".into());
                 }
                 let result = insert(&db, keys).await;
@@ -264,7 +271,7 @@ mod tests {
         }
         for call in calls {
             let (i, result, seen) = call.await.expect("task");
-            if i == 13 {
+            if i == 13 || i == 31 {
                 let err = result.expect_err("the duplicate fails");
                 assert!(crate::storage::is_unique_violation(&err), "{err}");
                 assert!(!seen, "the failed transaction's first row was rolled back");
@@ -277,7 +284,7 @@ mod tests {
             .fetch_one(db.pool())
             .await
             .expect("count");
-        assert_eq!(count, 60, "59 new rows and the first");
+        assert_eq!(count, 59, "58 new rows and the first");
     }
 
     #[tokio::test]
