@@ -18,7 +18,9 @@
 //! commit): there a write is a plain transaction from the pool.
 
 use std::any::Any;
+use std::panic::AssertUnwindSafe;
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sqlx::{AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
@@ -120,20 +122,26 @@ async fn commit_batch(writer: &mut AnyConnection, mut batch: Vec<Job>) -> Result
         }
         let mut results = Vec::with_capacity(batch.len());
         let mut failed = None;
+        let mut broken = None;
         for (i, job) in batch.iter().enumerate() {
-            let result = if careful {
-                in_savepoint(writer, &job.run).await
-            } else {
-                (job.run)(writer).await
-            };
-            match result {
-                Ok(value) => results.push(Ok(value)),
-                Err(err) if careful => results.push(Err(err)),
-                Err(err) => {
+            match run_job(writer, &job.run, careful).await {
+                Ok(Ok(value)) => results.push(Ok(value)),
+                Ok(Err(err)) if careful => results.push(Err(err)),
+                Ok(Err(err)) => {
                     failed = Some((i, err));
                     break;
                 }
+                Err(err) => {
+                    broken = Some(err);
+                    break;
+                }
             }
+        }
+        if let Some(err) = broken {
+            // Nothing in this batch can be trusted: roll it all back.
+            let _ = exec(writer, "ROLLBACK").await;
+            fail_all(batch, &format!("write rolled back: {err}"));
+            return Err(err);
         }
         if let Some((i, err)) = failed {
             // Roll back the batch, answer the failed job, run the others
@@ -165,15 +173,30 @@ async fn commit_batch(writer: &mut AnyConnection, mut batch: Vec<Job>) -> Result
     }
 }
 
-/// One job in a savepoint: its failure rolls back only what it did.
-async fn in_savepoint(writer: &mut AnyConnection, run: &Run) -> Result<Value, sqlx::Error> {
-    exec(writer, "SAVEPOINT job").await?;
-    let result = run(writer).await;
-    if result.is_err() {
-        exec(writer, "ROLLBACK TO job").await?;
+/// Runs one job, in a savepoint of its own when `careful` (its failure then
+/// rolls back only what it did). The outer error means the batch can no
+/// longer be trusted: a savepoint could not be set or undone.
+async fn run_job(
+    writer: &mut AnyConnection,
+    run: &Run,
+    careful: bool,
+) -> Result<Result<Value, sqlx::Error>, sqlx::Error> {
+    if careful {
+        exec(writer, "SAVEPOINT job").await?;
     }
-    exec(writer, "RELEASE job").await?;
-    result
+    // A panicking job fails alone, like one that returns an error: what it
+    // wrote is rolled back with the batch or its savepoint.
+    let result = AssertUnwindSafe(run(writer))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(sqlx::Error::Protocol("the database write panicked".into())));
+    if careful {
+        if result.is_err() {
+            exec(writer, "ROLLBACK TO job").await?;
+        }
+        exec(writer, "RELEASE job").await?;
+    }
+    Ok(result)
 }
 
 /// One statement on the writer (boxed: it keeps the writer task `Send`).
@@ -285,6 +308,44 @@ mod tests {
             .await
             .expect("count");
         assert_eq!(count, 59, "58 new rows and the first");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_transaction_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = DatabaseConfig::Sqlite(dir.path().join("w.db"));
+        let db = Db::open(&config, &[TABLE]).await.expect("open");
+        let mut calls = Vec::new();
+        for i in 0..20 {
+            let db = db.clone();
+            calls.push(tokio::spawn(async move {
+                let result = db
+                    .write(move |conn| {
+                        Box::pin(async move {
+                            sqlx::query("INSERT INTO t (k) VALUES ($1)")
+                                .bind(format!("p{i}"))
+                                .execute(&mut *conn)
+                                .await?;
+                            assert!(i != 7, "a bug in one transaction");
+                            Ok(())
+                        })
+                    })
+                    .await;
+                (i, result)
+            }));
+        }
+        for call in calls {
+            let (i, result) = call.await.expect("task");
+            assert_eq!(result.is_err(), i == 7, "p{i}: {result:?}");
+        }
+        assert!(
+            !present(&db, "p7").await,
+            "the panicked write was rolled back"
+        );
+        insert(&db, vec!["after".into()])
+            .await
+            .expect("the writer still runs");
+        assert!(present(&db, "p3").await && present(&db, "after").await);
     }
 
     #[tokio::test]
