@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::edge_report::quantile;
+use crate::wrk::Outcome;
 
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -23,15 +24,6 @@ pub struct Run {
     pub headers: Vec<String>,
     /// Where h2load writes every request's time.
     pub log: PathBuf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Outcome {
-    pub requests: u64,
-    pub per_second: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub failed: u64,
 }
 
 pub fn run(run: &Run) -> anyhow::Result<Outcome> {

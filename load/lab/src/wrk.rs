@@ -22,14 +22,15 @@ pub struct Run {
     pub headers: Vec<String>,
 }
 
-/// What wrk reported.
+/// What a closed-loop run reported (wrk's, and h2load's too).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Outcome {
     pub requests: u64,
     pub per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
-    /// Answers that were not 2xx or 3xx, and socket errors.
+    /// Requests that failed: answers that were not 2xx or 3xx, socket
+    /// errors, timeouts.
     pub failed: u64,
 }
 

@@ -167,21 +167,17 @@ fn sample_rss(processes: Processes) -> (oneshot::Sender<()>, tokio::task::JoinHa
 }
 
 /// The closed-loop tool's figures: requests, req/s, p50, p99, failed.
-type Figures = (u64, f64, f64, f64, u64);
-
 fn closed_loop(
     args: &Args,
     fixture: &Fixture,
     call: Call,
     tag: &str,
     seconds: u64,
-) -> anyhow::Result<Figures> {
+) -> anyhow::Result<wrk::Outcome> {
     let auth = format!("authorization: Bearer {}", fixture.token);
     let duration = Duration::from_secs(seconds);
     let gateway = format!("http://127.0.0.1:{}", fixture.gateway_port);
     let direct = format!("http://127.0.0.1:{}", fixture.orders_port);
-    let from_wrk = |o: wrk::Outcome| (o.requests, o.per_second, o.p50_ms, o.p99_ms, o.failed);
-    let from_h2load = |o: h2load::Outcome| (o.requests, o.per_second, o.p50_ms, o.p99_ms, o.failed);
     let wrk_run = |script: &str, url: String, script_args: Vec<String>| wrk::Run {
         url,
         connections: args.connections,
@@ -204,23 +200,20 @@ fn closed_loop(
         ],
         log: fixture.work.join("h2load.log"),
     };
-    Ok(match call {
-        Call::GatewayGet => from_wrk(wrk::run(&wrk_run(
+    match call {
+        Call::GatewayGet => wrk::run(&wrk_run(
             "get-order.lua",
             format!("{gateway}/v1/orders/{}", fixture.order_ids[0]),
             fixture.order_ids.clone(),
-        ))?),
-        Call::GatewayPost => from_wrk(wrk::run(&wrk_run(
+        )),
+        Call::GatewayPost => wrk::run(&wrk_run(
             "create-order.lua",
             format!("{gateway}/v1/orders"),
             vec![tag.to_owned()],
-        ))?),
-        Call::DirectGet => from_h2load(h2load::run(&h2load_run(grpc::GET_ORDER, "get-order.bin"))?),
-        Call::DirectPost => from_h2load(h2load::run(&h2load_run(
-            grpc::CREATE_ORDER,
-            "create-order.bin",
-        ))?),
-    })
+        )),
+        Call::DirectGet => h2load::run(&h2load_run(grpc::GET_ORDER, "get-order.bin")),
+        Call::DirectPost => h2load::run(&h2load_run(grpc::CREATE_ORDER, "create-order.bin")),
+    }
 }
 
 /// What one closed-loop phase cost.
@@ -237,7 +230,7 @@ async fn measure_closed(
     processes: &Processes,
     call: Call,
     tag: String,
-) -> anyhow::Result<(Figures, Spent)> {
+) -> anyhow::Result<(wrk::Outcome, Spent)> {
     let started = std::time::Instant::now();
     let machine_before = usage::machine_busy_seconds(processes.ticks())?;
     let before = processes.cpu()?;
@@ -248,7 +241,7 @@ async fn measure_closed(
     let elapsed = started.elapsed().as_secs_f64().max(0.001);
     let platform: f64 = after.values().sum::<f64>() - before.values().sum::<f64>();
     let spent = Spent {
-        cpu_ms: usage::ms_per_call(&before, &after, figures.0),
+        cpu_ms: usage::ms_per_call(&before, &after, figures.requests),
         platform_cores: platform / elapsed,
         machine_cores: machine / elapsed,
     };
@@ -320,7 +313,13 @@ async fn bench(
     for call in Call::ALL {
         let tag = format!("{}-{backend}-closed-{}", binary.label, std::process::id());
         let (figures, spent) = measure_closed(args, &fixture, &processes, call, tag).await?;
-        let (requests, per_second, p50_ms, p99_ms, failed) = figures;
+        let wrk::Outcome {
+            requests,
+            per_second,
+            p50_ms,
+            p99_ms,
+            failed,
+        } = figures;
         eprintln!(
             "{} {name} {}: {per_second:.0} req/s, p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms, failed {failed}",
             binary.label,
