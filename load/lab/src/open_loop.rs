@@ -68,20 +68,36 @@ pub type Result = (f64, Option<String>);
 /// Runs the schedule (`rate * duration` requests) and summarizes it.
 pub async fn run(config: &Config) -> Outcome {
     let total = (config.rate * config.duration.as_secs_f64()).round() as u64;
-    let connections = config.connections.max(1);
+    let results = spread(config.connections, |first, start| {
+        let config = config.clone();
+        async move { connection(&config, start, first, total).await }
+    })
+    .await;
+    summarize(&results)
+}
+
+/// Runs one task per connection, all sharing one schedule that starts a
+/// moment from now: connection `first` takes requests `first`,
+/// `first + connections`, ... (`per_connection` gets `first` and the start).
+/// Returns what they all gathered.
+pub async fn spread<T, F, Fut>(connections: usize, per_connection: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(u64, Instant) -> Fut,
+    Fut: std::future::Future<Output = Vec<T>> + Send + 'static,
+{
     let start = Instant::now() + Duration::from_millis(50);
     let mut tasks = tokio::task::JoinSet::new();
-    for first in 0..connections {
-        let config = config.clone();
-        tasks.spawn(async move { connection(&config, start, first as u64, total).await });
+    for first in 0..connections.max(1) {
+        tasks.spawn(per_connection(first as u64, start));
     }
-    let mut results = Vec::new();
+    let mut gathered = Vec::new();
     while let Some(done) = tasks.join_next().await {
         if let Ok(mut part) = done {
-            results.append(&mut part);
+            gathered.append(&mut part);
         }
     }
-    summarize(&results)
+    gathered
 }
 
 /// Percentiles of the served requests, failures counted by cause.

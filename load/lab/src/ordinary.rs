@@ -31,20 +31,11 @@ pub struct Config {
 /// Sends `rate * duration` requests and returns every one's outcome.
 pub async fn run(config: &Config) -> Vec<Attempt> {
     let total = u64::from(config.rate) * config.duration.as_secs();
-    let connections = config.connections.max(1);
-    let start = Instant::now() + Duration::from_millis(50);
-    let mut tasks = tokio::task::JoinSet::new();
-    for first in 0..connections {
+    crate::open_loop::spread(config.connections, |first, start| {
         let config = config.clone();
-        tasks.spawn(async move { connection(&config, start, first as u64, total).await });
-    }
-    let mut attempts = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        if let Ok(mut part) = done {
-            attempts.append(&mut part);
-        }
-    }
-    attempts
+        async move { connection(&config, start, first, total).await }
+    })
+    .await
 }
 
 /// Requests `first`, `first + connections`, ... of the schedule, one at a time.
