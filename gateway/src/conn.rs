@@ -52,6 +52,11 @@ impl Activity {
         InFlight(Arc::clone(self))
     }
 
+    /// Whether a request ever began on the connection.
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
     fn seen(&self, now: Instant) -> Seen {
         Seen {
             started: self.started.load(Ordering::Relaxed),

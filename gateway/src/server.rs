@@ -641,8 +641,12 @@ async fn accept(state: Arc<State>, listener: TcpListener, mut shared: Listeners)
                 let connection = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .into_owned();
-                crate::conn::drive(Box::pin(connection), activity, phases, closing).await;
-                socket.linger().await;
+                crate::conn::drive(Box::pin(connection), Arc::clone(&activity), phases, closing)
+                    .await;
+                // A connection that never sent a request has none on its way.
+                if activity.started() {
+                    socket.linger().await;
+                }
             });
             continue;
         }
@@ -652,8 +656,10 @@ async fn accept(state: Arc<State>, listener: TcpListener, mut shared: Listeners)
             let connection = builder
                 .serve_connection(TokioIo::new(socket.clone()), service)
                 .into_owned();
-            crate::conn::drive(Box::pin(connection), activity, phases, closing).await;
-            socket.linger().await;
+            crate::conn::drive(Box::pin(connection), Arc::clone(&activity), phases, closing).await;
+            if activity.started() {
+                socket.linger().await;
+            }
         });
     }
 }
