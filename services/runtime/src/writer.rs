@@ -112,8 +112,26 @@ async fn run(pool: AnyPool, mut queue: mpsc::Receiver<Job>) {
 }
 
 /// Runs a batch in one transaction and answers every job. Errs (with every
-/// job answered) when the connection itself failed.
-async fn commit_batch(writer: &mut AnyConnection, mut batch: Vec<Job>) -> Result<(), sqlx::Error> {
+/// job answered) when the connection itself failed. A job refused on the
+/// way (say, a duplicate of a row another job of the batch wrote) is
+/// answered last, once the rest is committed: its caller then finds what
+/// refused it.
+async fn commit_batch(writer: &mut AnyConnection, batch: Vec<Job>) -> Result<(), sqlx::Error> {
+    let mut refused = Vec::new();
+    let result = commit_rounds(writer, batch, &mut refused).await;
+    for (answer, err) in refused {
+        let _ = answer.send(Err(err));
+    }
+    result
+}
+
+/// The rounds of a batch: all jobs at once, then, after a failure, the
+/// others again in savepoints; the failed ones go to `refused`.
+async fn commit_rounds(
+    writer: &mut AnyConnection,
+    mut batch: Vec<Job>,
+    refused: &mut Vec<(Answer, sqlx::Error)>,
+) -> Result<(), sqlx::Error> {
     let mut careful = false;
     loop {
         if let Err(err) = exec(writer, "BEGIN IMMEDIATE").await {
@@ -150,8 +168,7 @@ async fn commit_batch(writer: &mut AnyConnection, mut batch: Vec<Job>) -> Result
                 fail_all(batch, &format!("write rolled back: {rollback}"));
                 return Err(rollback);
             }
-            let job = batch.remove(i);
-            let _ = job.answer.send(Err(err));
+            refused.push((batch.remove(i).answer, err));
             if batch.is_empty() {
                 return Ok(());
             }
@@ -308,6 +325,41 @@ mod tests {
             .await
             .expect("count");
         assert_eq!(count, 59, "58 new rows and the first");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_transaction_is_answered_once_what_refused_it_is_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = DatabaseConfig::Sqlite(dir.path().join("w.db"));
+        let db = Db::open(&config, &[TABLE]).await.expect("open");
+        for round in 0..40 {
+            // Concurrent inserts of one key share a batch: one wins, and the
+            // others, refused by the winner's row, must find it committed
+            // when they look (as a retry with a request id does).
+            let key = format!("same{round}");
+            let mut calls = Vec::new();
+            for _ in 0..16 {
+                let (db, key) = (db.clone(), key.clone());
+                calls.push(tokio::spawn(async move {
+                    match insert(&db, vec![key.clone()]).await {
+                        Ok(()) => true,
+                        Err(err) => {
+                            assert!(crate::storage::is_unique_violation(&err), "{err}");
+                            assert!(
+                                present(&db, &key).await,
+                                "refused before the winner committed"
+                            );
+                            false
+                        }
+                    }
+                }));
+            }
+            let mut won = 0;
+            for call in calls {
+                won += usize::from(call.await.expect("task"));
+            }
+            assert_eq!(won, 1, "{key}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
