@@ -583,7 +583,9 @@ fn judge(outcome: &mut Outcome, requests: &[k6::Outcome], outage: Option<(i64, i
                 .count()
                 + writes
                     .iter()
-                    .filter(|a| a.at_ms < down || a.at_ms > up + grace)
+                    // Ended before the stop, or sent after the grace: a write
+                    // in flight when the database went away is in the outage.
+                    .filter(|a| a.end_ms() < down || a.at_ms > up + grace)
                     .count();
             if outside > 0 {
                 outcome
@@ -627,7 +629,7 @@ fn judge(outcome: &mut Outcome, requests: &[k6::Outcome], outage: Option<(i64, i
                 .attempts
                 .iter()
                 .filter(|a| a.status == 200)
-                .map(|a| a.at_ms + i64::try_from(a.took.as_millis()).unwrap_or(0) - up)
+                .map(|a| a.end_ms() - up)
                 .filter(|ms| *ms >= 0)
                 .min();
             match recovered {

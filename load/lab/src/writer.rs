@@ -18,10 +18,18 @@ pub struct Ack {
 /// One request and what came back: `status` 0 when there was no answer.
 #[derive(Debug, Clone)]
 pub struct Attempt {
+    /// When it was sent (Unix milliseconds).
     pub at_ms: i64,
     pub status: u16,
     pub took: Duration,
     pub body: String,
+}
+
+impl Attempt {
+    /// When its answer (or failure) came, Unix milliseconds.
+    pub fn end_ms(&self) -> i64 {
+        self.at_ms + i64::try_from(self.took.as_millis()).unwrap_or(i64::MAX / 2)
+    }
 }
 
 #[derive(Debug, Default)]
