@@ -11,6 +11,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -84,8 +85,7 @@ impl Telemetry {
         let tracer = provider.tracer(config.service);
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
-        let filter =
-            EnvFilter::try_new(&config.log_filter).map_err(|e| format!("invalid RUST_LOG: {e}"))?;
+        let (targets, env_filter) = log_filter(&config.log_filter)?;
         // Only what a span says about the call: no thread, source location,
         // target, level or busy/idle timings on every span.
         let otel = tracing_opentelemetry::layer()
@@ -94,8 +94,15 @@ impl Telemetry {
             .with_threads(false)
             .with_location(false)
             .with_target(false)
-            .with_level(false);
-        let registry = tracing_subscriber::registry().with(filter).with(otel);
+            .with_level(false)
+            // Parents are taken from the tracing span itself
+            // (`Span::context`), so no OpenTelemetry context is attached
+            // to the thread on every poll of an instrumented future.
+            .with_context_activation(false);
+        let registry = tracing_subscriber::registry()
+            .with(targets)
+            .with(env_filter)
+            .with(otel);
         let _ = match config.log_format {
             LogFormat::Json => registry
                 .with(
@@ -114,6 +121,20 @@ impl Telemetry {
     pub fn shutdown(self) {
         let _ = self.provider.force_flush();
         let _ = self.provider.shutdown();
+    }
+}
+
+/// `RUST_LOG` as a filter. Directives by target and level (`info`,
+/// `orders=debug,info`) become a [`Targets`] filter, decided once per call
+/// site; only directives that look into spans or fields (`[span{f=v}]=debug`)
+/// need [`EnvFilter`], which keeps a table of live spans behind a lock and
+/// consults it on every span enter and exit.
+fn log_filter(directives: &str) -> Result<(Option<Targets>, Option<EnvFilter>), String> {
+    match directives.parse::<Targets>() {
+        Ok(targets) => Ok((Some(targets), None)),
+        Err(_) => EnvFilter::try_new(directives)
+            .map(|filter| (None, Some(filter)))
+            .map_err(|e| format!("invalid RUST_LOG: {e}")),
     }
 }
 
@@ -154,11 +175,6 @@ pub fn trace_id(span: &tracing::Span) -> String {
     span.context().span().span_context().trace_id().to_string()
 }
 
-/// Writes the current span's trace context into outgoing HTTP headers.
-pub fn inject_headers(headers: &mut http::HeaderMap) {
-    inject_span_headers(&tracing::Span::current(), headers);
-}
-
 /// Writes `span`'s trace context into outgoing HTTP headers.
 pub fn inject_span_headers(span: &tracing::Span, headers: &mut http::HeaderMap) {
     struct Headers<'a>(&'a mut http::HeaderMap);
@@ -180,4 +196,29 @@ pub fn inject_span_headers(span: &tracing::Span, headers: &mut http::HeaderMap) 
 pub fn adopt_parent(span: &tracing::Span, headers: &http::HeaderMap) {
     let _ = span.set_parent(extract(headers));
     span.record("trace_id", trace_id(span));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn plain_directives_need_no_span_table() {
+        let (targets, env) = log_filter("info").expect("valid");
+        assert!(targets.is_some() && env.is_none());
+        let (targets, env) = log_filter("warn,orders=debug").expect("valid");
+        assert!(targets.is_some() && env.is_none());
+    }
+
+    #[test]
+    fn span_directives_keep_the_env_filter() {
+        let (targets, env) = log_filter("info,[call{method=Charge}]=debug").expect("valid");
+        assert!(targets.is_none() && env.is_some());
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_the_variable_named() {
+        let error = log_filter("orders=loudest").expect_err("invalid");
+        assert!(error.starts_with("invalid RUST_LOG"), "{error}");
+    }
 }
