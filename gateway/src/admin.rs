@@ -9,17 +9,15 @@ use std::sync::Arc;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 mod releases;
 
 pub use releases::watchdog;
 
-use crate::rollout::{Moved, Refusal};
 use crate::routing::ColorWeights;
 use crate::server::State;
 use crate::upstream::{BoxBody, full};
+use platform_routing::release::{Moved, Refusal};
 
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<BoxBody> {
     let mut response = Response::new(full(value.to_string()));
@@ -36,15 +34,8 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response<BoxBody> {
 }
 
 fn authorized(state: &State, request: &Request<Incoming>) -> bool {
-    let given = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let given = Sha256::digest(given.as_bytes());
-    let want = Sha256::digest(state.config.admin_token.as_bytes());
-    bool::from(given.ct_eq(&want))
+    let given = crate::credentials::bearer(request.headers()).unwrap_or("");
+    crate::credentials::same_secret(given, &state.config.admin_token)
 }
 
 pub async fn handle(
@@ -156,7 +147,7 @@ pub async fn handle(
                 }
                 weights.validate().map_err(Refusal::Invalid)?;
                 let before = routing.weights;
-                routing.previous_weights = Some(before);
+                routing.moving_from(before);
                 routing.weights = weights;
                 Ok(Moved {
                     action: "set-weights",
@@ -243,7 +234,7 @@ pub(crate) async fn change(
     mut next: impl FnMut(&mut crate::routing::ServiceRouting) -> Result<Moved, Refusal>,
 ) -> Response<BoxBody> {
     let result = update(state, |config| {
-        let moved = crate::rollout::service(config, service).and_then(&mut next)?;
+        let moved = platform_routing::release::service(config, service).and_then(&mut next)?;
         Ok(Some(config.record(service, who, moved)))
     })
     .await;
@@ -254,8 +245,10 @@ pub(crate) async fn change(
                 service,
                 action = %record.action,
                 generation = config.generation,
-                before = ?record.before,
-                after = ?record.after,
+                before_blue = record.before.blue,
+                before_green = record.before.green,
+                after_blue = record.after.blue,
+                after_green = record.after.green,
                 "routing changed"
             );
             let mut value = serde_json::to_value(&record).unwrap_or_default();

@@ -54,8 +54,9 @@ pub fn http_status(code: i32) -> StatusCode {
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// Which side a failure came from: it decides whether a retry is safe and
-/// who is told what.
+/// Which side a failure came from. An answer made from a failure carries
+/// it (as a response extension) to the access log's `failed_by`, so an
+/// operator tells a client's mistake from a service's error at a glance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     /// The client sent something wrong.
@@ -64,6 +65,16 @@ pub enum Side {
     Upstream,
     /// The gateway itself.
     Gateway,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Downstream => "client",
+            Side::Upstream => "service",
+            Side::Gateway => "gateway",
+        }
+    }
 }
 
 /// A failure on the request path.
@@ -154,6 +165,7 @@ impl Failure {
         for (name, value) in self.headers {
             response.headers_mut().insert(name, value);
         }
+        response.extensions_mut().insert(self.side);
         response
     }
 
@@ -171,6 +183,7 @@ impl Failure {
         if let Ok(value) = HeaderValue::from_str(&message) {
             headers.insert("grpc-message", value);
         }
+        response.extensions_mut().insert(self.side);
         response
     }
 }
@@ -186,6 +199,24 @@ pub fn status_json(code: i32, message: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_says_which_side_failed() {
+        let client = Failure::bad_request("no");
+        assert_eq!(
+            client.clone().into_http().extensions().get::<Side>(),
+            Some(&Side::Downstream)
+        );
+        let service = Failure::new(UNAVAILABLE, "down", Side::Upstream);
+        assert_eq!(
+            service
+                .into_grpc()
+                .extensions()
+                .get::<Side>()
+                .map(|s| s.as_str()),
+            Some("service")
+        );
+    }
 
     #[tokio::test]
     async fn one_table_for_http_and_grpc() {

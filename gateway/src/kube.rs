@@ -413,7 +413,8 @@ impl EndpointDiscovery {
                 }
             }
             if known.as_ref() != Some(&found) {
-                tracing::info!(?found, "discovered endpoints changed");
+                let endpoints = serde_json::to_string(&found).unwrap_or_default();
+                tracing::info!(endpoints, "discovered endpoints changed");
                 routing.set_discovered(found.clone());
                 known = Some(found);
             }

@@ -2,11 +2,13 @@
 //! decides which color serves each request.
 #![forbid(unsafe_code)]
 
+mod access;
 pub mod admin;
 pub mod body;
 pub mod config;
 pub mod conn;
 pub mod console;
+mod credentials;
 pub mod docs;
 pub mod errors;
 pub mod forward;
@@ -19,7 +21,6 @@ pub mod local;
 pub mod metrics;
 pub mod outliers;
 pub mod rest;
-pub mod rollout;
 pub mod routes;
 pub mod routing;
 pub mod server;

@@ -21,6 +21,9 @@ pub struct RequestLabels {
     pub http_route: String,
     pub http_request_method: String,
     pub http_response_status_code: u16,
+    /// The gRPC status of a gRPC call (from its trailers when it has
+    /// them), empty for REST.
+    pub grpc_code: &'static str,
     pub service: String,
     pub color: &'static str,
     /// `rest`, `grpc` (north-south) or `internal` (east-west).
@@ -198,9 +201,9 @@ impl GatewayMetrics {
                 None => ("idle", 0),
                 Some(r) if r.paused => ("paused", r.step + 1),
                 Some(r) => match r.phase {
-                    crate::rollout::Phase::Mirroring => ("mirroring", 0),
-                    crate::rollout::Phase::Shifting => ("shifting", r.step + 1),
-                    crate::rollout::Phase::Aborting => ("aborting", r.step + 1),
+                    platform_routing::release::Phase::Mirroring => ("mirroring", 0),
+                    platform_routing::release::Phase::Shifting => ("shifting", r.step + 1),
+                    platform_routing::release::Phase::Aborting => ("aborting", r.step + 1),
                 },
             };
             for candidate in ROLLOUT_STATES {

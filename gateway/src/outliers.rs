@@ -80,11 +80,6 @@ impl Outliers {
             map.remove(endpoint);
         });
     }
-
-    /// How many of `endpoints` are ejected now.
-    pub fn ejected_count(&self, endpoints: &[String], now: Instant) -> usize {
-        endpoints.iter().filter(|e| self.is_ejected(e, now)).count()
-    }
 }
 
 /// Tokens for retries: each first attempt deposits `ratio`, and `floor`

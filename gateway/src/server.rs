@@ -22,7 +22,6 @@ use crate::config::{ColorOverride, GatewayConfig};
 use crate::errors::Failure;
 use crate::grpc::{self, Listener};
 use crate::http_rule::PathTemplate;
-use crate::metrics::RequestLabels;
 use crate::routes::RouteTable;
 use crate::source::RoutingSource;
 use crate::upstream::{BoxBody, Upstream};
@@ -105,19 +104,12 @@ impl State {
     /// Checks the bearer token and returns its subject; the token itself is
     /// passed on to the service.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<String, Failure> {
-        let token = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .ok_or_else(|| {
-                Failure::unauthenticated("missing bearer token: send Authorization: Bearer <token>")
-            })?;
+        let token = crate::credentials::bearer(headers).ok_or_else(|| {
+            Failure::unauthenticated("missing bearer token: send Authorization: Bearer <token>")
+        })?;
         match self
             .verifier
-            .verify(token.trim(), &self.config.tokens.audience)
+            .verify(token, &self.config.tokens.audience)
             .await
         {
             Ok(claims) => Ok(claims.sub),
@@ -152,12 +144,7 @@ impl State {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 let expected = self.config.preview_token.as_deref().unwrap_or_default();
-                if !expected.is_empty()
-                    && bool::from(subtle::ConstantTimeEq::ct_eq(
-                        token.as_bytes(),
-                        expected.as_bytes(),
-                    ))
-                {
+                if crate::credentials::same_secret(token, expected) {
                     Ok(Some(color))
                 } else {
                     Err(Failure::new(
@@ -340,44 +327,20 @@ pub async fn serve_request(
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let label = response.extensions().get::<RouteLabel>().cloned();
-    let status = response.status().as_u16();
-    let (route, service, color) = match &label {
-        Some(l) => (
-            l.route.clone(),
-            l.service.clone(),
-            l.color.unwrap_or("none"),
-        ),
-        None => ("unmatched".to_owned(), "none".to_owned(), "none"),
-    };
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            http_route: route.clone(),
-            http_request_method: method.to_string(),
-            http_response_status_code: status,
-            service: service.clone(),
-            color,
-            protocol: match (listener, is_grpc) {
-                (Listener::Internal, _) => "internal",
-                (_, true) => "grpc",
-                _ => "rest",
-            },
-        })
-        .observe(started.elapsed().as_secs_f64());
-    let _entered = span.enter();
-    tracing::info!(
-        request_id = request_id.to_str().unwrap_or(""),
-        %method,
+    crate::access::Access {
+        metrics,
+        span,
+        started,
+        request_id,
+        method,
         path,
-        route,
-        status,
-        service,
-        color,
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "access"
-    );
-    response
+        protocol: match (listener, is_grpc) {
+            (Listener::Internal, _) => "internal",
+            (_, true) => "grpc",
+            _ => "rest",
+        },
+    }
+    .answer(response)
 }
 
 /// RFC 9112: an HTTP/1.1 request carries exactly one Host header.

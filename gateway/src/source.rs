@@ -38,38 +38,44 @@ impl RoutingFile {
     /// Writes `initial` as the routing file if there is none yet; an existing
     /// file (admin changes, or another replica's seed) is left as it is.
     pub fn seed(&self, initial: &str) -> Result<(), String> {
-        if self.path.exists() {
-            return Ok(());
-        }
-        let fail = |e: std::io::Error| {
-            format!(
-                "cannot create the routing file {}: {e}",
-                self.path.display()
-            )
-        };
-        let tmp = self
-            .path
-            .with_extension(format!("seed-{}", std::process::id()));
-        write_synced(&tmp, initial.as_bytes()).map_err(fail)?;
-        // A hard link never replaces a file a concurrent replica created.
-        let linked = std::fs::hard_link(&tmp, &self.path);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(fail(e)),
-            _ => Ok(()),
-        }
+        platform_runtime::files::create_once(&self.path, initial.as_bytes(), false)
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "cannot create the routing file {}: {e}",
+                    self.path.display()
+                )
+            })
+    }
+
+    /// Replaces the file with `config`, off the async workers (the write
+    /// waits for the disk).
+    async fn store(&self, config: &RoutingConfig) -> Result<(), String> {
+        let (path, text) = (self.path.clone(), config.to_json());
+        tokio::task::spawn_blocking(move || {
+            platform_runtime::files::replace(&path, text.as_bytes(), false)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|written| written.map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot write the routing file {}: {e}", self.path.display()))
     }
 
     /// Applies the file whenever its contents change.
+    ///
+    /// A valid edit by hand (its generation not above the live one) is
+    /// recorded as one: the generation is bumped, each service whose
+    /// weights it moved gets a `changes` entry by "routing file", and the
+    /// file is written back, so every replica and `history` see it.
     pub async fn watch(&self, routing: Routing, metrics: GatewayMetrics, every: Duration) {
-        let mut seen = std::fs::read(&self.path).ok();
+        let mut seen = tokio::fs::read(&self.path).await.ok();
         loop {
             tokio::time::sleep(every).await;
             // Read and applied under the writers' lock: a read taken just
             // before an admin change lands would otherwise be applied after
             // it and put the older state back.
             let _guard = self.write.lock().await;
-            let Ok(now) = std::fs::read(&self.path) else {
+            let Ok(now) = tokio::fs::read(&self.path).await else {
                 continue;
             };
             if seen.as_deref() == Some(now.as_slice()) {
@@ -79,6 +85,21 @@ impl RoutingFile {
             let parsed = std::str::from_utf8(&now)
                 .map_err(|_| "the routing file is not UTF-8".to_owned())
                 .and_then(RoutingConfig::parse);
+            let parsed = match parsed {
+                Ok(mut config) => {
+                    let live = routing.snapshot().config.clone();
+                    if config != live && config.generation <= live.generation {
+                        record_hand_edit(&live, &mut config);
+                        if let Err(error) = self.store(&config).await {
+                            tracing::error!(%error, "the hand edit is applied but could not be recorded in the file");
+                        } else {
+                            seen = tokio::fs::read(&self.path).await.ok();
+                        }
+                    }
+                    Ok(config)
+                }
+                Err(error) => Err(error),
+            };
             apply(&routing, &metrics, parsed, "routing file");
         }
     }
@@ -92,27 +113,50 @@ impl RoutingFile {
         mut change: impl FnMut(&mut RoutingConfig) -> Result<Option<Change>, String>,
     ) -> Result<(RoutingConfig, Option<Change>), String> {
         let _guard = self.write.lock().await;
-        let mut config = self.load()?;
+        let text = tokio::fs::read_to_string(&self.path)
+            .await
+            .map_err(|e| format!("cannot read the routing file {}: {e}", self.path.display()))?;
+        let mut config =
+            RoutingConfig::parse(&text).map_err(|e| format!("{}: {e}", self.path.display()))?;
         let mut record = change(&mut config)?;
         config.validate()?;
         if let Some(record) = record.as_mut() {
             config.bump(record);
         }
-        let tmp = self.path.with_extension("tmp");
-        write_synced(&tmp, config.to_json().as_bytes())
-            .and_then(|()| std::fs::rename(&tmp, &self.path))
-            .map_err(|e| format!("cannot write the routing file {}: {e}", self.path.display()))?;
+        self.store(&config).await?;
         metrics.observe_routing(&config);
         routing.replace(config.clone());
         Ok((config, record))
     }
 }
 
-fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+/// Bumps the generation of a document edited by hand past the live one and
+/// records a change for each service whose weights the edit moved.
+fn record_hand_edit(live: &RoutingConfig, edited: &mut RoutingConfig) {
+    edited.generation = edited.generation.max(live.generation);
+    let moved: Vec<Change> = edited
+        .services
+        .iter()
+        .filter_map(|(name, now)| {
+            let before = live.services.get(name).map(|s| s.weights);
+            (before != Some(now.weights)).then(|| Change {
+                generation: 0,
+                at_ms: platform_runtime::time::now_ms(),
+                who: "routing file".to_owned(),
+                service: name.clone(),
+                action: "edit".to_owned(),
+                before: before.unwrap_or(now.weights),
+                after: now.weights,
+            })
+        })
+        .collect();
+    if moved.is_empty() {
+        // Endpoints or other settings only: a new generation all the same.
+        edited.generation += 1;
+    }
+    for mut change in moved {
+        edited.bump(&mut change);
+    }
 }
 
 /// Swaps in a changed routing document, or refuses an invalid one and keeps

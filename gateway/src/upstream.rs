@@ -318,6 +318,9 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Answer, (Option<Color>, Failure)> {
         let started = Instant::now();
+        // The deadline covers the whole answer: the head (in `send`) and
+        // the body after it, not each of them in turn.
+        let deadline = started + timeout;
         let traffic = call.traffic;
         let (color, response) = self.send(service, forced, call, timeout).await?;
         let (parts, body) = response.into_parts();
@@ -326,20 +329,24 @@ impl Upstream {
             self.record(service, color, traffic, code, started, true);
             return Err(fail(failure_from(code, &parts.headers)));
         }
-        let collected = tokio::time::timeout(timeout, body.collect())
-            .await
-            .map_err(|_| {
-                fail(Failure::new(
+        let collected = match tokio::time::timeout_at(deadline.into(), body.collect()).await {
+            Ok(Ok(collected)) => collected,
+            Ok(Err(e)) => {
+                let failure =
+                    Failure::unavailable(format!("{service} ({color}) broke the response: {e}"));
+                self.record(service, color, traffic, failure.code, started, true);
+                return Err(fail(failure));
+            }
+            Err(_) => {
+                let failure = Failure::new(
                     crate::errors::DEADLINE_EXCEEDED,
                     format!("{service} ({color}) did not answer in time"),
                     Side::Upstream,
-                ))
-            })?
-            .map_err(|e| {
-                fail(Failure::unavailable(format!(
-                    "{service} ({color}) broke the response: {e}"
-                )))
-            })?;
+                );
+                self.record(service, color, traffic, failure.code, started, true);
+                return Err(fail(failure));
+            }
+        };
         let trailers = collected.trailers().cloned().unwrap_or_default();
         let code = status_code(&trailers).unwrap_or(crate::errors::INTERNAL);
         self.record(service, color, traffic, code, started, true);

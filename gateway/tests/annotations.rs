@@ -4,8 +4,10 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -27,6 +29,20 @@ fn compile(file: &str) -> Vec<u8> {
 /// A gRPC server for EchoService written against descriptors only: it
 /// answers every call with the request inside the response.
 async fn echo_server(descriptors: Vec<u8>) -> SocketAddr {
+    echo_server_paced(descriptors, Pace::default()).await
+}
+
+/// How long the echo server waits before its response head and before the
+/// message after it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pace {
+    head: Duration,
+    body: Duration,
+    /// The grpc-status its trailers carry (after the message).
+    code: u16,
+}
+
+async fn echo_server_paced(descriptors: Vec<u8>, pace: Pace) -> SocketAddr {
     let pool = DescriptorPool::decode(descriptors.as_slice()).expect("pool");
     let request_type = pool
         .get_message_by_name("platform.echo.v1.EchoRequest")
@@ -68,11 +84,14 @@ async fn echo_server(descriptors: Vec<u8>) -> SocketAddr {
                         );
                         framed.extend_from_slice(&message);
                         let mut trailers = http::HeaderMap::new();
-                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                        let frames = futures_util::stream::iter([
-                            Ok::<_, Infallible>(Frame::data(framed.freeze())),
-                            Ok(Frame::trailers(trailers)),
-                        ]);
+                        trailers.insert("grpc-status", http::HeaderValue::from(pace.code));
+                        tokio::time::sleep(pace.head).await;
+                        let data = futures_util::stream::once(async move {
+                            tokio::time::sleep(pace.body).await;
+                            Ok::<_, Infallible>(Frame::data(framed.freeze()))
+                        });
+                        let frames =
+                            data.chain(futures_util::stream::iter([Ok(Frame::trailers(trailers))]));
                         let mut response = http::Response::new(StreamBody::new(frames));
                         response.headers_mut().insert(
                             "content-type",
@@ -161,6 +180,140 @@ async fn serves_a_new_contract_from_its_annotations() {
         openapi["paths"]["/v1/shelves/{shelf.id}/notes/{note_id}:echo"]["post"]["operationId"],
         "Echo"
     );
+    running.stop().await;
+}
+
+/// A route's deadline bounds the whole answer: a service that sends its
+/// head just in time and its message late is cut off at the deadline, not
+/// given a second deadline for the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deadline_covers_head_and_body() {
+    let descriptors = compile("echo.proto");
+    let deadline = Duration::from_millis(600);
+    let echo = echo_server_paced(
+        descriptors.clone(),
+        Pace {
+            head: deadline * 8 / 10,
+            body: deadline * 3,
+            code: 0,
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let routes = dir.path().join("routes.json");
+    std::fs::write(
+        &routes,
+        serde_json::json!({"services": {"echo": {
+            "endpoints": {"blue": [echo.to_string()], "green": []},
+            "weights": {"blue": 100, "green": 0}
+        }}})
+        .to_string(),
+    )
+    .expect("routes");
+    let running = common::start_gateway(
+        &[
+            ("ROUTES_FILE", routes.to_str().expect("utf-8")),
+            ("PUBLIC_ROUTES", "GET /v1/echo/{note_id}"),
+            ("ROUTE_TIMEOUTS", "GET /v1/echo/{note_id}=600"),
+        ],
+        &[platform_proto::PLATFORM_DESCRIPTOR_SET, &descriptors],
+    )
+    .await;
+    let mut client = common::Client::connect(running.addr).await;
+    let started = Instant::now();
+    let reply = client.call("GET", "/v1/echo/n1", &[], "").await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    // A second timer for the body would answer at 1.8x the deadline; the
+    // margin over 1x is for a loaded machine.
+    assert!(
+        took < deadline * 15 / 10,
+        "answered after {took:?} with a deadline of {deadline:?}"
+    );
+    running.stop().await;
+}
+
+/// A native gRPC call answered with a 200 head and a failing status in
+/// its trailers is counted and logged with that status, not as a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_are_counted_by_their_trailers() {
+    let descriptors = compile("echo.proto");
+    let echo = echo_server_paced(
+        descriptors.clone(),
+        Pace {
+            code: 5,
+            ..Pace::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let routes = dir.path().join("routes.json");
+    std::fs::write(
+        &routes,
+        serde_json::json!({"services": {"echo": {
+            "endpoints": {"blue": [echo.to_string()], "green": []},
+            "weights": {"blue": 100, "green": 0}
+        }}})
+        .to_string(),
+    )
+    .expect("routes");
+    let running = common::start_gateway(
+        &[
+            ("ROUTES_FILE", routes.to_str().expect("utf-8")),
+            (
+                "PUBLIC_ROUTES",
+                "POST /v1/shelves/{shelf.id}/notes/{note_id}:echo, GET /v1/echo/{note_id}",
+            ),
+        ],
+        &[platform_proto::PLATFORM_DESCRIPTOR_SET, &descriptors],
+    )
+    .await;
+    let stream = tokio::net::TcpStream::connect(running.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(connection);
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{}/platform.echo.v1.EchoService/Echo",
+            running.addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(&[
+            0, 0, 0, 0, 0,
+        ])))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.expect("body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"5"[..])
+    );
+
+    let mut admin = common::Client::connect(running.admin_addr).await;
+    let metrics = admin
+        .call(
+            "GET",
+            "/metrics",
+            &[("authorization", &format!("Bearer {}", common::ADMIN_TOKEN))],
+            "",
+        )
+        .await
+        .text();
+    let counted = metrics.lines().find(|l| {
+        l.starts_with("http_server_request_duration_seconds_count")
+            && l.contains("protocol=\"grpc\"")
+            && l.contains("service=\"echo\"")
+    });
+    let counted = counted.unwrap_or_else(|| panic!("no gRPC request counted:\n{metrics}"));
+    assert!(counted.contains("grpc_code=\"NOT_FOUND\""), "{counted}");
     running.stop().await;
 }
 

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use gateway::routing::RoutingConfig;
+use platform_routing::RoutingConfig;
 use serde_json::Value;
 
 const SERVICES: [(&str, u64); 4] = [

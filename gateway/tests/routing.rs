@@ -163,7 +163,7 @@ async fn admin_api_validates_rolls_back_and_follows_the_file() {
         serde_json::from_str(&std::fs::read_to_string(&stack.routes_file).expect("file"))
             .expect("json");
     doc["services"]["orders"]["weights"] = serde_json::json!({"blue": 0, "green": 100});
-    doc["generation"] = serde_json::json!(100);
+    let generation_before = doc["generation"].as_u64().expect("generation");
     std::fs::write(&stack.routes_file, doc.to_string()).expect("write");
     let token = stack.login("file@example.com").await;
     let bearer = format!("Bearer {token}");
@@ -187,6 +187,22 @@ async fn admin_api_validates_rolls_back_and_follows_the_file() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // ...and recorded: a new generation and a change by the routing file,
+    // in the live state and in the file itself.
+    let live = admin
+        .call("GET", "/admin/routes", &with_token, "")
+        .await
+        .json();
+    assert_eq!(live["generation"], generation_before + 1, "{live}");
+    let last = live["changes"].as_array().and_then(|c| c.last()).cloned();
+    let last = last.expect("a change entry");
+    assert_eq!(last["who"], "routing file", "{last}");
+    assert_eq!(last["service"], "orders");
+    assert_eq!(last["after"], serde_json::json!({"blue": 0, "green": 100}));
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stack.routes_file).expect("file"))
+            .expect("json");
+    assert_eq!(file["generation"], generation_before + 1);
     // ...and an invalid one is refused while the last good state keeps serving.
     std::fs::write(
         &stack.routes_file,

@@ -16,6 +16,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use platform_routing::{ColorEndpoints, ColorWeights, RoutingConfig, ServiceRouting};
+
 use crate::ports::{self, SERVICES};
 use crate::supervisor::{ProcessSpec, supervise};
 
@@ -116,33 +118,46 @@ fn processes(offset: i32, replicas: usize) -> Vec<Process> {
 /// A random secret kept in `path` (made once, readable by its owner only):
 /// the service-client secret orders and auth share, the admin token.
 fn secret_file(path: &Path) -> anyhow::Result<String> {
-    if let Ok(secret) = std::fs::read_to_string(path) {
-        return Ok(secret.trim().to_owned());
-    }
-    let secret = platform_runtime::ids::new_secret();
-    // Created readable by its owner only: never a moment with wider rights.
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
+    let fresh = platform_runtime::ids::new_secret();
+    let kept = platform_runtime::files::create_once(path, fresh.as_bytes(), true)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    std::io::Write::write_all(&mut file, secret.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let secret = String::from_utf8(kept)
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    if secret.is_empty() {
+        anyhow::bail!(
+            "{} is empty or not text: delete it and run `platformctl up` again to make a new one",
+            path.display()
+        );
+    }
     Ok(secret)
 }
 
-/// Writes the routing file with this layout's endpoints. Weights, their
-/// history and the generation survive a restart: the file is the source of
-/// truth, so a platform restarted after a switch still routes as switched.
-fn write_routes(path: &Path, offset: i32, replicas: usize) -> anyhow::Result<()> {
-    let previous: Option<serde_json::Value> = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok());
-    let mut services = serde_json::Map::new();
+/// Writes the routing file with this layout's endpoints and returns what it
+/// holds. Everything else in it (weights, releases, rollouts in progress,
+/// mirrors, the change history and the generation) survives a restart: the
+/// file is the source of truth, so a platform restarted after a switch still
+/// routes as switched. The file is replaced atomically; one that is not a
+/// valid routing document stops `up` rather than being overwritten.
+fn write_routes(path: &Path, offset: i32, replicas: usize) -> anyhow::Result<RoutingConfig> {
+    let mut config = match std::fs::read_to_string(path) {
+        Ok(text) => RoutingConfig::parse(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}; fix it, or delete it to start again with every service on blue",
+                path.display()
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => RoutingConfig {
+            generation: 0,
+            services: Default::default(),
+            changes: Vec::new(),
+            releases: Vec::new(),
+        },
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
     for service in SERVICES {
-        let endpoint = |color| {
+        let endpoints = |color| {
             (0..replicas)
                 .map(|r| {
                     let offset = ports::replica_offset(offset, r);
@@ -150,30 +165,52 @@ fn write_routes(path: &Path, offset: i32, replicas: usize) -> anyhow::Result<()>
                 })
                 .collect::<Vec<_>>()
         };
-        let kept = previous.as_ref().map(|p| &p["services"][service]);
-        let weights = kept
-            .map(|k| k["weights"].clone())
-            .filter(|w| w.is_object())
-            .unwrap_or_else(|| serde_json::json!({"blue": 100, "green": 0}));
-        let mut entry = serde_json::json!({
-            "endpoints": {"blue": endpoint(Color::Blue), "green": endpoint(Color::Green)},
-            "weights": weights,
-        });
-        if let Some(previous_weights) = kept
-            .map(|k| k["previous_weights"].clone())
-            .filter(|w| w.is_object())
-        {
-            entry["previous_weights"] = previous_weights;
+        let endpoints = ColorEndpoints {
+            blue: endpoints(Color::Blue),
+            green: endpoints(Color::Green),
+        };
+        match config.services.get_mut(service) {
+            Some(kept) => kept.endpoints = endpoints,
+            None => {
+                config.services.insert(
+                    service.to_owned(),
+                    ServiceRouting {
+                        endpoints,
+                        weights: ColorWeights {
+                            blue: 100,
+                            green: 0,
+                        },
+                        previous_weights: None,
+                        stable: None,
+                        rollout: None,
+                        mirror: None,
+                    },
+                );
+            }
         }
-        services.insert(service.to_owned(), entry);
     }
-    let document = serde_json::json!({
-        "generation": previous.as_ref().map(|p| p["generation"].clone()).filter(|g| g.is_u64()).unwrap_or(serde_json::json!(0)),
-        "services": services,
-        "changes": previous.as_ref().map(|p| p["changes"].clone()).filter(|c| c.is_array()).unwrap_or(serde_json::json!([])),
-    });
-    let text = serde_json::to_string_pretty(&document)?;
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    platform_runtime::files::replace(path, config.to_json().as_bytes(), false)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(config)
+}
+
+/// Where each service's traffic goes, for the banner: `blue 100%` when all
+/// of it is on blue, else each service that differs.
+fn weights_summary(config: &RoutingConfig) -> String {
+    let moved: Vec<String> = config
+        .services
+        .iter()
+        .filter(|(_, s)| s.weights.blue != 100)
+        .map(|(name, s)| format!("{name} blue {}% green {}%", s.weights.blue, s.weights.green))
+        .collect();
+    if moved.is_empty() {
+        "blue 100%".to_owned()
+    } else {
+        format!("everything else blue 100%; {}", moved.join(", "))
+    }
 }
 
 /// Waits for the gateway's readiness endpoint.
@@ -201,14 +238,14 @@ async fn wait_until_ready(
     }
 }
 
-fn print_gateway(offset: i32, ready: Duration, data_dir: &Path) {
+fn print_gateway(offset: i32, ready: Duration, data_dir: &Path, routing: &str) {
     let (port, admin, internal) = ports::gateway(offset);
     let rss = rss_mib(&data_dir.join("run").join("gateway.pid"))
         .map(|m| format!("{m:.1} MiB"))
         .unwrap_or_else(|| "?".into());
     println!();
     println!(
-        "gateway: http://127.0.0.1:{port} (REST and gRPC; blue 100%)   ready {} ms   RSS {rss}",
+        "gateway: http://127.0.0.1:{port} (REST and gRPC; {routing})   ready {} ms   RSS {rss}",
         ready.as_millis()
     );
     println!("  docs:     http://127.0.0.1:{port}/docs");
@@ -321,7 +358,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let preview_token_file = data_dir.join("preview-token");
     secret_file(&preview_token_file)?;
     let routes_file = data_dir.join("routes.json");
-    write_routes(&routes_file, args.port_offset, replicas)?;
+    let routing = weights_summary(&write_routes(&routes_file, args.port_offset, replicas)?);
     let databases = match &args.postgres {
         Some(url) => Some(crate::databases::prepare(url, &SERVICES).await?),
         None => None,
@@ -461,7 +498,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     if let Ok((times, gateway)) = &ready {
         print_endpoints(&all, times, &data_dir, &args);
-        print_gateway(args.port_offset, *gateway, &data_dir);
+        print_gateway(args.port_offset, *gateway, &data_dir, &routing);
         if observing {
             print_observe(args.port_offset, &data_dir);
         }
@@ -602,5 +639,64 @@ mod tests {
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(super::secret_file(&path).expect("read again"), secret);
+    }
+
+    /// A restart keeps everything but the endpoints: releases, a rollout in
+    /// progress, a mirror, the history and the generation.
+    #[test]
+    fn restarting_keeps_the_routing_state() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("routes.json");
+        let first = super::write_routes(&path, 0, 1).expect("first start");
+        assert_eq!(super::weights_summary(&first), "blue 100%");
+        let mut doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        doc["generation"] = serde_json::json!(7);
+        doc["services"]["orders"]["weights"] = serde_json::json!({"blue": 0, "green": 100});
+        doc["services"]["orders"]["endpoints"]["blue"] = serde_json::json!(["127.0.0.1:1"]);
+        doc["services"]["payments"]["mirror"] = serde_json::json!({"to": "green", "percent": 10});
+        doc["releases"] = serde_json::json!([{"id": "r1", "service": "orders", "kind": "switch",
+            "to": "green", "who": "admin", "ended_by": "admin", "started_ms": 1, "ended_ms": 1,
+            "outcome": "switched", "peak_weight": 100,
+            "before": {"blue": 100, "green": 0}, "after": {"blue": 0, "green": 100}}]);
+        doc["changes"] = serde_json::json!([{"generation": 7, "at_ms": 1, "who": "admin",
+            "service": "orders", "action": "switch",
+            "before": {"blue": 100, "green": 0}, "after": {"blue": 0, "green": 100}}]);
+        let edited = doc.to_string();
+        let kept = platform_routing::RoutingConfig::parse(&edited).expect("a valid document");
+        std::fs::write(&path, &edited).expect("edit");
+
+        let again = super::write_routes(&path, 0, 1).expect("restart");
+        assert_eq!(again.generation, 7);
+        assert_eq!(again.changes, kept.changes);
+        assert_eq!(again.releases.len(), 1);
+        assert_eq!(again.releases, kept.releases);
+        assert!(again.services["payments"].mirror.is_some());
+        assert_eq!(again.services["orders"].weights.green, 100);
+        assert_ne!(
+            again.services["orders"].endpoints.blue,
+            vec!["127.0.0.1:1".to_owned()]
+        );
+        assert_eq!(
+            again.services["payments"].mirror,
+            kept.services["payments"].mirror
+        );
+        assert!(super::weights_summary(&again).contains("orders blue 0% green 100%"));
+        let on_disk =
+            platform_routing::RoutingConfig::parse(&std::fs::read_to_string(&path).expect("read"))
+                .expect("valid");
+        assert_eq!(on_disk, again);
+    }
+
+    #[test]
+    fn a_broken_routing_file_stops_up_with_what_to_do() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("routes.json");
+        std::fs::write(&path, "{ not json").expect("write");
+        let error = super::write_routes(&path, 0, 1)
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("delete it"), "{error}");
+        assert_eq!(std::fs::read_to_string(&path).expect("kept"), "{ not json");
     }
 }

@@ -12,10 +12,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{body, change, error, json as reply, refused};
-use crate::rollout::{self, Phase, Plan, Refusal};
 use crate::server::State;
 use crate::stats::{SeriesView, Traffic};
 use crate::upstream::{BoxBody, Probe};
+use platform_routing::release::{self as rollout, Phase, Plan, Refusal};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -332,7 +332,8 @@ pub async fn watchdog(state: Arc<State>) {
             match result {
                 Ok((_, Some(record))) => tracing::warn!(
                     service,
-                    after = ?record.after,
+                    after_blue = record.after.blue,
+                    after_green = record.after.green,
                     "rollout aborted: its controller stopped sending heartbeats"
                 ),
                 Ok((_, None)) => {}

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use gateway::rollout::Thresholds;
 use gateway::stats::{Counts, StatsView, Traffic};
+use platform_routing::release::Thresholds;
 use platform_runtime::Color;
 
 use super::client::{Admin, Http};

@@ -7,8 +7,9 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use gateway::rollout::Thresholds;
 use gateway::stats::Traffic;
+use platform_routing::RoutingConfig;
+use platform_routing::release::{Phase, Rollout, Thresholds};
 use platform_runtime::Color;
 use serde_json::{Value, json};
 
@@ -24,8 +25,8 @@ const PATIENCE: u32 = 3;
 /// Where the rollout is: the step being judged and since when.
 #[derive(Debug, Clone, PartialEq)]
 struct Position {
-    phase: String,
-    step: u64,
+    phase: Phase,
+    step: usize,
     paused: bool,
 }
 
@@ -42,11 +43,10 @@ pub async fn drive(
     controller: &str,
     source: &Source,
 ) -> Result<Value, CtlError> {
-    let routes = admin.get("/admin/routes").await?;
-    let id = routes["services"][service]["rollout"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let routes = read_routes(admin).await?;
+    let id = rollout_of(&routes, service)
+        .map(|r| r.id.clone())
+        .unwrap_or_default();
     let mut down_since: Option<Instant> = None;
     loop {
         let attempt = tokio::select! {
@@ -93,19 +93,18 @@ async fn drive_rollout(
     let mut mark: Option<(Mark, Instant)> = None;
     let mut last_beat = Instant::now();
     loop {
-        let routes = admin.get("/admin/routes").await?;
-        let rollout = routes["services"][service]["rollout"].clone();
-        if rollout.is_null() || rollout["id"] != id {
+        let routes = read_routes(admin).await?;
+        let Some(rollout) = rollout_of(&routes, service).filter(|r| r.id == id) else {
             progress.done();
             return ended(&routes, service, id);
-        }
-        if rollout["controller"] != controller {
+        };
+        if rollout.controller != controller {
             progress.done();
             return Err(CtlError::new(
                 ENDED,
                 format!(
                     "controller {} took the rollout of {service} over; this one stops",
-                    rollout["controller"]
+                    rollout.controller
                 ),
             ));
         }
@@ -119,9 +118,9 @@ async fn drive_rollout(
             last_beat = Instant::now();
         }
         let now = Position {
-            phase: rollout["phase"].as_str().unwrap_or_default().to_owned(),
-            step: rollout["step"].as_u64().unwrap_or(0),
-            paused: rollout["paused"].as_bool().unwrap_or(false),
+            phase: rollout.phase,
+            step: rollout.step,
+            paused: rollout.paused,
         };
         if position.as_ref() != Some(&now) {
             mark = Some((source.mark(admin).await?, Instant::now()));
@@ -130,25 +129,16 @@ async fn drive_rollout(
         let Some((since, started)) = &mark else {
             continue;
         };
-        let interval = Duration::from_millis(rollout["interval_ms"].as_u64().unwrap_or(30_000));
+        let interval = Duration::from_millis(rollout.interval_ms);
         let elapsed = started.elapsed();
-        let target: Color = rollout["target"]
-            .as_str()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(Color::Green);
-        let gates: Thresholds =
-            serde_json::from_value(rollout["thresholds"].clone()).map_err(|e| {
-                CtlError::new(
-                    ENDED,
-                    format!("the rollout's thresholds are unreadable: {e}"),
-                )
-            })?;
-        let steps = rollout["steps"].as_array().map_or(0, Vec::len);
-        let share = rollout["steps"][now.step as usize].as_u64().unwrap_or(0);
-        let step_name = match now.phase.as_str() {
-            "mirroring" => format!("mirroring ({}% of reads)", rollout["mirror_percent"]),
-            "aborting" => "shifting back".to_owned(),
-            _ => format!("step {}/{steps} ({share}%)", now.step + 1),
+        let target: Color = rollout.target;
+        let gates: &Thresholds = &rollout.thresholds;
+        let steps = rollout.steps.len();
+        let share = rollout.steps.get(now.step).copied().unwrap_or(0);
+        let step_name = match now.phase {
+            Phase::Mirroring => format!("mirroring ({}% of reads)", rollout.mirror_percent),
+            Phase::Aborting => "shifting back".to_owned(),
+            Phase::Shifting => format!("step {}/{steps} ({share}%)", now.step + 1),
         };
         if now.paused {
             progress.show(
@@ -159,10 +149,8 @@ async fn drive_rollout(
             continue;
         }
         let advance = json!({ "controller": controller, "phase": now.phase, "step": now.step });
-        if now.phase == "aborting" {
-            let weight = routes["services"][service]["weights"][target.as_str()]
-                .as_u64()
-                .unwrap_or(0);
+        if now.phase == Phase::Aborting {
+            let weight = routes.services[service].weights.of(target);
             progress.show(
                 &format!(
                     "{service} ← {target}: shifting back, {target} at {weight}%, {}s left",
@@ -176,7 +164,7 @@ async fn drive_rollout(
             tokio::time::sleep(TICK).await;
             continue;
         }
-        let traffic = if now.phase == "mirroring" {
+        let traffic = if now.phase == Phase::Mirroring {
             Traffic::Mirror
         } else {
             Traffic::Live
@@ -185,7 +173,7 @@ async fn drive_rollout(
             .windows(admin, since, service, target, traffic)
             .await?;
 
-        let verdict = judge(&tested, &current, &gates);
+        let verdict = judge(&tested, &current, gates);
         progress.show(
             &format!(
                 "{service} → {target}: {step_name}, {}s left | {target} {} | {} {}",
@@ -204,13 +192,15 @@ async fn drive_rollout(
                     continue;
                 }
                 progress.done();
-                let routes = admin.get("/admin/routes").await?;
-                let weights = &routes["services"][service]["weights"];
+                let routes = read_routes(admin).await?;
+                let weights = routes.services.get(service).map(|s| s.weights);
+                let weights = weights.map_or("?".to_owned(), |w| {
+                    format!("blue {}% / green {}%", w.blue, w.green)
+                });
                 return Err(CtlError::new(
                     ANALYSIS_FAILED,
                     format!(
-                        "rollout of {service} to {target} failed at {reason}; rolled back: blue {}% / green {}%",
-                        weights["blue"], weights["green"]
+                        "rollout of {service} to {target} failed at {reason}; rolled back: {weights}"
                     ),
                 ));
             }
@@ -257,16 +247,29 @@ async fn act(admin: &Admin, service: &str, action: &str, body: &Value) -> Result
     }
 }
 
+/// The routing document as the gateway serves it.
+async fn read_routes(admin: &Admin) -> Result<RoutingConfig, CtlError> {
+    let routes = admin.get("/admin/routes").await?;
+    serde_json::from_value(routes).map_err(|e| {
+        CtlError::new(
+            ENDED,
+            format!("the gateway's routing document is not one this platformctl reads: {e}"),
+        )
+    })
+}
+
+fn rollout_of<'a>(routes: &'a RoutingConfig, service: &str) -> Option<&'a Rollout> {
+    routes.services.get(service)?.rollout.as_ref()
+}
+
 /// The release that ended rollout `id`.
-fn ended(routes: &Value, service: &str, id: &str) -> Result<Value, CtlError> {
-    routes["releases"]
-        .as_array()
-        .and_then(|r| {
-            r.iter()
-                .rev()
-                .find(|r| r["id"] == id && r["service"] == service)
-        })
-        .cloned()
+fn ended(routes: &RoutingConfig, service: &str, id: &str) -> Result<Value, CtlError> {
+    routes
+        .releases
+        .iter()
+        .rev()
+        .find(|r| r.id == id && r.service == service)
+        .map(|r| serde_json::to_value(r).unwrap_or_default())
         .ok_or_else(|| {
             CtlError::new(
                 ENDED,

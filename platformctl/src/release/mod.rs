@@ -225,7 +225,7 @@ fn parse_steps(raw: &str) -> Result<Steps, String> {
                 .map_err(|_| format!("{s:?} is not a whole percent"))
         })
         .collect::<Result<Vec<u32>, String>>()?;
-    gateway::rollout::check_steps(&steps)?;
+    platform_routing::release::check_steps(&steps)?;
     Ok(Steps(steps))
 }
 

@@ -37,33 +37,45 @@ pub fn load(env: &Env, data_dir: &Path) -> Result<KeyRing, StartError> {
             ),
         )
     };
-    if !path.exists() {
-        std::fs::create_dir_all(data_dir).map_err(unwritable)?;
-        write_private(&path, &KeyRing::generate().to_pem()?).map_err(unwritable)?;
-    }
-    // Read back what is on disk: when both colors start at once, the first
-    // writer's key is the one both use.
-    let pem = std::fs::read_to_string(&path).map_err(unwritable)?;
+    std::fs::create_dir_all(data_dir).map_err(unwritable)?;
+    // When both colors start at once, one creates the key and both read the
+    // whole of that one file (never an empty or half-written one).
+    let pem =
+        platform_runtime::files::create_once(&path, KeyRing::generate().to_pem()?.as_bytes(), true)
+            .map_err(unwritable)?;
+    let pem = String::from_utf8(pem)
+        .map_err(|_| KeyError(format!("{} is not UTF-8 text", path.display())))?;
     Ok(KeyRing::from_pem(&pem).map_err(|e| KeyError(format!("{}: {e}", path.display())))?)
 }
 
-/// Writes a file only its owner can read, without replacing one that a
-/// concurrently starting color wrote first.
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(contents.as_bytes())?;
-            file.sync_all()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    /// Two colors (here eight) starting at once on one data directory all
+    /// come up, with the same key.
+    #[test]
+    fn colors_starting_together_share_one_key() {
+        for _ in 0..10 {
+            let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+            let start = Arc::new(Barrier::new(8));
+            let colors: Vec<_> = (0..8)
+                .map(|_| {
+                    let (dir, start) = (Arc::clone(&dir), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        load(&Env::from_pairs([]), dir.path())
+                            .map(|keys| keys.signing_kid().to_owned())
+                            .map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            let kids: Vec<String> = colors
+                .into_iter()
+                .map(|c| c.join().expect("thread").expect("the key loads"))
+                .collect();
+            assert!(kids.iter().all(|k| *k == kids[0]), "{kids:?}");
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
     }
 }

@@ -85,7 +85,7 @@ impl Flow {
                 (store::PAYMENT_FAILED, String::new(), reason, note)
             }
             Charged::Retry(status) => {
-                tracing::warn!(order_id = %order.id, code = ?status.code(), error = status.message(),
+                tracing::warn!(order_id = %order.id, code = status.code() as i32, error = status.message(),
                     "charge failed; the order stays pending and will be retried");
                 return Ok(order);
             }

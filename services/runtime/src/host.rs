@@ -145,7 +145,11 @@ impl Host {
             tokio::select! {
                 _ = stop_requested.wait_for(|stop| *stop) => {}
                 result = &mut server => {
-                    tracing::error!(?result, "server stopped by itself");
+                    match &result {
+                        Ok(Ok(())) => tracing::error!("server stopped by itself"),
+                        Ok(Err(error)) => tracing::error!(%error, "server stopped by itself"),
+                        Err(error) => tracing::error!(%error, "server task failed"),
+                    }
                     metrics_task.abort();
                     return;
                 }

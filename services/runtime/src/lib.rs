@@ -8,6 +8,7 @@
 pub mod caller;
 pub mod config;
 pub mod fault;
+pub mod files;
 pub mod host;
 pub mod ids;
 pub mod metrics;

@@ -1,0 +1,160 @@
+//! The last step of the request path: each request is counted in the
+//! request histogram and gets one access log line, once its outcome is
+//! known. For a gRPC call whose status comes in the trailers that is when
+//! the trailers pass through, not at the response head, so a call that
+//! failed after a 200 head is counted and logged with its real code.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response};
+use http_body::{Body, Frame};
+
+use crate::errors::{Side, code_name};
+use crate::metrics::{GatewayMetrics, RequestLabels};
+use crate::server::RouteLabel;
+use crate::upstream::{BoxBody, BoxError, status_code};
+
+/// What is known of a request before its answer.
+#[derive(Debug)]
+pub(crate) struct Access {
+    pub metrics: GatewayMetrics,
+    pub span: tracing::Span,
+    pub started: Instant,
+    pub request_id: HeaderValue,
+    pub method: Method,
+    pub path: String,
+    /// `rest`, `grpc` (north-south) or `internal` (east-west).
+    pub protocol: &'static str,
+}
+
+/// What the answer adds.
+#[derive(Debug)]
+struct Outcome {
+    status: u16,
+    label: Option<RouteLabel>,
+    failed_by: Option<Side>,
+}
+
+impl Access {
+    /// Records the request now, or, for a gRPC answer whose status is still
+    /// to come in the trailers, when they pass through.
+    pub(crate) fn answer(self, response: Response<BoxBody>) -> Response<BoxBody> {
+        let outcome = Outcome {
+            status: response.status().as_u16(),
+            label: response.extensions().get::<RouteLabel>().cloned(),
+            failed_by: response.extensions().get::<Side>().copied(),
+        };
+        let grpc = self.protocol != "rest";
+        match status_code(response.headers()) {
+            None if grpc && response.status() == http::StatusCode::OK => {
+                let (parts, body) = response.into_parts();
+                let body = Finishing {
+                    inner: body,
+                    pending: Some((self, outcome)),
+                };
+                Response::from_parts(parts, BoxBody::new(body))
+            }
+            code => {
+                self.record(outcome, code);
+                response
+            }
+        }
+    }
+
+    fn record(self, outcome: Outcome, grpc_code: Option<i32>) {
+        let (route, service, color) = match &outcome.label {
+            Some(l) => (
+                l.route.as_str(),
+                l.service.as_str(),
+                l.color.unwrap_or("none"),
+            ),
+            None => ("unmatched", "none", "none"),
+        };
+        let grpc_code = grpc_code.map_or("", code_name);
+        let elapsed = self.started.elapsed();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                http_route: route.to_owned(),
+                http_request_method: self.method.to_string(),
+                http_response_status_code: outcome.status,
+                grpc_code,
+                service: service.to_owned(),
+                color,
+                protocol: self.protocol,
+            })
+            .observe(elapsed.as_secs_f64());
+        let _entered = self.span.enter();
+        tracing::info!(
+            request_id = self.request_id.to_str().unwrap_or(""),
+            method = %self.method,
+            path = self.path,
+            route,
+            status = outcome.status,
+            grpc_code,
+            service,
+            color,
+            failed_by = outcome.failed_by.map_or("", Side::as_str),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "access"
+        );
+    }
+}
+
+/// A gRPC response body passed through as it is, recording its request
+/// when the status arrives: in the trailers, or as UNAVAILABLE if the body
+/// breaks, or as INTERNAL if it ends with no status (or is dropped first,
+/// a client that went away: CANCELLED).
+struct Finishing {
+    inner: BoxBody,
+    pending: Option<(Access, Outcome)>,
+}
+
+impl Finishing {
+    fn finish(&mut self, code: i32) {
+        if let Some((access, outcome)) = self.pending.take() {
+            access.record(outcome, Some(code));
+        }
+    }
+}
+
+impl Body for Finishing {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let code = match &polled {
+            Poll::Ready(Some(Ok(frame))) => frame
+                .trailers_ref()
+                .map(|t| status_code(t).unwrap_or(crate::errors::INTERNAL)),
+            Poll::Ready(Some(Err(_))) => Some(crate::errors::UNAVAILABLE),
+            Poll::Ready(None) => Some(crate::errors::INTERNAL),
+            Poll::Pending => None,
+        };
+        if let Some(code) = code {
+            self.finish(code);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        self.finish(crate::errors::CANCELLED);
+    }
+}

@@ -1,0 +1,11 @@
+//! The routing model, shared by the gateway (which serves from it and is
+//! its only writer at run time), `platformctl` (which drives releases
+//! through the gateway's admin API and writes the file at `up`) and the
+//! load tools (which read it back). [`model`] is the document and its
+//! invariants; [`release`] is every transition a release makes, as pure
+//! functions of one service's routing.
+
+pub mod model;
+pub mod release;
+
+pub use model::{Change, ColorEndpoints, ColorWeights, RoutingConfig, ServiceRouting};
