@@ -12,10 +12,18 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Response};
 use http_body::{Body, Frame};
 
+use crate::boxed::{BoxBody, BoxError};
 use crate::errors::{Side, code_name};
 use crate::metrics::{GatewayMetrics, RequestLabels};
-use crate::server::RouteLabel;
-use crate::upstream::{BoxBody, BoxError, status_code};
+use crate::upstream::status_code;
+
+/// Route, service and color of a response, for metrics and the access log.
+#[derive(Debug, Clone)]
+pub struct RouteLabel {
+    pub route: String,
+    pub service: String,
+    pub color: Option<&'static str>,
+}
 
 /// What is known of a request before its answer.
 #[derive(Debug)]

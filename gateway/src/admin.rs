@@ -14,9 +14,9 @@ mod releases;
 
 pub use releases::watchdog;
 
+use crate::boxed::{BoxBody, full};
 use crate::routing::ColorWeights;
-use crate::server::State;
-use crate::upstream::{BoxBody, full};
+use crate::state::State;
 use platform_routing::release::{Moved, Refusal};
 
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<BoxBody> {

@@ -15,6 +15,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+/// Which listener a call came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Public,
+    Internal,
+}
+
 /// The deadlines a connection lives by.
 #[derive(Debug, Clone, Copy)]
 pub struct Phases {

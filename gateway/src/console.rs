@@ -6,7 +6,7 @@
 
 use http::{HeaderValue, Response, header};
 
-use crate::upstream::{BoxBody, full};
+use crate::boxed::{BoxBody, full};
 
 const PAGE: &str = include_str!("console.html");
 

@@ -6,9 +6,9 @@ use http::{HeaderValue, Method, Response};
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
 
+use crate::boxed::{BoxBody, full};
 use crate::routes::{BodyRule, Route, RouteTable};
-use crate::server::State;
-use crate::upstream::{BoxBody, full};
+use crate::state::State;
 
 const PAGE: &str = include_str!("docs.html");
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
-use crate::upstream::{BoxBody, full};
+use crate::boxed::{BoxBody, full};
 
 /// gRPC status codes, with the HTTP status each one maps to.
 const TABLE: [(&str, u16); 17] = [

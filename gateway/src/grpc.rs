@@ -10,17 +10,13 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::access::RouteLabel;
+use crate::boxed::BoxBody;
+use crate::conn::Listener;
 use crate::errors::{Failure, Side};
 use crate::routes::logical_service;
-use crate::server::{RouteLabel, State};
-use crate::upstream::{BoxBody, Call, CallBody};
-
-/// Which listener a call came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
-    Public,
-    Internal,
-}
+use crate::state::State;
+use crate::upstream::{Call, CallBody};
 
 pub fn is_grpc(request: &Request<Incoming>) -> bool {
     request
@@ -110,7 +106,7 @@ pub async fn handle(
     // counted against a color; a client stream is passed through once.
     let (body, keyed) = if method.is_client_streaming() {
         let stream = body
-            .map_err(|e| Box::new(e) as crate::upstream::BoxError)
+            .map_err(|e| Box::new(e) as crate::boxed::BoxError)
             .boxed_unsync();
         (CallBody::Streaming(Some(stream)), false)
     } else {
@@ -176,7 +172,7 @@ pub async fn handle(
                         started,
                         timed,
                     );
-                    body.map_err(|e| Box::new(e) as crate::upstream::BoxError)
+                    body.map_err(|e| Box::new(e) as crate::boxed::BoxError)
                         .boxed_unsync()
                 }
                 None => crate::upstream::Recorded::new(
@@ -187,7 +183,7 @@ pub async fn handle(
                     started,
                     timed,
                 )
-                .map_err(|e| Box::new(e) as crate::upstream::BoxError)
+                .map_err(|e| Box::new(e) as crate::boxed::BoxError)
                 .boxed_unsync(),
             };
             Response::from_parts(parts, body)

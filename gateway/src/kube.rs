@@ -20,7 +20,6 @@ use serde_json::Value;
 
 use crate::metrics::GatewayMetrics;
 use crate::routing::{Change, Routing, RoutingConfig};
-use crate::source::apply;
 
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The key of the ConfigMap that holds the routing document.
@@ -192,7 +191,7 @@ impl ConfigMapSource {
     async fn watch_once(&self, routing: &Routing, metrics: &GatewayMetrics) -> Result<(), String> {
         // Start from a fresh read, so a change made while not watching is not missed.
         let (object, config) = self.get().await?;
-        apply(routing, metrics, Ok(config), "routing ConfigMap");
+        routing.apply(metrics, Ok(config), "routing ConfigMap");
         let version = object["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or("")
@@ -218,12 +217,9 @@ impl ConfigMapSource {
                     continue;
                 };
                 match event["type"].as_str() {
-                    Some("ADDED" | "MODIFIED") => apply(
-                        routing,
-                        metrics,
-                        parse(&event["object"]),
-                        "routing ConfigMap",
-                    ),
+                    Some("ADDED" | "MODIFIED") => {
+                        routing.apply(metrics, parse(&event["object"]), "routing ConfigMap")
+                    }
                     Some("DELETED") => {
                         metrics.reload_failures.inc();
                         tracing::error!(

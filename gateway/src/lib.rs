@@ -5,6 +5,7 @@
 mod access;
 pub mod admin;
 pub mod body;
+pub mod boxed;
 pub mod config;
 pub mod conn;
 pub mod console;
@@ -25,6 +26,7 @@ pub mod routes;
 pub mod routing;
 pub mod server;
 pub mod source;
+pub mod state;
 pub mod stats;
 pub mod tls;
 pub mod transcode;
@@ -66,7 +68,7 @@ pub async fn start(
     let verifier = Verifier::remote(&config.tokens).map_err(|e| e.to_string())?;
     let public_methods = table.routes().iter().map(|r| r.grpc_path.clone()).collect();
     let local = local::LocalGrpc::new(descriptor_sets, &public_methods)?;
-    let state = server::State::new(config, table, upstream, verifier, source, local)?;
+    let state = state::State::new(config, table, upstream, verifier, source, local)?;
     server::serve(state)
         .await
         .map_err(|e| format!("cannot listen: {e}"))

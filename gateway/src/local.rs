@@ -14,7 +14,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::Service;
 
-use crate::upstream::BoxBody;
+use crate::boxed::BoxBody;
 
 #[derive(Clone)]
 pub struct LocalGrpc {
@@ -57,17 +57,17 @@ impl LocalGrpc {
     pub async fn call(
         &self,
         request: Request<Incoming>,
-        listener: crate::grpc::Listener,
+        listener: crate::conn::Listener,
     ) -> Response<BoxBody> {
         let request = request.map(tonic::body::Body::new);
         let mut routes = match listener {
-            crate::grpc::Listener::Public => self.public.clone(),
-            crate::grpc::Listener::Internal => self.internal.clone(),
+            crate::conn::Listener::Public => self.public.clone(),
+            crate::conn::Listener::Internal => self.internal.clone(),
         };
         let response: Result<Response<tonic::body::Body>, Infallible> = routes.call(request).await;
         match response {
             Ok(response) => response.map(|body| {
-                body.map_err(|status| Box::new(status) as crate::upstream::BoxError)
+                body.map_err(|status| Box::new(status) as crate::boxed::BoxError)
                     .boxed_unsync()
             }),
             Err(never) => match never {},

@@ -9,11 +9,13 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use platform_runtime::Color;
 
+use crate::access::RouteLabel;
+use crate::boxed::{BoxBody, full};
 use crate::errors::Failure;
 use crate::routes::{Found, Route};
-use crate::server::{RouteLabel, State};
+use crate::state::State;
 use crate::transcode;
-use crate::upstream::{BoxBody, Call, CallBody, failure_from, full, status_code};
+use crate::upstream::{Call, CallBody, failure_from, status_code};
 
 fn served_by(response: &mut Response<BoxBody>, color: Option<Color>) {
     if let Some(color) = color {
@@ -260,7 +262,7 @@ async fn stream(
     };
     let frames = futures_util::stream::unfold(feed, |mut feed| async move {
         let chunk = feed.next_chunk().await?;
-        Some((Ok::<_, crate::upstream::BoxError>(Frame::data(chunk)), feed))
+        Some((Ok::<_, crate::boxed::BoxError>(Frame::data(chunk)), feed))
     });
     let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
     let content_type = if sse {

@@ -11,6 +11,8 @@ use std::sync::{Arc, RwLock};
 
 use platform_runtime::Color;
 
+use crate::metrics::GatewayMetrics;
+
 pub use platform_routing::model::{
     Change, ColorEndpoints, ColorWeights, MAX_CHANGES, RoutingConfig, ServiceRouting,
 };
@@ -210,6 +212,30 @@ impl Routing {
         match self.current.write() {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+    }
+
+    /// Publishes a document read from a source of truth (the routing file,
+    /// the ConfigMap), or refuses an invalid one and keeps serving the last
+    /// good state. `from` names the source in the log.
+    pub fn apply(
+        &self,
+        metrics: &GatewayMetrics,
+        parsed: Result<RoutingConfig, String>,
+        from: &str,
+    ) {
+        match parsed {
+            Ok(config) => {
+                if self.snapshot().config != config {
+                    tracing::info!(generation = config.generation, "{from} changed; applied");
+                    metrics.observe_routing(&config);
+                    self.replace(config);
+                }
+            }
+            Err(error) => {
+                metrics.reload_failures.inc();
+                tracing::error!(%error, "{from} change refused; the last good routing keeps serving");
+            }
         }
     }
 }

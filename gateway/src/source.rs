@@ -100,7 +100,7 @@ impl RoutingFile {
                 }
                 Err(error) => Err(error),
             };
-            apply(&routing, &metrics, parsed, "routing file");
+            routing.apply(&metrics, parsed, "routing file");
         }
     }
 
@@ -156,29 +156,6 @@ fn record_hand_edit(live: &RoutingConfig, edited: &mut RoutingConfig) {
     }
     for mut change in moved {
         edited.bump(&mut change);
-    }
-}
-
-/// Swaps in a changed routing document, or refuses an invalid one and keeps
-/// serving the last good state. `from` names the source in the log.
-pub fn apply(
-    routing: &Routing,
-    metrics: &GatewayMetrics,
-    parsed: Result<RoutingConfig, String>,
-    from: &str,
-) {
-    match parsed {
-        Ok(config) => {
-            if routing.snapshot().config != config {
-                tracing::info!(generation = config.generation, "{from} changed; applied");
-                metrics.observe_routing(&config);
-                routing.replace(config);
-            }
-        }
-        Err(error) => {
-            metrics.reload_failures.inc();
-            tracing::error!(%error, "{from} change refused; the last good routing keeps serving");
-        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -16,20 +16,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use platform_runtime::Color;
 use tracing::Instrument;
 
+use crate::boxed::{BoxBody, full};
 use crate::errors::{Failure, Side};
 use crate::metrics::{GatewayMetrics, RetryLabels, UpstreamLabels, WeightLabels};
 use crate::outliers::{Outliers, RetryBudget};
 use crate::routing::Routing;
 use crate::stats::{Stats, Traffic};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-
-pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
 
 #[derive(Debug, Clone)]
 pub struct Upstream {

@@ -1,7 +1,7 @@
 //! The release endpoints of the admin API: switch, rollback, rollout and its
 //! actions, the health of every endpoint, and the status table that
 //! `platformctl status` and the console show. The decisions live in
-//! [`crate::rollout`]; this module reads requests and checks health.
+//! [`platform_routing::release`]; this module reads requests and checks health.
 
 use std::sync::Arc;
 
@@ -12,9 +12,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{body, change, error, json as reply, refused};
-use crate::server::State;
+use crate::boxed::BoxBody;
+use crate::state::State;
 use crate::stats::{SeriesView, Traffic};
-use crate::upstream::{BoxBody, Probe};
+use crate::upstream::Probe;
 use platform_routing::release::{self as rollout, Phase, Plan, Refusal};
 
 #[derive(Debug, Deserialize)]
