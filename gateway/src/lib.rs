@@ -9,6 +9,7 @@ pub mod boxed;
 pub mod config;
 pub mod conn;
 pub mod console;
+mod control;
 mod credentials;
 pub mod docs;
 pub mod errors;

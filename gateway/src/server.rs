@@ -191,29 +191,7 @@ pub async fn serve(state: State) -> std::io::Result<RunningGateway> {
     );
     let state = Arc::new(state);
     let (stop, stop_rx) = watch::channel(false);
-    let watcher = {
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let every = state.config.watch_interval;
-            state
-                .source
-                .watch(
-                    state.upstream.routing.clone(),
-                    state.upstream.metrics.clone(),
-                    every,
-                )
-                .await;
-        })
-    };
-    let discovery = state.config.discovery.clone().map(|discovery| {
-        let routing = state.upstream.routing.clone();
-        tokio::spawn(async move { discovery.run(routing, Duration::from_secs(1)).await })
-    });
-    let tls_watcher = state
-        .tls
-        .clone()
-        .map(|tls| tokio::spawn(async move { tls.watch(Duration::from_secs(1)).await }));
-    let rollout_watchdog = Some(tokio::spawn(crate::admin::watchdog(Arc::clone(&state))));
+    let control = crate::control::ControlPlane::start(&state);
     let task = tokio::spawn(async move {
         let (accepting_tx, accepting) = watch::channel(true);
         let (closing_tx, closing) = watch::channel(false);
@@ -253,13 +231,7 @@ pub async fn serve(state: State) -> std::io::Result<RunningGateway> {
         for l in loops {
             let _ = l.await;
         }
-        watcher.abort();
-        for task in [tls_watcher, discovery, rollout_watchdog]
-            .into_iter()
-            .flatten()
-        {
-            task.abort();
-        }
+        control.stop();
         // Every connection is asked to close and given the shutdown timeout
         // to finish the requests it has.
         let _ = closing_tx.send(true);

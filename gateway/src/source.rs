@@ -85,22 +85,27 @@ impl RoutingFile {
             let parsed = std::str::from_utf8(&now)
                 .map_err(|_| "the routing file is not UTF-8".to_owned())
                 .and_then(RoutingConfig::parse);
-            let parsed = match parsed {
-                Ok(mut config) => {
-                    let live = routing.snapshot().config.clone();
-                    if config != live && config.generation <= live.generation {
-                        record_hand_edit(&live, &mut config);
-                        if let Err(error) = self.store(&config).await {
-                            tracing::error!(%error, "the hand edit is applied but could not be recorded in the file");
-                        } else {
-                            seen = tokio::fs::read(&self.path).await.ok();
-                        }
-                    }
-                    Ok(config)
+            let mut edited = None;
+            let parsed = parsed.map(|mut config| {
+                let live = &routing.snapshot().config;
+                if config != *live && config.generation <= live.generation {
+                    record_hand_edit(live, &mut config);
+                    edited = Some(config.clone());
                 }
-                Err(error) => Err(error),
-            };
+                config
+            });
+            // Served at once; recorded in the file after (the write waits
+            // for the disk).
             routing.apply(&metrics, parsed, "routing file");
+            if let Some(config) = edited {
+                match self.store(&config).await {
+                    Ok(()) => seen = tokio::fs::read(&self.path).await.ok(),
+                    Err(error) => tracing::error!(
+                        %error,
+                        "the hand edit is applied but could not be recorded in the file"
+                    ),
+                }
+            }
         }
     }
 

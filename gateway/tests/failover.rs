@@ -32,7 +32,24 @@ async fn a_killed_endpoint_loses_no_request_and_comes_back() {
     doc["services"]["orders"]["endpoints"]["blue"] =
         serde_json::json!([first.addr.to_string(), second.addr.to_string()]);
     std::fs::write(&stack.routes_file, doc.to_string()).expect("routes");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Served once the gateway has read the edit (a loaded machine may take
+    // a few polls).
+    let both = serde_json::json!([first.addr.to_string(), second.addr.to_string()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let live = admin
+            .call("GET", "/admin/routes", &[("authorization", &auth)], "")
+            .await
+            .json();
+        if live["services"]["orders"]["endpoints"]["blue"] == both {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the routing file edit was not applied: {live}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let token = stack.login("failover@example.com").await;
     let bearer = format!("Bearer {token}");

@@ -164,7 +164,10 @@ async fn admin_api_validates_rolls_back_and_follows_the_file() {
             .expect("json");
     doc["services"]["orders"]["weights"] = serde_json::json!({"blue": 0, "green": 100});
     let generation_before = doc["generation"].as_u64().expect("generation");
-    std::fs::write(&stack.routes_file, doc.to_string()).expect("write");
+    // By rename, as an editor saves: never read half written.
+    let edit = stack.routes_file.with_extension("edit");
+    std::fs::write(&edit, doc.to_string()).expect("write");
+    std::fs::rename(&edit, &stack.routes_file).expect("rename");
     let token = stack.login("file@example.com").await;
     let bearer = format!("Bearer {token}");
     let mut client = stack.client().await;
@@ -203,12 +206,16 @@ async fn admin_api_validates_rolls_back_and_follows_the_file() {
         serde_json::from_str(&std::fs::read_to_string(&stack.routes_file).expect("file"))
             .expect("json");
     assert_eq!(file["generation"], generation_before + 1);
-    // ...and an invalid one is refused while the last good state keeps serving.
+    // ...and an invalid one is refused while the last good state keeps
+    // serving. Written by rename, so the gateway never reads it half
+    // written (that would be a refused reload of its own).
+    let tmp = stack.routes_file.with_extension("edit");
     std::fs::write(
-        &stack.routes_file,
+        &tmp,
         r#"{"services": {"orders": {"weights": {"blue": 7}}}}"#,
     )
     .expect("write");
+    std::fs::rename(&tmp, &stack.routes_file).expect("rename");
     tokio::time::sleep(Duration::from_millis(400)).await;
     for _ in 0..5 {
         let reply = client
