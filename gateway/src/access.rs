@@ -15,7 +15,7 @@ use http_body::{Body, Frame};
 use crate::boxed::{BoxBody, BoxError};
 use crate::errors::{Side, code_name};
 use crate::metrics::{GatewayMetrics, RequestLabels};
-use crate::upstream::status_code;
+use crate::upstream::{settled, status_code};
 
 /// Route, service and color of a response, for metrics and the access log.
 #[derive(Debug, Clone)]
@@ -138,14 +138,7 @@ impl Body for Finishing {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        let code = match &polled {
-            Poll::Ready(Some(Ok(frame))) => frame
-                .trailers_ref()
-                .map(|t| status_code(t).unwrap_or(crate::errors::INTERNAL)),
-            Poll::Ready(Some(Err(_))) => Some(crate::errors::UNAVAILABLE),
-            Poll::Ready(None) => Some(crate::errors::INTERNAL),
-            Poll::Pending => None,
-        };
+        let code = settled(&polled);
         if let Some(code) = code {
             self.finish(code);
         }

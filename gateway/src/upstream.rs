@@ -595,6 +595,24 @@ impl Upstream {
     }
 }
 
+/// The gRPC status that a poll of a passed-through response body settles,
+/// if it does: the one in its trailers (INTERNAL when they carry none),
+/// UNAVAILABLE for a broken body, INTERNAL for one that ended without
+/// trailers.
+pub fn settled<E>(
+    polled: &std::task::Poll<Option<Result<http_body::Frame<Bytes>, E>>>,
+) -> Option<i32> {
+    use std::task::Poll;
+    match polled {
+        Poll::Ready(Some(Ok(frame))) => frame
+            .trailers_ref()
+            .map(|t| status_code(t).unwrap_or(crate::errors::INTERNAL)),
+        Poll::Ready(Some(Err(_))) => Some(crate::errors::UNAVAILABLE),
+        Poll::Ready(None) => Some(crate::errors::INTERNAL),
+        Poll::Pending => None,
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A passed-through response body that records the call's outcome when
     /// its status arrives in the trailers (or when the body breaks).
@@ -644,17 +662,9 @@ where
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
-        use std::task::Poll;
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        let code = match &polled {
-            Poll::Ready(Some(Ok(frame))) => frame
-                .trailers_ref()
-                .map(|t| status_code(t).unwrap_or(crate::errors::INTERNAL)),
-            Poll::Ready(Some(Err(_))) => Some(crate::errors::UNAVAILABLE),
-            Poll::Ready(None) => Some(crate::errors::INTERNAL),
-            Poll::Pending => None,
-        };
+        let code = settled(&polled);
         if let Some(code) = code
             && !*this.done
         {

@@ -110,33 +110,46 @@ async fn echo_server_paced(descriptors: Vec<u8>, pace: Pace) -> SocketAddr {
     addr
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_a_new_contract_from_its_annotations() {
-    let descriptors = compile("echo.proto");
-    let echo = echo_server(descriptors.clone()).await;
+/// A gateway whose one service, `echo`, is served by `echo` on blue, with
+/// both echo routes public and `extra` added to its environment. The
+/// temporary directory holds its routing file.
+async fn gateway_for(
+    echo: SocketAddr,
+    descriptors: &[u8],
+    extra: &[(&str, &str)],
+) -> (gateway::RunningGateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let routes = dir.path().join("routes.json");
-    let endpoint = echo.to_string();
     std::fs::write(
         &routes,
         serde_json::json!({"services": {"echo": {
-            "endpoints": {"blue": [endpoint], "green": []},
+            "endpoints": {"blue": [echo.to_string()], "green": []},
             "weights": {"blue": 100, "green": 0}
         }}})
         .to_string(),
     )
     .expect("routes");
+    let mut env = vec![
+        ("ROUTES_FILE", routes.to_str().expect("utf-8")),
+        (
+            "PUBLIC_ROUTES",
+            "POST /v1/shelves/{shelf.id}/notes/{note_id}:echo, GET /v1/echo/{note_id}",
+        ),
+    ];
+    env.extend_from_slice(extra);
     let running = common::start_gateway(
-        &[
-            ("ROUTES_FILE", routes.to_str().expect("utf-8")),
-            (
-                "PUBLIC_ROUTES",
-                "POST /v1/shelves/{shelf.id}/notes/{note_id}:echo, GET /v1/echo/{note_id}",
-            ),
-        ],
-        &[platform_proto::PLATFORM_DESCRIPTOR_SET, &descriptors],
+        &env,
+        &[platform_proto::PLATFORM_DESCRIPTOR_SET, descriptors],
     )
     .await;
+    (running, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_a_new_contract_from_its_annotations() {
+    let descriptors = compile("echo.proto");
+    let echo = echo_server(descriptors.clone()).await;
+    let (running, _dir) = gateway_for(echo, &descriptors, &[]).await;
     let mut client = common::Client::connect(running.addr).await;
 
     // Nested path variable, body field, repeated and nested query
@@ -199,24 +212,10 @@ async fn one_deadline_covers_head_and_body() {
         },
     )
     .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let routes = dir.path().join("routes.json");
-    std::fs::write(
-        &routes,
-        serde_json::json!({"services": {"echo": {
-            "endpoints": {"blue": [echo.to_string()], "green": []},
-            "weights": {"blue": 100, "green": 0}
-        }}})
-        .to_string(),
-    )
-    .expect("routes");
-    let running = common::start_gateway(
-        &[
-            ("ROUTES_FILE", routes.to_str().expect("utf-8")),
-            ("PUBLIC_ROUTES", "GET /v1/echo/{note_id}"),
-            ("ROUTE_TIMEOUTS", "GET /v1/echo/{note_id}=600"),
-        ],
-        &[platform_proto::PLATFORM_DESCRIPTOR_SET, &descriptors],
+    let (running, _dir) = gateway_for(
+        echo,
+        &descriptors,
+        &[("ROUTE_TIMEOUTS", "GET /v1/echo/{note_id}=600")],
     )
     .await;
     let mut client = common::Client::connect(running.addr).await;
@@ -246,28 +245,7 @@ async fn grpc_calls_are_counted_by_their_trailers() {
         },
     )
     .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let routes = dir.path().join("routes.json");
-    std::fs::write(
-        &routes,
-        serde_json::json!({"services": {"echo": {
-            "endpoints": {"blue": [echo.to_string()], "green": []},
-            "weights": {"blue": 100, "green": 0}
-        }}})
-        .to_string(),
-    )
-    .expect("routes");
-    let running = common::start_gateway(
-        &[
-            ("ROUTES_FILE", routes.to_str().expect("utf-8")),
-            (
-                "PUBLIC_ROUTES",
-                "POST /v1/shelves/{shelf.id}/notes/{note_id}:echo, GET /v1/echo/{note_id}",
-            ),
-        ],
-        &[platform_proto::PLATFORM_DESCRIPTOR_SET, &descriptors],
-    )
-    .await;
+    let (running, _dir) = gateway_for(echo, &descriptors, &[]).await;
     let stream = tokio::net::TcpStream::connect(running.addr)
         .await
         .expect("connect");

@@ -16,7 +16,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use platform_routing::{ColorEndpoints, ColorWeights, RoutingConfig, ServiceRouting};
+use platform_routing::{ColorEndpoints, RoutingConfig, ServiceRouting};
 
 use crate::ports::{self, SERVICES};
 use crate::supervisor::{ProcessSpec, supervise};
@@ -172,20 +172,9 @@ fn write_routes(path: &Path, offset: i32, replicas: usize) -> anyhow::Result<Rou
         match config.services.get_mut(service) {
             Some(kept) => kept.endpoints = endpoints,
             None => {
-                config.services.insert(
-                    service.to_owned(),
-                    ServiceRouting {
-                        endpoints,
-                        weights: ColorWeights {
-                            blue: 100,
-                            green: 0,
-                        },
-                        previous_weights: None,
-                        stable: None,
-                        rollout: None,
-                        mirror: None,
-                    },
-                );
+                config
+                    .services
+                    .insert(service.to_owned(), ServiceRouting::on_blue(endpoints));
             }
         }
     }

@@ -75,6 +75,22 @@ pub struct ServiceRouting {
 }
 
 impl ServiceRouting {
+    /// A service that sends all of its traffic to blue, with no release in
+    /// progress and no history.
+    pub fn on_blue(endpoints: ColorEndpoints) -> Self {
+        Self {
+            endpoints,
+            weights: ColorWeights {
+                blue: 100,
+                green: 0,
+            },
+            previous_weights: None,
+            stable: None,
+            rollout: None,
+            mirror: None,
+        }
+    }
+
     /// Notes that the weights are about to move away from `before`: they
     /// become the previous weights, and a color that had all the traffic
     /// becomes the stable color.

@@ -225,38 +225,7 @@ pub fn switch(
             rollout.target
         )));
     }
-    if routing.weights.of(to) == 100 {
-        return Err(Refusal::Conflict(format!(
-            "{to} already serves 100% of {name}"
-        )));
-    }
-    if routing.endpoints.of(to).is_empty() {
-        return Err(Refusal::Invalid(format!("{name} has no {to} endpoints")));
-    }
-    let before = routing.weights;
-    let after = weights_with(to, 100);
-    routing.moving_from(before);
-    routing.weights = after;
-    Ok(Moved {
-        action: "switch",
-        before,
-        after,
-        release: Some(Release {
-            id: platform_runtime::ids::new_id("rel"),
-            service: name.to_owned(),
-            kind: "switch".into(),
-            to,
-            who: who.to_owned(),
-            ended_by: who.to_owned(),
-            started_ms: now_ms,
-            ended_ms: now_ms,
-            outcome: "switched".into(),
-            peak_weight: 100,
-            before,
-            after,
-            detail: String::new(),
-        }),
-    })
+    all_to(routing, name, to, AtOnce::Switch, who, now_ms)
 }
 
 /// Sends all traffic back to the stable color (see
@@ -291,36 +260,69 @@ pub fn rollback(
              use switch to choose one"
         ))
     })?;
+    all_to(routing, name, to, AtOnce::Rollback, who, now_ms)
+}
+
+/// The two releases that move all traffic at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtOnce {
+    Switch,
+    Rollback,
+}
+
+/// All traffic to `to` in one change, recorded as a finished release.
+fn all_to(
+    routing: &mut ServiceRouting,
+    name: &str,
+    to: Color,
+    kind: AtOnce,
+    who: &str,
+    now_ms: i64,
+) -> Result<Moved, Refusal> {
     if routing.weights.of(to) == 100 {
+        let why = match kind {
+            AtOnce::Switch => String::new(),
+            AtOnce::Rollback => ", its stable color: nothing to roll back".to_owned(),
+        };
         return Err(Refusal::Conflict(format!(
-            "{to} already serves 100% of {name}, its stable color: nothing to roll back"
+            "{to} already serves 100% of {name}{why}"
         )));
     }
     if routing.endpoints.of(to).is_empty() {
         return Err(Refusal::Invalid(format!("{name} has no {to} endpoints")));
     }
     let before = routing.weights;
-    let previous = weights_with(to, 100);
-    routing.previous_weights = Some(before);
-    routing.stable = Some(to);
-    routing.weights = previous;
+    let after = weights_with(to, 100);
+    let (action, outcome) = match kind {
+        AtOnce::Switch => {
+            routing.moving_from(before);
+            ("switch", "switched")
+        }
+        AtOnce::Rollback => {
+            // Back on the stable color, which stays the stable one.
+            routing.previous_weights = Some(before);
+            routing.stable = Some(to);
+            ("rollback", "rolled back")
+        }
+    };
+    routing.weights = after;
     Ok(Moved {
-        action: "rollback",
+        action,
         before,
-        after: previous,
+        after,
         release: Some(Release {
             id: platform_runtime::ids::new_id("rel"),
             service: name.to_owned(),
-            kind: "rollback".into(),
+            kind: action.into(),
             to,
             who: who.to_owned(),
             ended_by: who.to_owned(),
             started_ms: now_ms,
             ended_ms: now_ms,
-            outcome: "rolled back".into(),
-            peak_weight: previous.of(to),
+            outcome: outcome.into(),
+            peak_weight: 100,
             before,
-            after: previous,
+            after,
             detail: String::new(),
         }),
     })
@@ -748,20 +750,10 @@ mod tests {
     use crate::model::ColorEndpoints;
 
     fn orders() -> ServiceRouting {
-        ServiceRouting {
-            endpoints: ColorEndpoints {
-                blue: vec!["127.0.0.1:1".into()],
-                green: vec!["127.0.0.1:2".into()],
-            },
-            weights: ColorWeights {
-                blue: 100,
-                green: 0,
-            },
-            previous_weights: None,
-            stable: None,
-            rollout: None,
-            mirror: None,
-        }
+        ServiceRouting::on_blue(ColorEndpoints {
+            blue: vec!["127.0.0.1:1".into()],
+            green: vec!["127.0.0.1:2".into()],
+        })
     }
 
     fn plan(mirror_percent: u32) -> Plan {
