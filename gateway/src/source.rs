@@ -68,7 +68,10 @@ impl RoutingFile {
     /// weights it moved gets a `changes` entry by "routing file", and the
     /// file is written back, so every replica and `history` see it.
     pub async fn watch(&self, routing: Routing, metrics: GatewayMetrics, every: Duration) {
-        let mut seen = tokio::fs::read(&self.path).await.ok();
+        // Nothing seen yet: the first look compares the file with what is
+        // served (it was loaded at start), so an edit made between the
+        // start and this task's first read is not taken as already seen.
+        let mut seen: Option<Vec<u8>> = None;
         loop {
             tokio::time::sleep(every).await;
             // Read and applied under the writers' lock: a read taken just
