@@ -34,9 +34,9 @@ pub struct GatewayConfig {
     /// Compose, with admin changes kept in the file afterwards.
     pub routes_initial: Option<String>,
     /// The routing ConfigMap (`ROUTES_CONFIGMAP`), inside a cluster.
-    pub configmap: Option<crate::kube::ConfigMapSource>,
+    pub configmap: Option<crate::control::kube::ConfigMapTarget>,
     /// Pods of `k8s:` endpoints, from EndpointSlices.
-    pub discovery: Option<crate::kube::EndpointDiscovery>,
+    pub discovery: Option<crate::control::kube::DiscoveryTarget>,
     pub admin_token: String,
     pub color_header: http::HeaderName,
     pub color_override: ColorOverride,
@@ -77,9 +77,9 @@ pub struct GatewayConfig {
     pub route_timeouts: Vec<(RouteKey, Duration)>,
     /// Largest body accepted, per route.
     pub route_body_limits: Vec<(RouteKey, usize)>,
-    pub resilience: crate::upstream::Resilience,
+    pub resilience: crate::proxy::upstream::Resilience,
     /// TLS on the public listener, when a certificate and key are given.
-    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls: Option<crate::proxy::tls::TlsFiles>,
     /// gRPC methods (`/package.Service/Method`) safe to send twice, besides
     /// every method behind a GET route.
     pub idempotent_methods: Vec<String>,
@@ -147,8 +147,8 @@ impl GatewayConfig {
                 "must be at least 16 characters",
             ));
         }
-        let configmap = crate::kube::ConfigMapSource::from_env(env)?;
-        let discovery = crate::kube::EndpointDiscovery::from_env(env)?;
+        let configmap = crate::control::kube::ConfigMapTarget::from_env(env)?;
+        let discovery = crate::control::kube::DiscoveryTarget::from_env(env)?;
         let routes_file = env.string("ROUTES_FILE").map(PathBuf::from);
         let routes_initial = env.string("ROUTES_INITIAL");
         if let Some(initial) = &routes_initial {
@@ -328,7 +328,7 @@ impl GatewayConfig {
                 .collect(),
             route_body_limits: per_route(env, "ROUTE_BODY_LIMITS", "bytes")?,
             tls: match (env.string("TLS_CERT_FILE"), env.string("TLS_KEY_FILE")) {
-                (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                (Some(cert), Some(key)) => Some(crate::proxy::tls::TlsFiles {
                     cert: PathBuf::from(cert),
                     key: PathBuf::from(key),
                 }),
@@ -340,7 +340,7 @@ impl GatewayConfig {
                     ));
                 }
             },
-            resilience: crate::upstream::Resilience {
+            resilience: crate::proxy::upstream::Resilience {
                 consecutive_failures: env
                     .parse::<u32>("OUTLIER_CONSECUTIVE_FAILURES", "a number of failures")?
                     .unwrap_or(5),

@@ -2,42 +2,26 @@
 //! decides which color serves each request.
 #![forbid(unsafe_code)]
 
-mod access;
-pub mod admin;
-pub mod body;
 pub mod boxed;
 pub mod config;
-pub mod conn;
-pub mod console;
-mod control;
-mod credentials;
-pub mod docs;
-pub mod errors;
-pub mod forward;
-pub mod grpc;
-pub mod http_rule;
-pub mod kube;
-pub mod limits;
-pub mod linger;
-pub mod local;
+pub mod contract;
+pub mod control;
 pub mod metrics;
-pub mod outliers;
-pub mod rest;
-pub mod routes;
+pub mod proxy;
 pub mod routing;
-pub mod server;
-pub mod source;
-pub mod state;
-pub mod stats;
-pub mod tls;
-pub mod transcode;
-pub mod upstream;
+mod server;
 
 use config::GatewayConfig;
 use platform_runtime::Env;
 use platform_runtime::config::{EXIT_CONFIG, LogFormat};
 use platform_runtime::telemetry::{Telemetry, TelemetrySettings};
 use platform_runtime::tokens::Verifier;
+
+use control::kube::{ConfigMapSource, EndpointDiscovery};
+use control::source::{RoutingFile, RoutingSource};
+use proxy::local::LocalGrpc;
+use proxy::state::State;
+use proxy::upstream::Upstream;
 
 pub use server::RunningGateway;
 
@@ -46,16 +30,18 @@ pub async fn start(
     config: GatewayConfig,
     descriptor_sets: &[&[u8]],
 ) -> Result<RunningGateway, String> {
-    let table =
-        routes::RouteTable::from_descriptor_sets(descriptor_sets).map_err(|e| e.to_string())?;
+    let table = contract::routes::RouteTable::from_descriptor_sets(descriptor_sets)
+        .map_err(|e| e.to_string())?;
     let source = match (&config.configmap, &config.routes_file) {
-        (Some(configmap), _) => source::RoutingSource::ConfigMap(Box::new(configmap.clone())),
+        (Some(configmap), _) => RoutingSource::ConfigMap(Box::new(
+            ConfigMapSource::connect(configmap).map_err(|e| e.to_string())?,
+        )),
         (None, Some(file)) => {
-            let file = source::RoutingFile::new(file.clone());
+            let file = RoutingFile::new(file.clone());
             if let Some(initial) = &config.routes_initial {
                 file.seed(initial)?;
             }
-            source::RoutingSource::File(file)
+            RoutingSource::File(file)
         }
         (None, None) => return Err("no routing source: set ROUTES_FILE or ROUTES_CONFIGMAP".into()),
     };
@@ -64,13 +50,18 @@ pub async fn start(
     let metrics = metrics::GatewayMetrics::new();
     metrics.observe_routing(&routing_config);
     let routing = routing::Routing::new(routing_config);
-    let upstream =
-        upstream::Upstream::new(routing, metrics, config.upstream_timeout, config.resilience);
+    let upstream = Upstream::new(routing, metrics, config.upstream_timeout, config.resilience);
+    let discovery = config
+        .discovery
+        .as_ref()
+        .map(EndpointDiscovery::connect)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let verifier = Verifier::remote(&config.tokens).map_err(|e| e.to_string())?;
     let public_methods = table.routes().iter().map(|r| r.grpc_path.clone()).collect();
-    let local = local::LocalGrpc::new(descriptor_sets, &public_methods)?;
-    let state = state::State::new(config, table, upstream, verifier, source, local)?;
-    server::serve(state)
+    let local = LocalGrpc::new(descriptor_sets, &public_methods)?;
+    let state = State::new(config, table, upstream, verifier, local)?;
+    server::serve(state, source, discovery)
         .await
         .map_err(|e| format!("cannot listen: {e}"))
 }

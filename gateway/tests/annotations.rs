@@ -299,7 +299,7 @@ async fn grpc_calls_are_counted_by_their_trailers() {
 fn ambiguous_routes_are_refused_naming_both() {
     let echo = compile("echo.proto");
     let clash = compile("clash.proto");
-    let err = gateway::routes::RouteTable::from_descriptor_sets(&[&echo, &clash])
+    let err = gateway::contract::routes::RouteTable::from_descriptor_sets(&[&echo, &clash])
         .expect_err("two methods claim GET /v1/echo/{...}")
         .to_string();
     assert!(err.contains("platform.echo.v1.EchoService.Echo"), "{err}");

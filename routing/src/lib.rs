@@ -3,9 +3,12 @@
 //! through the gateway's admin API and writes the file at `up`) and the
 //! load tools (which read it back). [`model`] is the document and its
 //! invariants; [`release`] is every transition a release makes, as pure
-//! functions of one service's routing.
+//! functions of one service's routing; [`view`] is the gateway's status
+//! document (`/admin/status`), the routing seen next to each color's health
+//! and traffic.
 
 pub mod model;
 pub mod release;
+pub mod view;
 
 pub use model::{Change, ColorEndpoints, ColorWeights, RoutingConfig, ServiceRouting};

@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use platform_routing::view;
+use platform_runtime::Color;
 
 use crate::integrity::{self, Integrity};
 use crate::platform::{self, Platform};
@@ -196,20 +198,31 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
 }
 
 /// How many endpoints of `service` in `color` answer SERVING, per the
-/// gateway's own probes.
-async fn healthy(platform: &Platform, service: &str, color: &str) -> u64 {
-    let reply = http::get(
+/// gateway's own probes; none while the gateway does not answer at all.
+async fn healthy(platform: &Platform, service: &str, color: &str) -> anyhow::Result<usize> {
+    let color: Color = color
+        .parse()
+        .map_err(|()| anyhow::anyhow!("no color {color:?}"))?;
+    let Ok(reply) = http::get(
         platform.admin_port,
         "/admin/status",
         Some(&platform.token),
         Duration::from_secs(5),
     )
-    .await;
-    reply
-        .ok()
-        .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
-        .and_then(|v| v["services"][service]["colors"][color]["healthy"].as_u64())
-        .unwrap_or(0)
+    .await
+    else {
+        return Ok(0);
+    };
+    if reply.status != 200 {
+        bail!("/admin/status answered {}: {}", reply.status, reply.body);
+    }
+    let status: view::Status =
+        serde_json::from_str(&reply.body).context("/admin/status: not a status document")?;
+    let entry = status
+        .services
+        .get(service)
+        .with_context(|| format!("/admin/status has no service {service:?}"))?;
+    Ok(entry.colors.of(color).healthy)
 }
 
 /// The name of replica `replica` (0 first) of a service's color, as `up`
@@ -236,7 +249,7 @@ async fn replica_kill(platform: &Platform, kills: usize) -> anyhow::Result<(Stri
         // Back when both replicas answer SERVING again (the supervisor
         // restarts the killed one).
         tokio::time::sleep(Duration::from_millis(200)).await;
-        while healthy(platform, service, "blue").await < 2 {
+        while healthy(platform, service, "blue").await? < 2 {
             anyhow::ensure!(
                 since.elapsed() < Duration::from_secs(30),
                 "{service} did not come back"
@@ -274,7 +287,8 @@ async fn rolling_restart(
                 // Restarted (a new pid) and both replicas SERVING again.
                 loop {
                     let new = pid(platform, &name).ok();
-                    if new.is_some_and(|p| p != old) && healthy(platform, service, color).await == 2
+                    if new.is_some_and(|p| p != old)
+                        && healthy(platform, service, color).await? == 2
                     {
                         break;
                     }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use platform_routing::view;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -60,23 +61,21 @@ pub struct Status {
     pub green_last_minute: Counts,
 }
 
+/// Reads the parts of an `/admin/status` document the experiment needs.
 pub fn parse_status(text: &str, service: &str) -> anyhow::Result<Status> {
-    let doc: Value = serde_json::from_str(text).context("/admin/status is not JSON")?;
-    let entry = &doc["services"][service];
-    if entry.is_null() {
+    let doc: view::Status =
+        serde_json::from_str(text).context("/admin/status: not a status document")?;
+    let Some(entry) = doc.services.get(service) else {
         anyhow::bail!("/admin/status has no service {service:?}");
-    }
-    let green_weight = entry["weights"]["green"]
-        .as_u64()
-        .context("/admin/status: no weights.green")?;
-    let live = &entry["colors"]["green"]["live"];
+    };
+    let live = &entry.colors.green.live;
     Ok(Status {
-        at_ms: doc["at_ms"].as_i64().context("/admin/status: no at_ms")?,
-        green_weight: u32::try_from(green_weight).context("weight out of range")?,
-        rollout: !entry["rollout"].is_null(),
+        at_ms: doc.at_ms,
+        green_weight: entry.weights.green,
+        rollout: entry.rollout.is_some(),
         green_last_minute: Counts {
-            requests: live["requests"].as_u64().unwrap_or(0),
-            server_errors: live["server_errors"].as_u64().unwrap_or(0),
+            requests: live.requests,
+            server_errors: live.server_errors,
         },
     })
 }
@@ -192,12 +191,34 @@ impl Drop for Sampler {
 mod tests {
     use super::*;
 
-    const STATUS: &str = r#"{"at_ms":1700000000250,"services":{"orders":{
-        "weights":{"blue":75,"green":25},
-        "rollout":{"id":"rel-1","step":1},
-        "colors":{"blue":{"weight":75,"live":{"rate_per_second":1.0,"requests":60,"server_errors":0,"error_ratio":0.0,"p99_ms":2.1}},
-                  "green":{"weight":25,"live":{"rate_per_second":0.3,"requests":20,"server_errors":4,"error_ratio":0.2,"p99_ms":null}}}},
-        "auth":{"weights":{"blue":100,"green":0},"rollout":null,"colors":{}}}}"#;
+    /// Orders a step into a rollout to green, auth all on blue.
+    const STATUS: &str = r#"{"at_ms":1700000000250,"generation":9,"services":{
+        "orders":{"weights":{"blue":75,"green":25},"previous_weights":{"blue":95,"green":5},
+          "rollout":{"id":"rel-1","target":"green","baseline":{"blue":100,"green":0},"steps":[5,25,50,100],
+            "step":1,"phase":"shifting","paused":false,"interval_ms":2000,
+            "thresholds":{"max_error_ratio":0.01,"max_p99_ms":500.0,"max_relative_error":2.0,"min_requests":50},
+            "mirror_percent":0,"started_ms":1699999996000,"step_started_ms":1699999999000,
+            "controller":"4242-ctl-1","heartbeat_ms":1700000000000,"timeout_ms":120000,"who":"lab"},
+          "mirror":null,
+          "colors":{
+            "blue":{"weight":75,"healthy":1,"versions":["1.0.0"],
+              "endpoints":[{"endpoint":"127.0.0.1:50052","serving":true,"version":"1.0.0","error":null}],
+              "live":{"rate_per_second":1.0,"requests":60,"server_errors":0,"error_ratio":0.0,"p99_ms":2.1},
+              "mirror":{"rate_per_second":0.0,"requests":0,"server_errors":0,"error_ratio":0.0,"p99_ms":null}},
+            "green":{"weight":25,"healthy":1,"versions":["2.0.0"],
+              "endpoints":[{"endpoint":"127.0.0.1:50152","serving":true,"version":"2.0.0","error":null}],
+              "live":{"rate_per_second":0.3333333333333333,"requests":20,"server_errors":4,"error_ratio":0.2,"p99_ms":null},
+              "mirror":{"rate_per_second":0.0,"requests":0,"server_errors":0,"error_ratio":0.0,"p99_ms":null}}}},
+        "auth":{"weights":{"blue":100,"green":0},"previous_weights":null,"rollout":null,"mirror":null,
+          "colors":{
+            "blue":{"weight":100,"healthy":1,"versions":["1.0.0"],
+              "endpoints":[{"endpoint":"127.0.0.1:50051","serving":true,"version":"1.0.0","error":null}],
+              "live":{"rate_per_second":0.5,"requests":30,"server_errors":0,"error_ratio":0.0,"p99_ms":1.2},
+              "mirror":{"rate_per_second":0.0,"requests":0,"server_errors":0,"error_ratio":0.0,"p99_ms":null}},
+            "green":{"weight":0,"healthy":0,"versions":[],
+              "endpoints":[{"endpoint":"127.0.0.1:50151","serving":false,"version":null,"error":"connection refused"}],
+              "live":{"rate_per_second":0.0,"requests":0,"server_errors":0,"error_ratio":0.0,"p99_ms":null},
+              "mirror":{"rate_per_second":0.0,"requests":0,"server_errors":0,"error_ratio":0.0,"p99_ms":null}}}}}}"#;
 
     const STATS: &str = r#"{"at_ms":1700000000251,"bounds_ms":[0.1,0.125],"services":{"orders":{
         "blue":{"live":{"total":{"requests":900,"server_errors":1,"buckets":[1,2]},"last_minute":{"requests":5,"server_errors":0,"buckets":[]}}},
@@ -225,6 +246,18 @@ mod tests {
         let err = parse_status(STATUS, "billing").expect_err("unknown service");
         assert!(err.to_string().contains("billing"), "{err}");
         assert!(parse_status("<html>", "orders").is_err());
+    }
+
+    #[test]
+    fn status_missing_a_field_is_refused_with_its_name() {
+        let incomplete = STATUS.replacen(r#""server_errors":4,"#, "", 1);
+        let err = parse_status(&incomplete, "orders").expect_err("incomplete");
+        let message = format!("{err:#}");
+        assert!(message.starts_with("/admin/status"), "{message}");
+        assert!(
+            message.contains("missing field `server_errors`"),
+            "{message}"
+        );
     }
 
     #[test]

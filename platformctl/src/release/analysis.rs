@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use gateway::stats::{Counts, StatsView, Traffic};
+use gateway::proxy::stats::{Counts, StatsView, Traffic};
 use platform_routing::release::Thresholds;
 use platform_runtime::Color;
 

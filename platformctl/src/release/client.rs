@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::exit::{CtlError, REFUSED, UNREACHABLE};
@@ -183,4 +184,29 @@ impl Admin {
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CtlError> {
         self.call(Method::POST, path, Some(body)).await
     }
+
+    /// `GET path`, read as a `T`.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<T, CtlError> {
+        typed(path, self.get(path).await?)
+    }
+
+    /// `POST path`, its answer read as a `T`.
+    pub async fn post_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, CtlError> {
+        typed(path, self.post(path, body).await?)
+    }
+}
+
+/// Reads the answer to `path` as a `T`; an answer of another shape is an
+/// error that names the path and what is wrong with it.
+fn typed<T: DeserializeOwned>(path: &str, answer: Value) -> Result<T, CtlError> {
+    serde_json::from_value(answer).map_err(|e| {
+        CtlError::new(
+            UNREACHABLE,
+            format!("{path}: the gateway's answer is not one this platformctl reads: {e}"),
+        )
+    })
 }

@@ -7,9 +7,9 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use gateway::stats::Traffic;
+use gateway::proxy::stats::Traffic;
 use platform_routing::RoutingConfig;
-use platform_routing::release::{Phase, Rollout, Thresholds};
+use platform_routing::release::{Phase, Release, Rollout, Thresholds};
 use platform_runtime::Color;
 use serde_json::{Value, json};
 
@@ -42,7 +42,7 @@ pub async fn drive(
     service: &str,
     controller: &str,
     source: &Source,
-) -> Result<Value, CtlError> {
+) -> Result<Release, CtlError> {
     let routes = read_routes(admin).await?;
     let id = rollout_of(&routes, service)
         .map(|r| r.id.clone())
@@ -87,7 +87,7 @@ async fn drive_rollout(
     controller: &str,
     source: &Source,
     id: &str,
-) -> Result<Value, CtlError> {
+) -> Result<Release, CtlError> {
     let mut progress = Progress::new();
     let mut position: Option<Position> = None;
     let mut mark: Option<(Mark, Instant)> = None;
@@ -253,7 +253,7 @@ async fn read_routes(admin: &Admin) -> Result<RoutingConfig, CtlError> {
     serde_json::from_value(routes).map_err(|e| {
         CtlError::new(
             ENDED,
-            format!("the gateway's routing document is not one this platformctl reads: {e}"),
+            format!("/admin/routes: the gateway's routing document is not one this platformctl reads: {e}"),
         )
     })
 }
@@ -263,13 +263,13 @@ fn rollout_of<'a>(routes: &'a RoutingConfig, service: &str) -> Option<&'a Rollou
 }
 
 /// The release that ended rollout `id`.
-fn ended(routes: &RoutingConfig, service: &str, id: &str) -> Result<Value, CtlError> {
+fn ended(routes: &RoutingConfig, service: &str, id: &str) -> Result<Release, CtlError> {
     routes
         .releases
         .iter()
         .rev()
         .find(|r| r.id == id && r.service == service)
-        .map(|r| serde_json::to_value(r).unwrap_or_default())
+        .cloned()
         .ok_or_else(|| {
             CtlError::new(
                 ENDED,

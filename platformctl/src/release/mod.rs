@@ -14,8 +14,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use platform_routing::release::Release;
+use platform_routing::view::{ServiceStatus, Status};
+use platform_routing::{Change, ColorWeights, RoutingConfig};
 use platform_runtime::Color;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 
 use client::Admin;
 use exit::{CtlError, ENDED, REFUSED, UNHEALTHY, parse_duration};
@@ -237,34 +241,35 @@ fn controller_id() -> String {
     )
 }
 
-fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+/// `value` as JSON, one line or indented; its keys sorted, as they come
+/// from the gateway.
+fn to_json(value: &impl Serialize, pretty: bool) -> String {
+    let value = serde_json::to_value(value).unwrap_or_default();
+    if pretty {
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    } else {
+        value.to_string()
+    }
 }
 
 /// `orders: blue 100% / green 0% -> blue 0% / green 100% (generation 7)`.
-fn changed(service: &str, change: &Value) -> String {
+fn changed(service: &str, change: &Change) -> String {
     format!(
         "{service}: {} -> {} (generation {})",
-        weights_line(&change["before"]),
-        weights_line(&change["after"]),
-        change["generation"]
+        weights_line(&change.before),
+        weights_line(&change.after),
+        change.generation
     )
 }
 
-fn weights_line(value: &Value) -> String {
-    format!("blue {}% / green {}%", value["blue"], value["green"])
+fn weights_line(weights: &ColorWeights) -> String {
+    format!("blue {}% / green {}%", weights.blue, weights.green)
 }
 
 /// The service's entry in `/admin/status`, or a refusal naming the known ones.
-fn service_status<'a>(status: &'a Value, service: &str) -> Result<&'a Value, CtlError> {
-    status["services"].get(service).ok_or_else(|| {
-        let known: Vec<&str> = status["services"]
-            .as_object()
-            .map(|m| m.keys().map(String::as_str).collect())
-            .unwrap_or_default();
+fn service_status<'a>(status: &'a Status, service: &str) -> Result<&'a ServiceStatus, CtlError> {
+    status.services.get(service).ok_or_else(|| {
+        let known: Vec<&str> = status.services.keys().map(String::as_str).collect();
         CtlError::new(
             REFUSED,
             format!("unknown service {service:?}; known: {}", known.join(", ")),
@@ -274,17 +279,17 @@ fn service_status<'a>(status: &'a Value, service: &str) -> Result<&'a Value, Ctl
 
 /// Refuses a target that already serves everything, a running rollout, or
 /// an unhealthy target.
-fn check_target(entry: &Value, service: &str, to: Color) -> Result<(), CtlError> {
-    if let Some(r) = entry.get("rollout").filter(|r| !r.is_null()) {
+fn check_target(entry: &ServiceStatus, service: &str, to: Color) -> Result<(), CtlError> {
+    if let Some(r) = &entry.rollout {
         return Err(CtlError::new(
             REFUSED,
             format!(
                 "a rollout of {service} to {} is already running; see `platformctl status`, or resume, promote or abort it",
-                r["target"].as_str().unwrap_or("?")
+                r.target
             ),
         ));
     }
-    if entry["weights"][to.as_str()].as_u64() == Some(100) {
+    if entry.weights.of(to) == 100 {
         return Err(CtlError::new(
             REFUSED,
             format!("{to} already serves 100% of {service}"),
@@ -294,17 +299,16 @@ fn check_target(entry: &Value, service: &str, to: Color) -> Result<(), CtlError>
 }
 
 /// Refuses a color with no endpoint or any endpoint not SERVING.
-fn check_healthy(entry: &Value, service: &str, to: Color) -> Result<(), CtlError> {
-    let color = &entry["colors"][to.as_str()];
-    let endpoints = color["endpoints"].as_array().cloned().unwrap_or_default();
+fn check_healthy(entry: &ServiceStatus, service: &str, to: Color) -> Result<(), CtlError> {
+    let endpoints = &entry.colors.of(to).endpoints;
     let sick: Vec<String> = endpoints
         .iter()
-        .filter(|e| e["serving"] != true)
+        .filter(|e| !e.serving)
         .map(|e| {
             format!(
                 "{}: {}",
-                e["endpoint"].as_str().unwrap_or("?"),
-                e["error"].as_str().unwrap_or("not serving")
+                e.endpoint,
+                e.error.as_deref().unwrap_or("not serving")
             )
         })
         .collect();
@@ -327,9 +331,9 @@ fn check_healthy(entry: &Value, service: &str, to: Color) -> Result<(), CtlError
 pub async fn status(args: StatusArgs) -> Result<(), CtlError> {
     let admin = args.target.admin()?;
     loop {
-        let status = admin.get("/admin/status").await?;
+        let status: Status = admin.get_as("/admin/status").await?;
         match args.output {
-            Output::Json => println!("{status}"),
+            Output::Json => println!("{}", to_json(&status, false)),
             Output::Table if args.watch => println!("\x1b[2J\x1b[H{}", status::table(&status)),
             Output::Table => println!("{}", status::table(&status)),
         }
@@ -347,7 +351,7 @@ pub async fn switch(args: SwitchArgs) -> Result<(), CtlError> {
     let admin = args.target.admin()?;
     let to = Color::from(args.to);
     let checks = smoke::load(&args.service, args.smoke_file.as_deref())?;
-    let status = admin.get("/admin/status").await?;
+    let status: Status = admin.get_as("/admin/status").await?;
     let entry = service_status(&status, &args.service)?;
     check_target(entry, &args.service, to)?;
     if !args.skip_smoke {
@@ -358,8 +362,8 @@ pub async fn switch(args: SwitchArgs) -> Result<(), CtlError> {
             args.service
         );
     }
-    let change = admin
-        .post(
+    let change: Change = admin
+        .post_as(
             &format!("/admin/routes/{}/switch", args.service),
             &json!({ "to": to }),
         )
@@ -373,7 +377,7 @@ pub async fn smoke(args: SmokeArgs) -> Result<(), CtlError> {
     let admin = args.target.admin()?;
     let color = Color::from(args.color);
     let checks = smoke::load(&args.service, args.smoke_file.as_deref())?;
-    let status = admin.get("/admin/status").await?;
+    let status: Status = admin.get_as("/admin/status").await?;
     let entry = service_status(&status, &args.service)?;
     check_healthy(entry, &args.service, color)?;
     let gateway = args.target.gateway_url.trim_end_matches('/');
@@ -387,8 +391,8 @@ pub async fn smoke(args: SmokeArgs) -> Result<(), CtlError> {
 
 pub async fn rollback(args: ServiceArgs) -> Result<(), CtlError> {
     let admin = args.target.admin()?;
-    let change = admin
-        .post(
+    let change: Change = admin
+        .post_as(
             &format!("/admin/routes/{}/rollback", args.service),
             &json!({}),
         )
@@ -398,17 +402,17 @@ pub async fn rollback(args: ServiceArgs) -> Result<(), CtlError> {
 }
 
 /// What the end of a rollout means for the exit code.
-fn outcome(release: &Value, service: &str, ok: &[&str]) -> Result<(), CtlError> {
-    let outcome = release["outcome"].as_str().unwrap_or("?");
+fn outcome(release: &Release, service: &str, ok: &[&str]) -> Result<(), CtlError> {
+    let outcome = release.outcome.as_str();
+    let detail = if release.detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", release.detail)
+    };
     let line = format!(
-        "rollout of {service} to {} {outcome}{}; {}",
-        release["to"].as_str().unwrap_or("?"),
-        release["detail"]
-            .as_str()
-            .filter(|d| !d.is_empty())
-            .map(|d| format!(": {d}"))
-            .unwrap_or_default(),
-        weights_line(&release["after"])
+        "rollout of {service} to {} {outcome}{detail}; {}",
+        release.to,
+        weights_line(&release.after)
     );
     if ok.contains(&outcome) {
         println!("{line}");
@@ -424,7 +428,7 @@ pub async fn rollout(args: RolloutArgs) -> Result<(), CtlError> {
     let admin = args.target.admin()?;
     let source = args.analysis.source()?;
     let to = Color::from(args.to);
-    let status = admin.get("/admin/status").await?;
+    let status: Status = admin.get_as("/admin/status").await?;
     let entry = service_status(&status, &args.service)?;
     check_target(entry, &args.service, to)?;
     let controller = controller_id();
@@ -442,15 +446,15 @@ pub async fn rollout(args: RolloutArgs) -> Result<(), CtlError> {
         "timeout_ms": args.timeout.as_millis() as u64,
         "controller": controller,
     });
-    let started = admin
-        .post(&format!("/admin/routes/{}/rollout", args.service), &plan)
+    let started: Change = admin
+        .post_as(&format!("/admin/routes/{}/rollout", args.service), &plan)
         .await?;
     eprintln!(
         "rollout of {} to {to} started: steps {:?} every {:?}; {}",
         args.service,
         args.steps.0,
         args.interval,
-        weights_line(&started["after"])
+        weights_line(&started.after)
     );
     let release = drive::drive(&admin, &args.service, &controller, &source).await?;
     outcome(&release, &args.service, &["completed", "promoted"])
@@ -459,23 +463,20 @@ pub async fn rollout(args: RolloutArgs) -> Result<(), CtlError> {
 pub async fn resume(args: ResumeArgs) -> Result<(), CtlError> {
     let admin = args.target.admin()?;
     let source = args.analysis.source()?;
-    let routes = admin.get("/admin/routes").await?;
-    let rollout = &routes["services"][&args.service]["rollout"];
-    if routes["services"].get(&args.service).is_none() {
+    let routes: RoutingConfig = admin.get_as("/admin/routes").await?;
+    let Some(routing) = routes.services.get(&args.service) else {
         return Err(CtlError::new(
             REFUSED,
             format!("unknown service {:?}", args.service),
         ));
-    }
-    if rollout.is_null() {
+    };
+    let Some(rollout) = &routing.rollout else {
         return Err(CtlError::new(
             REFUSED,
             format!("no rollout of {} is running", args.service),
         ));
-    }
-    let alive = rollout["heartbeat_ms"]
-        .as_i64()
-        .is_some_and(|h| platform_runtime::time::now_ms() - h < 3_000);
+    };
+    let alive = platform_runtime::time::now_ms().saturating_sub(rollout.heartbeat_ms) < 3_000;
     if alive {
         // Its controller is still there: resume it and let it drive.
         admin
@@ -485,8 +486,8 @@ pub async fn resume(args: ResumeArgs) -> Result<(), CtlError> {
             )
             .await?;
         println!(
-            "rollout of {} resumed; controller {} drives it",
-            args.service, rollout["controller"]
+            "rollout of {} resumed; controller {:?} drives it",
+            args.service, rollout.controller
         );
         return Ok(());
     }
@@ -507,8 +508,8 @@ pub async fn resume(args: ResumeArgs) -> Result<(), CtlError> {
 
 pub async fn simple(args: ServiceArgs, action: &str) -> Result<(), CtlError> {
     let admin = args.target.admin()?;
-    let change = admin
-        .post(
+    let change: Change = admin
+        .post_as(
             &format!("/admin/routes/{}/rollout/{action}", args.service),
             &json!({}),
         )
@@ -517,12 +518,12 @@ pub async fn simple(args: ServiceArgs, action: &str) -> Result<(), CtlError> {
         "promote" => println!(
             "{}: promoted; {}",
             args.service,
-            weights_line(&change["after"])
+            weights_line(&change.after)
         ),
         _ => println!(
             "rollout of {}: {action}d; {}",
             args.service,
-            weights_line(&change["after"])
+            weights_line(&change.after)
         ),
     }
     Ok(())
@@ -535,8 +536,8 @@ pub async fn abort(args: AbortArgs) -> Result<(), CtlError> {
         .clone()
         .unwrap_or_else(|| "aborted by an operator".into());
     if !args.gradual {
-        let change = admin
-            .post(
+        let change: Change = admin
+            .post_as(
                 &format!("/admin/routes/{}/rollout/abort", args.service),
                 &json!({ "reason": reason }),
             )
@@ -544,7 +545,7 @@ pub async fn abort(args: AbortArgs) -> Result<(), CtlError> {
         println!(
             "rollout of {} aborted; {}",
             args.service,
-            weights_line(&change["after"])
+            weights_line(&change.after)
         );
         return Ok(());
     }
@@ -570,7 +571,7 @@ pub async fn history(args: HistoryArgs) -> Result<(), CtlError> {
     let admin = args.target.admin()?;
     let history = status::history(&admin, &args.service).await?;
     match args.output {
-        Output::Json => print_json(&history),
+        Output::Json => println!("{}", to_json(&history, true)),
         Output::Table => println!("{}", status::history_table(&history)),
     }
     Ok(())

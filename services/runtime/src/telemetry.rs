@@ -104,15 +104,7 @@ impl Telemetry {
             .with(env_filter)
             .with(otel);
         let _ = match config.log_format {
-            LogFormat::Json => registry
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .json()
-                        .flatten_event(true)
-                        .with_current_span(true)
-                        .with_span_list(false),
-                )
-                .try_init(),
+            LogFormat::Json => registry.with(json_log_layer(std::io::stdout)).try_init(),
             LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init(),
         };
         Ok(Self { provider })
@@ -136,6 +128,21 @@ fn log_filter(directives: &str) -> Result<(Option<Targets>, Option<EnvFilter>), 
             .map(|filter| (None, Some(filter)))
             .map_err(|e| format!("invalid RUST_LOG: {e}")),
     }
+}
+
+/// The JSON log line every process writes: one object per event, its
+/// fields at the top level beside the current span's.
+pub fn json_log_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(writer)
 }
 
 /// The trace context carried by incoming request headers.

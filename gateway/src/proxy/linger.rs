@@ -6,8 +6,10 @@
 //! it, the driver sends FIN and reads (and discards) until the client closes
 //! its side or a short bound passes. The client then sees a clean close
 //! before any answer, which HTTP/1.1 lets it retry (RFC 9112, 9.3.1).
-//! Only a connection that has served a request lingers: one that never
-//! became a client is dropped at its deadline, its slot freed at once.
+//! A connection that has served a request lingers, and at shutdown every
+//! connection does (a new one may have its first request on the way); one
+//! that never became a client before its deadline is dropped, its slot
+//! freed at once.
 
 use std::io;
 use std::pin::Pin;

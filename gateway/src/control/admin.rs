@@ -12,12 +12,51 @@ use hyper::body::Incoming;
 
 mod releases;
 
-pub use releases::watchdog;
+pub(crate) use releases::watchdog;
 
 use crate::boxed::{BoxBody, full};
+use crate::control::probe::Prober;
+use crate::control::source::RoutingSource;
+use crate::proxy::listen::Handler;
+use crate::proxy::state::State;
 use crate::routing::ColorWeights;
-use crate::state::State;
+
 use platform_routing::release::{Moved, Refusal};
+
+/// What the admin API and the control plane's tasks work with: the data
+/// plane's state, read only (settings, the published snapshot, outcome
+/// counters, readiness); the routing source, the one way to change what is
+/// served; and the prober of endpoint health.
+#[derive(Debug)]
+pub(crate) struct Admin {
+    pub proxy: Arc<State>,
+    pub source: RoutingSource,
+    pub prober: Prober,
+}
+
+/// The admin listener's request handler.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminApi(pub(crate) Arc<Admin>);
+
+impl AdminApi {
+    pub(crate) fn new(proxy: Arc<State>, source: RoutingSource) -> Self {
+        Self(Arc::new(Admin {
+            proxy,
+            source,
+            prober: Prober::new(),
+        }))
+    }
+}
+
+impl Handler for AdminApi {
+    fn handle(
+        self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Response<BoxBody>> + Send + 'static {
+        handle(self.0, request, peer)
+    }
+}
 
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<BoxBody> {
     let mut response = Response::new(full(value.to_string()));
@@ -33,31 +72,31 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response<BoxBody> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
-fn authorized(state: &State, request: &Request<Incoming>) -> bool {
-    let given = crate::credentials::bearer(request.headers()).unwrap_or("");
-    crate::credentials::same_secret(given, &state.config.admin_token)
+fn authorized(state: &Admin, request: &Request<Incoming>) -> bool {
+    let given = crate::proxy::credentials::bearer(request.headers()).unwrap_or("");
+    crate::proxy::credentials::same_secret(given, &state.proxy.config.admin_token)
 }
 
-pub async fn handle(
-    state: Arc<State>,
+async fn handle(
+    state: Arc<Admin>,
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<BoxBody> {
     let path = request.uri().path().to_owned();
     match (request.method(), path.as_str()) {
         (&Method::GET, "/metrics") => {
-            let mut response = Response::new(full(state.upstream.metrics.encode()));
+            let mut response = Response::new(full(state.proxy.upstream.metrics.encode()));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             return response;
         }
-        (&Method::GET, "/console") => return crate::console::page(),
+        (&Method::GET, "/console") => return crate::control::console::page(),
         (&Method::GET, "/ready") => {
-            return if state.draining() {
+            return if state.proxy.draining() {
                 error(StatusCode::SERVICE_UNAVAILABLE, "draining")
-            } else if state.overloaded() {
+            } else if state.proxy.overloaded() {
                 // Every slot is taken: new clients are better served elsewhere.
                 error(StatusCode::SERVICE_UNAVAILABLE, "overloaded")
             } else {
@@ -95,7 +134,7 @@ pub async fn handle(
     let method = request.method().clone();
     match (method, parts.as_slice()) {
         (Method::GET, ["routes"]) => {
-            let snapshot = state.upstream.routing.snapshot();
+            let snapshot = state.proxy.upstream.routing.snapshot();
             json(
                 StatusCode::OK,
                 &serde_json::to_value(&snapshot.config).unwrap_or_default(),
@@ -104,7 +143,7 @@ pub async fn handle(
         (Method::GET, ["preview"]) => {
             // How to preview a color: the header, and the credential when
             // one is needed (operators hand it to testers; it opens nothing else).
-            let config = &state.config;
+            let config = &state.proxy.config;
             let (mode, token) = match config.color_override {
                 crate::config::ColorOverride::Anyone => ("anyone", None),
                 crate::config::ColorOverride::PreviewToken => {
@@ -124,10 +163,13 @@ pub async fn handle(
         }
         (Method::GET, ["stats"]) => json(
             StatusCode::OK,
-            &serde_json::to_value(state.upstream.stats.view()).unwrap_or_default(),
+            &serde_json::to_value(state.proxy.upstream.stats.view()).unwrap_or_default(),
         ),
         (Method::GET, ["health"]) => json(StatusCode::OK, &releases::health(&state).await),
-        (Method::GET, ["status"]) => json(StatusCode::OK, &releases::status(&state).await),
+        (Method::GET, ["status"]) => json(
+            StatusCode::OK,
+            &serde_json::to_value(releases::status(&state).await).unwrap_or_default(),
+        ),
         (Method::PUT, ["routes", service, "weights"]) => {
             let service = (*service).to_owned();
             let weights: ColorWeights = match body(request).await {
@@ -198,7 +240,7 @@ pub(crate) async fn body<T: serde::de::DeserializeOwned>(
 /// edit (unknown service, conflict, bad input) is answered as such; a
 /// failure of the source itself is a 503.
 pub(crate) async fn update(
-    state: &State,
+    state: &Admin,
     mut edit: impl FnMut(
         &mut crate::routing::RoutingConfig,
     ) -> Result<Option<crate::routing::Change>, Refusal>,
@@ -212,12 +254,16 @@ pub(crate) async fn update(
     let mut refusal = None;
     let result = state
         .source
-        .update(&state.upstream.routing, &state.upstream.metrics, |config| {
-            edit(config).map_err(|reason| {
-                refusal = Some(reason);
-                String::new()
-            })
-        })
+        .update(
+            &state.proxy.upstream.routing,
+            &state.proxy.upstream.metrics,
+            |config| {
+                edit(config).map_err(|reason| {
+                    refusal = Some(reason);
+                    String::new()
+                })
+            },
+        )
         .await;
     result.map_err(|message| match refusal.take() {
         Some(reason) => refused(&reason),
@@ -228,7 +274,7 @@ pub(crate) async fn update(
 /// Runs a transition of one service's routing, records it, and answers
 /// with the change.
 pub(crate) async fn change(
-    state: &State,
+    state: &Admin,
     service: &str,
     who: &str,
     mut next: impl FnMut(&mut crate::routing::ServiceRouting) -> Result<Moved, Refusal>,

@@ -10,39 +10,46 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::state::State;
+use crate::control::admin::AdminApi;
+use crate::control::kube::EndpointDiscovery;
+
+pub mod admin;
+pub mod console;
+pub mod kube;
+pub(crate) mod probe;
+pub mod source;
 
 pub(crate) struct ControlPlane {
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl ControlPlane {
-    pub(crate) fn start(state: &Arc<State>) -> Self {
+    pub(crate) fn start(admin: &AdminApi, discovery: Option<EndpointDiscovery>) -> Self {
+        let state = &admin.0;
         let mut tasks = Vec::new();
         let watched = Arc::clone(state);
         tasks.push(tokio::spawn(async move {
-            let every = watched.config.watch_interval;
+            let every = watched.proxy.config.watch_interval;
+            let upstream = &watched.proxy.upstream;
             watched
                 .source
-                .watch(
-                    watched.upstream.routing.clone(),
-                    watched.upstream.metrics.clone(),
-                    every,
-                )
+                .watch(upstream.routing.clone(), upstream.metrics.clone(), every)
                 .await;
         }));
-        if let Some(discovery) = state.config.discovery.clone() {
-            let routing = state.upstream.routing.clone();
+        if let Some(discovery) = discovery {
+            let routing = state.proxy.upstream.routing.clone();
             tasks.push(tokio::spawn(async move {
                 discovery.run(routing, Duration::from_secs(1)).await
             }));
         }
-        if let Some(tls) = state.tls.clone() {
+        if let Some(tls) = state.proxy.tls.clone() {
             tasks.push(tokio::spawn(async move {
                 tls.watch(Duration::from_secs(1)).await
             }));
         }
-        tasks.push(tokio::spawn(crate::admin::watchdog(Arc::clone(state))));
+        tasks.push(tokio::spawn(crate::control::admin::watchdog(Arc::clone(
+            state,
+        ))));
         Self { tasks }
     }
 

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Limited};
 
-use crate::errors::{DEADLINE_EXCEEDED, Failure, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, Side};
+use crate::proxy::errors::{
+    DEADLINE_EXCEEDED, Failure, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, Side,
+};
 
 pub async fn read<B>(body: B, limit: usize, deadline: Duration) -> Result<Bytes, Failure>
 where

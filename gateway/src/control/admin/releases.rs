@@ -13,10 +13,11 @@ use serde_json::{Value, json};
 
 use super::{body, change, error, json as reply, refused};
 use crate::boxed::BoxBody;
-use crate::state::State;
-use crate::stats::{SeriesView, Traffic};
-use crate::upstream::Probe;
+use crate::control::admin::Admin;
+use crate::control::probe::Probe;
+use crate::proxy::stats::{SeriesView, Traffic};
 use platform_routing::release::{self as rollout, Phase, Plan, Refusal};
+use platform_routing::view;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,8 +44,8 @@ struct ActionBody {
 
 /// `POST /admin/routes/{service}/{switch|rollback|rollout}` and
 /// `POST /admin/routes/{service}/rollout/{action}`.
-pub async fn act(
-    state: &State,
+pub(crate) async fn act(
+    state: &Admin,
     service: &str,
     action: &str,
     is_rollout: bool,
@@ -163,7 +164,7 @@ pub async fn act(
 }
 
 /// A heartbeat changes no weights and bumps no generation.
-async fn heartbeat(state: &State, service: &str, controller: &str) -> Response<BoxBody> {
+async fn heartbeat(state: &Admin, service: &str, controller: &str) -> Response<BoxBody> {
     let now = platform_runtime::time::now_ms();
     let result = super::update(state, |config| {
         rollout::service(config, service)
@@ -178,8 +179,8 @@ async fn heartbeat(state: &State, service: &str, controller: &str) -> Response<B
 }
 
 /// Refuses a color that has no endpoint, or any endpoint not SERVING.
-async fn healthy(state: &State, service: &str, color: Color) -> Result<(), Refusal> {
-    let snapshot = state.upstream.routing.snapshot();
+async fn healthy(state: &Admin, service: &str, color: Color) -> Result<(), Refusal> {
+    let snapshot = state.proxy.upstream.routing.snapshot();
     if !snapshot.config.services.contains_key(service) {
         return Err(rollout::unknown(&snapshot.config, service));
     }
@@ -210,13 +211,13 @@ async fn healthy(state: &State, service: &str, color: Color) -> Result<(), Refus
     }
 }
 
-async fn probe_all(state: &State, endpoints: &[String]) -> Vec<Probe> {
-    futures_util::future::join_all(endpoints.iter().map(|e| state.upstream.probe(e))).await
+async fn probe_all(state: &Admin, endpoints: &[String]) -> Vec<Probe> {
+    futures_util::future::join_all(endpoints.iter().map(|e| state.prober.probe(e))).await
 }
 
 /// Every endpoint of every service and color, probed at once.
 async fn probe_everything(
-    state: &State,
+    state: &Admin,
     snapshot: &crate::routing::Snapshot,
 ) -> std::collections::BTreeMap<(String, Color), Vec<Probe>> {
     let pools = snapshot
@@ -234,8 +235,8 @@ async fn probe_everything(
 }
 
 /// `GET /admin/health`: every endpoint of every color, probed now.
-pub async fn health(state: &State) -> Value {
-    let snapshot = state.upstream.routing.snapshot();
+pub(crate) async fn health(state: &Admin) -> Value {
+    let snapshot = state.proxy.upstream.routing.snapshot();
     let mut services = serde_json::Map::new();
     for ((name, color), probes) in probe_everything(state, &snapshot).await {
         let colors = services.entry(name).or_insert_with(|| json!({}));
@@ -244,71 +245,73 @@ pub async fn health(state: &State) -> Value {
     json!({ "services": services })
 }
 
-fn summary(series: &SeriesView) -> Value {
+fn summary(series: &SeriesView) -> view::Summary {
     let minute = &series.last_minute;
-    json!({
-        "rate_per_second": series.rate_per_second(),
-        "requests": minute.requests,
-        "server_errors": minute.server_errors,
-        "error_ratio": minute.error_ratio(),
-        "p99_ms": minute.quantile_ms(0.99),
-    })
+    view::Summary {
+        rate_per_second: series.rate_per_second(),
+        requests: minute.requests,
+        server_errors: minute.server_errors,
+        error_ratio: minute.error_ratio(),
+        p99_ms: minute.quantile_ms(0.99),
+    }
 }
 
 /// `GET /admin/status`: per service and color, the weight, the rollout,
 /// endpoint health and versions, and the last minute's rate, server-error
 /// ratio and p99.
-pub async fn status(state: &State) -> Value {
-    let snapshot = state.upstream.routing.snapshot();
-    let stats = state.upstream.stats.view();
+pub(crate) async fn status(state: &Admin) -> view::Status {
+    let snapshot = state.proxy.upstream.routing.snapshot();
+    let stats = state.proxy.upstream.stats.view();
     let mut probed = probe_everything(state, &snapshot).await;
-    let mut services = serde_json::Map::new();
-    for (name, routing) in &snapshot.config.services {
-        let mut colors = serde_json::Map::new();
-        for color in Color::ALL {
-            let probes = probed.remove(&(name.clone(), color)).unwrap_or_default();
-            let mut versions: Vec<String> =
-                probes.iter().filter_map(|p| p.version.clone()).collect();
-            versions.sort();
-            versions.dedup();
-            colors.insert(
-                color.to_string(),
-                json!({
-                    "weight": routing.weights.of(color),
-                    "healthy": probes.iter().filter(|p| p.serving).count(),
-                    "versions": versions,
-                    "endpoints": probes,
-                    "live": summary(&stats.series(name, color, Traffic::Live)),
-                    "mirror": summary(&stats.series(name, color, Traffic::Mirror)),
-                }),
-            );
+    let mut color_status = |name: &str, weight: u32, color: Color| {
+        let probes = probed.remove(&(name.to_owned(), color)).unwrap_or_default();
+        let mut versions: Vec<String> = probes.iter().filter_map(|p| p.version.clone()).collect();
+        versions.sort();
+        versions.dedup();
+        view::ColorStatus {
+            weight,
+            healthy: probes.iter().filter(|p| p.serving).count(),
+            versions,
+            endpoints: probes,
+            live: summary(&stats.series(name, color, Traffic::Live)),
+            mirror: summary(&stats.series(name, color, Traffic::Mirror)),
         }
-        services.insert(
-            name.clone(),
-            json!({
-                "weights": routing.weights,
-                "previous_weights": routing.previous_weights,
-                "rollout": routing.rollout,
-                "mirror": routing.mirror,
-                "colors": colors,
-            }),
-        );
+    };
+    let services = snapshot
+        .config
+        .services
+        .iter()
+        .map(|(name, routing)| {
+            let colors = view::ColorStatuses {
+                blue: color_status(name, routing.weights.blue, Color::Blue),
+                green: color_status(name, routing.weights.green, Color::Green),
+            };
+            let service = view::ServiceStatus {
+                weights: routing.weights,
+                previous_weights: routing.previous_weights,
+                rollout: routing.rollout.clone(),
+                mirror: routing.mirror,
+                colors,
+            };
+            (name.clone(), service)
+        })
+        .collect();
+    view::Status {
+        at_ms: stats.at_ms,
+        generation: snapshot.config.generation,
+        services,
     }
-    json!({
-        "at_ms": stats.at_ms,
-        "generation": snapshot.config.generation,
-        "services": services,
-    })
 }
 
 /// Aborts rollouts whose controller went quiet past their timeout, so none
 /// is ever left half way. Every replica checks; the source's
 /// read-change-write makes only one of them act.
-pub async fn watchdog(state: Arc<State>) {
+pub(crate) async fn watchdog(state: Arc<Admin>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let now = platform_runtime::time::now_ms();
         let expired: Vec<String> = state
+            .proxy
             .upstream
             .routing
             .snapshot()
@@ -321,14 +324,18 @@ pub async fn watchdog(state: Arc<State>) {
         for service in expired {
             let result = state
                 .source
-                .update(&state.upstream.routing, &state.upstream.metrics, |config| {
-                    let now = platform_runtime::time::now_ms();
-                    let moved = config
-                        .services
-                        .get_mut(&service)
-                        .and_then(|r| rollout::expire(r, &service, now));
-                    Ok(moved.map(|m| config.record(&service, "gateway-watchdog", m)))
-                })
+                .update(
+                    &state.proxy.upstream.routing,
+                    &state.proxy.upstream.metrics,
+                    |config| {
+                        let now = platform_runtime::time::now_ms();
+                        let moved = config
+                            .services
+                            .get_mut(&service)
+                            .and_then(|r| rollout::expire(r, &service, now));
+                        Ok(moved.map(|m| config.record(&service, "gateway-watchdog", m)))
+                    },
+                )
                 .await;
             match result {
                 Ok((_, Some(record))) => tracing::warn!(

@@ -7,7 +7,7 @@ use platform_proto::google::api::{HttpRule, http_rule::Pattern};
 use prost::Message;
 use prost_reflect::{DescriptorPool, MethodDescriptor, Value};
 
-use crate::http_rule::{PathTemplate, TemplateError};
+use super::http_rule::{PathTemplate, TemplateError};
 
 /// Where the HTTP body goes in the request message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +73,10 @@ pub enum Found<'a> {
 pub struct RouteTable {
     routes: Vec<Route>,
     pool: DescriptorPool,
+    /// Marked `NO_SIDE_EFFECTS`: reads.
+    safe: std::collections::HashSet<String>,
+    /// Marked `IDEMPOTENT` or `NO_SIDE_EFFECTS`.
+    idempotent: std::collections::HashSet<String>,
 }
 
 /// `platform.orders.v1` -> `orders`; any other package: its first segment
@@ -133,7 +137,15 @@ impl RouteTable {
         }
         // More literal segments first: `/v1/orders/mine` wins over `/v1/orders/{id}`.
         routes.sort_by_key(|r| std::cmp::Reverse(r.template.literal_count()));
-        Ok(Self { routes, pool })
+        let mut table = Self {
+            routes,
+            pool,
+            safe: Default::default(),
+            idempotent: Default::default(),
+        };
+        table.safe = table.methods_at(&[NO_SIDE_EFFECTS]);
+        table.idempotent = table.methods_at(&[NO_SIDE_EFFECTS, IDEMPOTENT]);
+        Ok(table)
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -163,17 +175,22 @@ impl RouteTable {
         }
     }
 
-    /// The gRPC paths of the unary methods marked
-    /// `option idempotency_level = NO_SIDE_EFFECTS;` in the protos: reads
+    /// Whether the unary method at gRPC path `grpc_path` is marked
+    /// `option idempotency_level = NO_SIDE_EFFECTS;` in the protos: a read
     /// that may be copied to a color under test.
-    pub fn safe_methods(&self) -> std::collections::HashSet<String> {
-        self.methods_at(&[NO_SIDE_EFFECTS])
+    pub fn is_safe(&self, grpc_path: &str) -> bool {
+        self.safe.contains(grpc_path)
     }
 
-    /// Unary methods safe to send twice: marked `idempotency_level =
-    /// IDEMPOTENT` (or `NO_SIDE_EFFECTS`) in their contract.
-    pub fn idempotent_methods(&self) -> std::collections::HashSet<String> {
-        self.methods_at(&[NO_SIDE_EFFECTS, IDEMPOTENT])
+    /// Whether the unary method is safe to send twice by its contract:
+    /// marked `idempotency_level = IDEMPOTENT` (or `NO_SIDE_EFFECTS`), or
+    /// behind a GET route.
+    pub fn is_idempotent(&self, grpc_path: &str) -> bool {
+        self.idempotent.contains(grpc_path)
+            || self
+                .routes
+                .iter()
+                .any(|r| r.grpc_path == grpc_path && r.http_method == Method::GET)
     }
 
     fn methods_at(&self, levels: &[i32]) -> std::collections::HashSet<String> {

@@ -7,8 +7,8 @@ use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
 
 use crate::boxed::{BoxBody, full};
-use crate::routes::{BodyRule, Route, RouteTable};
-use crate::state::State;
+use crate::contract::routes::{BodyRule, Route, RouteTable};
+use crate::proxy::state::State;
 
 const PAGE: &str = include_str!("docs.html");
 

@@ -126,21 +126,21 @@ impl<B: http_body::Body> http_body::Body for Tracked<B> {
 /// The connections a listener holds: capped per client address and in all.
 #[derive(Debug, Clone)]
 pub struct ConnLimits {
-    per_client: Arc<crate::limits::PerClient>,
+    per_client: Arc<crate::proxy::limits::PerClient>,
     total: Arc<tokio::sync::Semaphore>,
 }
 
 /// An admitted connection's share of the limits, given back on drop.
 #[derive(Debug)]
 pub struct Admitted {
-    _client: crate::limits::ClientSlot,
+    _client: crate::proxy::limits::ClientSlot,
     _total: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl ConnLimits {
     pub fn new(per_client: usize, total: usize) -> Self {
         Self {
-            per_client: crate::limits::PerClient::new(per_client),
+            per_client: crate::proxy::limits::PerClient::new(per_client),
             total: Arc::new(tokio::sync::Semaphore::new(total)),
         }
     }

@@ -29,10 +29,17 @@ impl RoutingFile {
         &self.path
     }
 
-    pub fn load(&self) -> Result<RoutingConfig, String> {
-        let text = std::fs::read_to_string(&self.path)
+    /// The file's bytes and the document they hold.
+    async fn read(&self) -> Result<(Vec<u8>, RoutingConfig), String> {
+        let bytes = tokio::fs::read(&self.path)
+            .await
             .map_err(|e| format!("cannot read the routing file {}: {e}", self.path.display()))?;
-        RoutingConfig::parse(&text).map_err(|e| format!("{}: {e}", self.path.display()))
+        let config = parse(&bytes).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        Ok((bytes, config))
+    }
+
+    pub async fn load(&self) -> Result<RoutingConfig, String> {
+        self.read().await.map(|(_, config)| config)
     }
 
     /// Writes `initial` as the routing file if there is none yet; an existing
@@ -48,16 +55,26 @@ impl RoutingFile {
             })
     }
 
-    /// Replaces the file with `config`, off the async workers (the write
-    /// waits for the disk).
-    async fn store(&self, config: &RoutingConfig) -> Result<(), String> {
-        let (path, text) = (self.path.clone(), config.to_json());
+    /// Replaces the file with `config` unless it no longer holds `read`
+    /// (someone outside the gateway wrote it since it was read): the bytes
+    /// written, or `None` when the file changed and nothing was written.
+    /// Off the async workers, since the write waits for the disk. Writers in
+    /// this process hold `write` around the read and this call.
+    async fn store_over(
+        &self,
+        read: Vec<u8>,
+        config: &RoutingConfig,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let (path, text) = (self.path.clone(), config.to_json().into_bytes());
         tokio::task::spawn_blocking(move || {
-            platform_runtime::files::replace(&path, text.as_bytes(), false)
+            if std::fs::read(&path)? != read {
+                return Ok(None);
+            }
+            platform_runtime::files::replace(&path, &text, false).map(|()| Some(text))
         })
         .await
         .map_err(|e| e.to_string())
-        .and_then(|written| written.map_err(|e| e.to_string()))
+        .and_then(|written| written.map_err(|e: std::io::Error| e.to_string()))
         .map_err(|e| format!("cannot write the routing file {}: {e}", self.path.display()))
     }
 
@@ -85,9 +102,7 @@ impl RoutingFile {
                 continue;
             }
             seen = Some(now.clone());
-            let parsed = std::str::from_utf8(&now)
-                .map_err(|_| "the routing file is not UTF-8".to_owned())
-                .and_then(RoutingConfig::parse);
+            let parsed = parse(&now);
             let mut edited = None;
             let parsed = parsed.map(|mut config| {
                 let live = &routing.snapshot().config;
@@ -101,8 +116,11 @@ impl RoutingFile {
             // for the disk).
             routing.apply(&metrics, parsed, "routing file");
             if let Some(config) = edited {
-                match self.store(&config).await {
-                    Ok(()) => seen = tokio::fs::read(&self.path).await.ok(),
+                // An edit written after this read is not overwritten: it is
+                // left for the next look.
+                match self.store_over(now, &config).await {
+                    Ok(Some(written)) => seen = Some(written),
+                    Ok(None) => {}
                     Err(error) => tracing::error!(
                         %error,
                         "the hand edit is applied but could not be recorded in the file"
@@ -113,7 +131,9 @@ impl RoutingFile {
     }
 
     /// Reads the current document, applies `change`, bumps the generation,
-    /// records the change, writes the file and swaps the live state.
+    /// records the change, writes the file and swaps the live state. A file
+    /// written from outside between the read and the write is not
+    /// overwritten: the change is made again on what it holds now.
     pub async fn update(
         &self,
         routing: &Routing,
@@ -121,21 +141,31 @@ impl RoutingFile {
         mut change: impl FnMut(&mut RoutingConfig) -> Result<Option<Change>, String>,
     ) -> Result<(RoutingConfig, Option<Change>), String> {
         let _guard = self.write.lock().await;
-        let text = tokio::fs::read_to_string(&self.path)
-            .await
-            .map_err(|e| format!("cannot read the routing file {}: {e}", self.path.display()))?;
-        let mut config =
-            RoutingConfig::parse(&text).map_err(|e| format!("{}: {e}", self.path.display()))?;
-        let mut record = change(&mut config)?;
-        config.validate()?;
-        if let Some(record) = record.as_mut() {
-            config.bump(record);
+        for _ in 0..5 {
+            let (read, mut config) = self.read().await?;
+            let mut record = change(&mut config)?;
+            config.validate()?;
+            if let Some(record) = record.as_mut() {
+                config.bump(record);
+            }
+            if self.store_over(read, &config).await?.is_none() {
+                continue;
+            }
+            metrics.observe_routing(&config);
+            routing.replace(config.clone());
+            return Ok((config, record));
         }
-        self.store(&config).await?;
-        metrics.observe_routing(&config);
-        routing.replace(config.clone());
-        Ok((config, record))
+        Err(format!(
+            "cannot update the routing file {}: it kept changing under us; retry",
+            self.path.display()
+        ))
     }
+}
+
+fn parse(bytes: &[u8]) -> Result<RoutingConfig, String> {
+    std::str::from_utf8(bytes)
+        .map_err(|_| "the routing file is not UTF-8".to_owned())
+        .and_then(RoutingConfig::parse)
 }
 
 /// Bumps the generation of a document edited by hand past the live one and
@@ -171,7 +201,7 @@ fn record_hand_edit(live: &RoutingConfig, edited: &mut RoutingConfig) {
 #[derive(Debug)]
 pub enum RoutingSource {
     File(RoutingFile),
-    ConfigMap(Box<crate::kube::ConfigMapSource>),
+    ConfigMap(Box<crate::control::kube::ConfigMapSource>),
 }
 
 impl RoutingSource {
@@ -184,7 +214,7 @@ impl RoutingSource {
 
     pub async fn load(&self) -> Result<RoutingConfig, String> {
         match self {
-            RoutingSource::File(file) => file.load(),
+            RoutingSource::File(file) => file.load().await,
             RoutingSource::ConfigMap(cm) => cm.load().await,
         }
     }
@@ -206,5 +236,64 @@ impl RoutingSource {
             RoutingSource::File(file) => file.update(routing, metrics, change).await,
             RoutingSource::ConfigMap(cm) => cm.update(routing, metrics, change).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document(generation: u64) -> RoutingConfig {
+        let mut config = RoutingConfig::parse(
+            r#"{"services":{"orders":{"endpoints":{"blue":["127.0.0.1:1"],"green":[]},
+                "weights":{"blue":100,"green":0}}}}"#,
+        )
+        .expect("valid");
+        config.generation = generation;
+        config
+    }
+
+    #[tokio::test]
+    async fn a_write_from_outside_since_the_read_is_not_overwritten() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("routes.json");
+        std::fs::write(&path, document(1).to_json()).expect("write");
+        let file = RoutingFile::new(path.clone());
+        let (read, _) = file.read().await.expect("read");
+        let outside = document(7).to_json();
+        std::fs::write(&path, &outside).expect("outside edit");
+        let stored = file.store_over(read, &document(2)).await.expect("store");
+        assert_eq!(stored, None);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), outside);
+        let (read, _) = file.read().await.expect("read again");
+        let stored = file.store_over(read, &document(8)).await.expect("store");
+        assert_eq!(stored.as_deref(), Some(document(8).to_json().as_bytes()));
+        assert_eq!(file.load().await.expect("load").generation, 8);
+    }
+
+    #[tokio::test]
+    async fn an_update_is_made_on_what_the_file_holds_now() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("routes.json");
+        std::fs::write(&path, document(1).to_json()).expect("write");
+        let file = RoutingFile::new(path.clone());
+        let routing = Routing::new(document(1));
+        let metrics = GatewayMetrics::new();
+        let mut calls = 0;
+        let (config, _) = file
+            .update(&routing, &metrics, |config| {
+                calls += 1;
+                if calls == 1 {
+                    // Someone outside writes between this read and the write.
+                    std::fs::write(&path, document(5).to_json()).expect("outside edit");
+                }
+                config.generation += 1;
+                Ok(None)
+            })
+            .await
+            .expect("update");
+        assert_eq!(calls, 2);
+        assert_eq!(config.generation, 6);
+        assert_eq!(routing.snapshot().config.generation, 6);
     }
 }

@@ -251,7 +251,7 @@ impl Stats {
 
 /// A server fault: a gRPC code that the error table maps to an HTTP 5xx.
 pub fn is_server_fault(code: i32) -> bool {
-    crate::errors::http_status(code).is_server_error()
+    crate::proxy::errors::http_status(code).is_server_error()
 }
 
 #[cfg(test)]

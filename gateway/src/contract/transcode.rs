@@ -14,8 +14,8 @@ use prost_reflect::{
 };
 use serde_json::{Map, Value};
 
-use crate::errors::Failure;
-use crate::routes::{BodyRule, Route};
+use crate::contract::Mismatch;
+use crate::contract::routes::{BodyRule, Route};
 
 /// The protobuf request of a REST call.
 pub fn request(
@@ -23,21 +23,21 @@ pub fn request(
     vars: &[(Vec<String>, String)],
     query: Option<&str>,
     body: &[u8],
-) -> Result<Bytes, Failure> {
+) -> Result<Bytes, Mismatch> {
     let input = route.method.input();
     let mut root = Map::new();
-    let parsed_body = || -> Result<Option<Value>, Failure> {
+    let parsed_body = || -> Result<Option<Value>, Mismatch> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
         serde_json::from_slice(body)
             .map(Some)
-            .map_err(|e| Failure::bad_request(format!("malformed JSON body: {e}")))
+            .map_err(|e| Mismatch::request(format!("malformed JSON body: {e}")))
     };
     match &route.body {
         BodyRule::All => match parsed_body()? {
             Some(Value::Object(object)) => root = object,
-            Some(_) => return Err(Failure::bad_request("the JSON body must be an object")),
+            Some(_) => return Err(Mismatch::request("the JSON body must be an object")),
             None => {}
         },
         BodyRule::Field(field) => {
@@ -47,7 +47,7 @@ pub fn request(
         }
         BodyRule::None => {
             if parsed_body()?.is_some() {
-                return Err(Failure::bad_request(format!(
+                return Err(Mismatch::request(format!(
                     "{} {} takes no body; send the fields as query parameters",
                     route.http_method, route.template
                 )));
@@ -59,7 +59,7 @@ pub fn request(
     }
     if let Some(query) = query.filter(|q| !q.is_empty()) {
         if route.body == BodyRule::All {
-            return Err(Failure::bad_request(
+            return Err(Mismatch::request(
                 "this route takes its fields from the JSON body, not the query",
             ));
         }
@@ -79,23 +79,23 @@ pub fn request(
         Value::Object(root),
         &DeserializeOptions::new(),
     )
-    .map_err(|e| Failure::bad_request(format!("invalid request: {e}")))?;
+    .map_err(|e| Mismatch::request(format!("invalid request: {e}")))?;
     Ok(frame(&message.encode_to_vec()))
 }
 
-fn decode_query(raw: &str) -> Result<String, Failure> {
+fn decode_query(raw: &str) -> Result<String, Mismatch> {
     let spaced = raw.replace('+', " ");
     percent_encoding::percent_decode_str(&spaced)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| Failure::bad_request(format!("query parameter {raw:?} is not UTF-8")))
+        .map_err(|_| Mismatch::request(format!("query parameter {raw:?} is not UTF-8")))
 }
 
-fn field(message: &MessageDescriptor, name: &str, key: &str) -> Result<FieldDescriptor, Failure> {
+fn field(message: &MessageDescriptor, name: &str, key: &str) -> Result<FieldDescriptor, Mismatch> {
     message
         .get_field_by_name(name)
         .or_else(|| message.get_field_by_json_name(name))
-        .ok_or_else(|| Failure::bad_request(format!("unknown field {key:?} in query or path")))
+        .ok_or_else(|| Mismatch::request(format!("unknown field {key:?} in query or path")))
 }
 
 /// Sets the field at `path` from its text form (a path segment or a query value).
@@ -105,7 +105,7 @@ fn set(
     path: &[String],
     raw: &str,
     from_query: bool,
-) -> Result<(), Failure> {
+) -> Result<(), Mismatch> {
     let key = path.join(".");
     let mut message = input.clone();
     let mut object = root;
@@ -113,7 +113,7 @@ fn set(
         let field = field(&message, part, &key)?;
         if i + 1 < path.len() {
             let Kind::Message(inner) = field.kind() else {
-                return Err(Failure::bad_request(format!(
+                return Err(Mismatch::request(format!(
                     "{key:?}: {part} is not a message"
                 )));
             };
@@ -121,7 +121,7 @@ fn set(
                 .entry(field.name().to_owned())
                 .or_insert_with(|| Value::Object(Map::new()));
             let Value::Object(next) = entry else {
-                return Err(Failure::bad_request(format!("{key:?} is set twice")));
+                return Err(Mismatch::request(format!("{key:?} is set twice")));
             };
             object = next;
             message = inner;
@@ -135,10 +135,10 @@ fn set(
                 .or_insert_with(|| Value::Array(Vec::new()))
             {
                 Value::Array(list) => list.push(value),
-                _ => return Err(Failure::bad_request(format!("{key:?} is set twice"))),
+                _ => return Err(Mismatch::request(format!("{key:?} is set twice"))),
             }
         } else if from_query && object.contains_key(&name) {
-            return Err(Failure::bad_request(format!(
+            return Err(Mismatch::request(format!(
                 "{key:?} is given more than once"
             )));
         } else {
@@ -149,17 +149,17 @@ fn set(
 }
 
 /// The JSON form of a scalar given as text.
-fn scalar(field: &FieldDescriptor, raw: &str, key: &str) -> Result<Value, Failure> {
+fn scalar(field: &FieldDescriptor, raw: &str, key: &str) -> Result<Value, Mismatch> {
     match field.kind() {
         Kind::Bool => match raw {
             "true" => Ok(Value::Bool(true)),
             "false" => Ok(Value::Bool(false)),
-            _ => Err(Failure::bad_request(format!(
+            _ => Err(Mismatch::request(format!(
                 "{key:?} must be true or false, got {raw:?}"
             ))),
         },
         Kind::Message(m) if !m.full_name().starts_with("google.protobuf.") => {
-            Err(Failure::bad_request(format!(
+            Err(Mismatch::request(format!(
                 "{key:?} is a message: set its fields as {key}.<field>"
             )))
         }
@@ -203,16 +203,12 @@ fn has_idempotency_key(message: &DynamicMessage) -> bool {
 /// malformed call is refused here (INVALID_ARGUMENT, or UNIMPLEMENTED for a
 /// compression the services do not speak), never sent on to be answered as
 /// a service's INTERNAL error. Returns whether it carries an idempotency key.
-pub fn check_unary(input: &MessageDescriptor, framed: &[u8]) -> Result<bool, Failure> {
+pub fn check_unary(input: &MessageDescriptor, framed: &[u8]) -> Result<bool, Mismatch> {
     let invalid = |why: String| {
-        Failure::new(
-            crate::errors::INVALID_ARGUMENT,
-            format!(
-                "the request is not one {} message: {why}",
-                input.full_name()
-            ),
-            crate::errors::Side::Downstream,
-        )
+        Mismatch::request(format!(
+            "the request is not one {} message: {why}",
+            input.full_name()
+        ))
     };
     let Some((&flag, rest)) = framed.split_first() else {
         return Err(invalid("the body is empty".into()));
@@ -225,10 +221,8 @@ pub fn check_unary(input: &MessageDescriptor, framed: &[u8]) -> Result<bool, Fai
     match flag {
         0 => {}
         1 => {
-            return Err(Failure::new(
-                crate::errors::UNIMPLEMENTED,
+            return Err(Mismatch::unsupported(
                 "compressed gRPC requests are not supported: send them uncompressed",
-                crate::errors::Side::Downstream,
             ));
         }
         other => return Err(invalid(format!("frame flag {other} is not 0 or 1"))),
@@ -254,15 +248,13 @@ pub fn frame(message: &[u8]) -> Bytes {
 }
 
 /// Splits whole gRPC messages off the front of `buffer`.
-pub fn next_frame(buffer: &mut BytesMut) -> Result<Option<Bytes>, Failure> {
+pub fn next_frame(buffer: &mut BytesMut) -> Result<Option<Bytes>, Mismatch> {
     if buffer.len() < 5 {
         return Ok(None);
     }
     if buffer[0] != 0 {
-        return Err(Failure::new(
-            crate::errors::INTERNAL,
+        return Err(Mismatch::response(
             "compressed gRPC responses are not supported",
-            crate::errors::Side::Upstream,
         ));
     }
     let len = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
@@ -274,24 +266,13 @@ pub fn next_frame(buffer: &mut BytesMut) -> Result<Option<Bytes>, Failure> {
 }
 
 /// The JSON of a response message (or of its `response_body` field).
-pub fn response(route: &Route, message: &[u8]) -> Result<Value, Failure> {
-    let decoded = DynamicMessage::decode(route.method.output(), message).map_err(|e| {
-        Failure::new(
-            crate::errors::INTERNAL,
-            format!("undecodable response: {e}"),
-            crate::errors::Side::Upstream,
-        )
-    })?;
+pub fn response(route: &Route, message: &[u8]) -> Result<Value, Mismatch> {
+    let decoded = DynamicMessage::decode(route.method.output(), message)
+        .map_err(|e| Mismatch::response(format!("undecodable response: {e}")))?;
     let options = SerializeOptions::new();
     let json = decoded
         .serialize_with_options(serde_json::value::Serializer, &options)
-        .map_err(|e| {
-            Failure::new(
-                crate::errors::INTERNAL,
-                format!("unencodable response: {e}"),
-                crate::errors::Side::Gateway,
-            )
-        })?;
+        .map_err(|e| Mismatch::encoding(format!("unencodable response: {e}")))?;
     match &route.response_body {
         None => Ok(json),
         Some(field) => {
@@ -309,7 +290,7 @@ pub fn response(route: &Route, message: &[u8]) -> Result<Value, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::{Found, RouteTable};
+    use crate::contract::routes::{Found, RouteTable};
 
     fn decode(route: &Route, framed: Bytes) -> Value {
         let mut buffer = BytesMut::from(&framed[..]);
@@ -343,7 +324,7 @@ mod tests {
                     "{target} {body}: {:?} lacks {want:?}",
                     failure.message
                 );
-                assert_eq!(failure.http_status(), 400);
+                assert_eq!(failure.fault, crate::contract::Fault::Request);
             }
             (got, want) => panic!("{target} {body}: got {got:?}, want {want:?}"),
         }
@@ -448,7 +429,7 @@ mod tests {
 #[cfg(test)]
 mod idempotency_tests {
     use super::*;
-    use crate::routes::{Found, RouteTable};
+    use crate::contract::routes::{Found, RouteTable};
 
     fn create_order(body: &str) -> (MessageDescriptor, Bytes) {
         let table = RouteTable::from_descriptor_sets(&[platform_proto::PLATFORM_DESCRIPTOR_SET])

@@ -25,15 +25,17 @@ const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The key of the ConfigMap that holds the routing document.
 pub const KEY: &str = "routes.json";
 
-/// A client of the Kubernetes API server, with the service account's token.
-#[derive(Debug, Clone)]
-pub struct KubeApi {
+/// Where the Kubernetes API server is and how to trust and authenticate
+/// to it: settings only, read at start; the client is made by
+/// [`KubeApi::connect`] when the control plane starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeTarget {
     api: String,
     token_file: Option<PathBuf>,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    ca_file: Option<PathBuf>,
 }
 
-impl KubeApi {
+impl KubeTarget {
     /// The API server from `KUBE_API_URL` or the in-cluster
     /// `KUBERNETES_SERVICE_HOST`/`_PORT`, with the service account's token
     /// and CA (or `KUBE_TOKEN_FILE`, `KUBE_CA_FILE`). `needed_by` names the
@@ -65,13 +67,32 @@ impl KubeApi {
             .string("KUBE_CA_FILE")
             .map(PathBuf::from)
             .or_else(|| Some(PathBuf::from(SERVICE_ACCOUNT).join("ca.crt")).filter(|p| p.exists()));
-        let connector = connector(ca_file.as_deref())?;
+        Ok(Self {
+            api,
+            token_file,
+            ca_file,
+        })
+    }
+}
+
+/// A client of the Kubernetes API server, with the service account's token.
+#[derive(Debug, Clone)]
+pub struct KubeApi {
+    api: String,
+    token_file: Option<PathBuf>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl KubeApi {
+    /// A client of `target`; fails when its CA file cannot be read.
+    pub fn connect(target: &KubeTarget) -> Result<Self, ConfigError> {
+        let connector = connector(target.ca_file.as_deref())?;
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .build(connector);
         Ok(Self {
-            api,
-            token_file,
+            api: target.api.clone(),
+            token_file: target.token_file.clone(),
             client,
         })
     }
@@ -122,15 +143,16 @@ impl KubeApi {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct ConfigMapSource {
-    api: KubeApi,
+/// `ROUTES_CONFIGMAP=<namespace>/<name>`: which ConfigMap holds the
+/// routing state, and the API server it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigMapTarget {
+    api: KubeTarget,
     namespace: String,
     name: String,
 }
 
-impl ConfigMapSource {
-    /// `ROUTES_CONFIGMAP=<namespace>/<name>`, through the API of [`KubeApi::from_env`].
+impl ConfigMapTarget {
     pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
         let Some(target) = env.string("ROUTES_CONFIGMAP") else {
             return Ok(None);
@@ -140,10 +162,27 @@ impl ConfigMapSource {
             .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
             .ok_or_else(|| ConfigError::new("ROUTES_CONFIGMAP", "expected <namespace>/<name>"))?;
         Ok(Some(Self {
-            api: KubeApi::from_env(env, "ROUTES_CONFIGMAP")?,
+            api: KubeTarget::from_env(env, "ROUTES_CONFIGMAP")?,
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         }))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfigMapSource {
+    api: KubeApi,
+    namespace: String,
+    name: String,
+}
+
+impl ConfigMapSource {
+    pub fn connect(target: &ConfigMapTarget) -> Result<Self, ConfigError> {
+        Ok(Self {
+            api: KubeApi::connect(&target.api)?,
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+        })
     }
 
     pub fn describe(&self) -> String {
@@ -329,14 +368,15 @@ fn connector(
 /// becomes the ready addresses of that Service's EndpointSlices, polled every
 /// `every`, so a scaled-up or replaced pod gets traffic within seconds and
 /// each pod is balanced per request (no connection pins a Service).
-#[derive(Debug, Clone)]
-pub struct EndpointDiscovery {
-    api: KubeApi,
+/// `DISCOVERY_NAMESPACE` (default: the service account's namespace): where
+/// the Services behind `k8s:` endpoints are, and the API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryTarget {
+    api: KubeTarget,
     namespace: String,
 }
 
-impl EndpointDiscovery {
-    /// `DISCOVERY_NAMESPACE` (default: the service account's namespace).
+impl DiscoveryTarget {
     pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
         let namespace = env.string("DISCOVERY_NAMESPACE").or_else(|| {
             std::fs::read_to_string(PathBuf::from(SERVICE_ACCOUNT).join("namespace"))
@@ -347,9 +387,24 @@ impl EndpointDiscovery {
             return Ok(None);
         };
         Ok(Some(Self {
-            api: KubeApi::from_env(env, "DISCOVERY_NAMESPACE")?,
+            api: KubeTarget::from_env(env, "DISCOVERY_NAMESPACE")?,
             namespace,
         }))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointDiscovery {
+    api: KubeApi,
+    namespace: String,
+}
+
+impl EndpointDiscovery {
+    pub fn connect(target: &DiscoveryTarget) -> Result<Self, ConfigError> {
+        Ok(Self {
+            api: KubeApi::connect(&target.api)?,
+            namespace: target.namespace.clone(),
+        })
     }
 
     /// The ready addresses behind `service` (`ip:port`; the slice's port, else `port`).

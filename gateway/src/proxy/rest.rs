@@ -9,13 +9,13 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use platform_runtime::Color;
 
-use crate::access::RouteLabel;
 use crate::boxed::{BoxBody, full};
-use crate::errors::Failure;
-use crate::routes::{Found, Route};
-use crate::state::State;
-use crate::transcode;
-use crate::upstream::{Call, CallBody, failure_from, status_code};
+use crate::contract::routes::{Found, Route};
+use crate::contract::transcode;
+use crate::proxy::access::RouteLabel;
+use crate::proxy::errors::Failure;
+use crate::proxy::state::State;
+use crate::proxy::upstream::{Call, CallBody, failure_from, status_code};
 
 fn served_by(response: &mut Response<BoxBody>, color: Option<Color>) {
     if let Some(color) = color {
@@ -56,19 +56,23 @@ pub async fn handle(
     };
     let fail = |failure: Failure| labelled(failure.into_http(), route, None);
     let mut passed = http::HeaderMap::new();
-    if let Err(failure) = crate::forward::pass_on(request.headers(), &mut passed) {
+    if let Err(failure) = crate::proxy::forward::pass_on(request.headers(), &mut passed) {
         return fail(failure);
     }
     // Rate limits are per caller: the token's subject, else the address.
-    let client = if state.is_public(&method, &path) {
+    let client = if state.admission.is_public(&method, &path) {
         format!("addr:{}", peer.ip())
     } else {
-        match state.authenticate(request.headers()).await {
+        match state.admission.authenticate(request.headers()).await {
             Ok(subject) => format!("sub:{subject}"),
             Err(failure) => return fail(failure),
         }
     };
-    if let Err(failure) = state.rate.check(&client, std::time::Instant::now()) {
+    if let Err(failure) = state
+        .admission
+        .rate
+        .check(&client, std::time::Instant::now())
+    {
         state.upstream.metrics.count_rate_limited();
         return fail(failure);
     }
@@ -77,7 +81,7 @@ pub async fn handle(
         Err(failure) => return fail(failure),
     };
     let (parts, body) = request.into_parts();
-    let body = match crate::body::read(
+    let body = match crate::proxy::body::read(
         body,
         state.body_limit(route),
         state.config.body_read_timeout,
@@ -95,7 +99,7 @@ pub async fn handle(
     };
     let framed = match transcode::request(route, &vars, query.as_deref(), &body) {
         Ok(framed) => framed,
-        Err(failure) => return fail(failure),
+        Err(mismatch) => return fail(mismatch.into()),
     };
     if route.server_streaming() {
         let sse = parts
@@ -133,7 +137,11 @@ pub async fn handle(
                 );
                 labelled(response, route, Some(answer.color))
             }
-            Err(failure) => labelled(failure.into_http(), route, Some(answer.color)),
+            Err(mismatch) => labelled(
+                Failure::from(mismatch).into_http(),
+                route,
+                Some(answer.color),
+            ),
         },
         Err((color, failure)) => labelled(failure.into_http(), route, color),
     }
@@ -184,7 +192,7 @@ impl Feed {
             match self.body.frame().await {
                 Some(Ok(frame)) => {
                     if let Some(trailers) = frame.trailers_ref() {
-                        let code = status_code(trailers).unwrap_or(crate::errors::INTERNAL);
+                        let code = status_code(trailers).unwrap_or(crate::proxy::errors::INTERNAL);
                         let failure = (code != 0).then(|| failure_from(code, trailers));
                         self.end(&mut out, failure.as_ref());
                         break;
@@ -201,8 +209,8 @@ impl Feed {
                                 out.extend_from_slice(&encode(self.sse, "result", &json))
                             }
                             Ok(None) => break,
-                            Err(failure) => {
-                                self.end(&mut out, Some(&failure));
+                            Err(mismatch) => {
+                                self.end(&mut out, Some(&mismatch.into()));
                                 break;
                             }
                         }

@@ -89,6 +89,22 @@ pub struct Failure {
     pub http_override: Option<StatusCode>,
 }
 
+/// A message that does not fit its contract fails like this: the client's
+/// as INVALID_ARGUMENT (400) or UNIMPLEMENTED, the service's or the
+/// gateway's own as INTERNAL.
+impl From<crate::contract::Mismatch> for Failure {
+    fn from(mismatch: crate::contract::Mismatch) -> Self {
+        use crate::contract::Fault;
+        let (code, side) = match mismatch.fault {
+            Fault::Request => (INVALID_ARGUMENT, Side::Downstream),
+            Fault::Unsupported => (UNIMPLEMENTED, Side::Downstream),
+            Fault::Response => (INTERNAL, Side::Upstream),
+            Fault::Encoding => (INTERNAL, Side::Gateway),
+        };
+        Self::new(code, mismatch.message, side)
+    }
+}
+
 impl Failure {
     pub fn new(code: i32, message: impl Into<String>, side: Side) -> Self {
         Self {

@@ -17,11 +17,11 @@ use platform_runtime::Color;
 use tracing::Instrument;
 
 use crate::boxed::{BoxBody, full};
-use crate::errors::{Failure, Side};
 use crate::metrics::{GatewayMetrics, RetryLabels, UpstreamLabels, WeightLabels};
-use crate::outliers::{Outliers, RetryBudget};
+use crate::proxy::errors::{Failure, Side};
+use crate::proxy::outliers::{Outliers, RetryBudget};
+use crate::proxy::stats::{Stats, Traffic};
 use crate::routing::Routing;
-use crate::stats::{Stats, Traffic};
 
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -117,7 +117,7 @@ impl Upstream {
         let counter = self.metrics.upstream.get_or_create(&UpstreamLabels {
             service: service.to_owned(),
             color: color.as_str(),
-            grpc_code: crate::errors::code_name(code),
+            grpc_code: crate::proxy::errors::code_name(code),
             traffic: traffic.as_str(),
         });
         if timed {
@@ -208,7 +208,7 @@ impl Upstream {
                 }
                 Ok(Ok(response)) => {
                     let unavailable =
-                        status_code(response.headers()) == Some(crate::errors::UNAVAILABLE);
+                        status_code(response.headers()) == Some(crate::proxy::errors::UNAVAILABLE);
                     if !unavailable {
                         self.outliers.success(&endpoint);
                         return Ok((color, response));
@@ -223,7 +223,7 @@ impl Upstream {
                         service,
                         color,
                         call.traffic,
-                        crate::errors::UNAVAILABLE,
+                        crate::proxy::errors::UNAVAILABLE,
                         started,
                         true,
                     );
@@ -234,7 +234,7 @@ impl Upstream {
                         service,
                         color,
                         call.traffic,
-                        crate::errors::UNAVAILABLE,
+                        crate::proxy::errors::UNAVAILABLE,
                         started,
                         true,
                     );
@@ -254,15 +254,15 @@ impl Upstream {
                 }
                 Err(_) => {
                     let code = if call.caller_deadline {
-                        crate::errors::CANCELLED
+                        crate::proxy::errors::CANCELLED
                     } else {
-                        crate::errors::DEADLINE_EXCEEDED
+                        crate::proxy::errors::DEADLINE_EXCEEDED
                     };
                     self.record(service, color, call.traffic, code, started, true);
                     return Err((
                         chosen,
                         Failure::new(
-                            crate::errors::DEADLINE_EXCEEDED,
+                            crate::proxy::errors::DEADLINE_EXCEEDED,
                             format!("{service} ({color}) did not answer in time"),
                             Side::Upstream,
                         ),
@@ -331,7 +331,7 @@ impl Upstream {
             }
             Err(_) => {
                 let failure = Failure::new(
-                    crate::errors::DEADLINE_EXCEEDED,
+                    crate::proxy::errors::DEADLINE_EXCEEDED,
                     format!("{service} ({color}) did not answer in time"),
                     Side::Upstream,
                 );
@@ -340,17 +340,17 @@ impl Upstream {
             }
         };
         let trailers = collected.trailers().cloned().unwrap_or_default();
-        let code = status_code(&trailers).unwrap_or(crate::errors::INTERNAL);
+        let code = status_code(&trailers).unwrap_or(crate::proxy::errors::INTERNAL);
         self.record(service, color, traffic, code, started, true);
         if code != 0 {
             return Err(fail(failure_from(code, &trailers)));
         }
         let mut buffer = BytesMut::from(collected.to_bytes().as_ref());
-        let message = crate::transcode::next_frame(&mut buffer)
-            .map_err(fail)?
+        let message = crate::contract::transcode::next_frame(&mut buffer)
+            .map_err(|mismatch| fail(mismatch.into()))?
             .ok_or_else(|| {
                 fail(Failure::new(
-                    crate::errors::INTERNAL,
+                    crate::proxy::errors::INTERNAL,
                     "the service sent no message",
                     Side::Upstream,
                 ))
@@ -457,7 +457,7 @@ pub fn status_code(headers: &HeaderMap) -> Option<i32> {
 /// spec's mapping, except that a request the service found too large stays
 /// the client's (RESOURCE_EXHAUSTED, with the same 4xx).
 pub fn failure_from_http(status: http::StatusCode) -> Failure {
-    use crate::errors as e;
+    use crate::proxy::errors as e;
     let (code, side) = match status.as_u16() {
         413 | 431 => (e::RESOURCE_EXHAUSTED, Side::Downstream),
         400 => (e::INTERNAL, Side::Upstream),
@@ -491,16 +491,6 @@ pub fn failure_from(code: i32, headers: &HeaderMap) -> Failure {
     Failure::new(code, message, Side::Upstream)
 }
 
-/// What a health check of one endpoint found.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Probe {
-    pub endpoint: String,
-    pub serving: bool,
-    /// The release the endpoint runs, from its `x-service-version` header.
-    pub version: Option<String>,
-    pub error: Option<String>,
-}
-
 impl Upstream {
     /// Copies a safe call to `color` and throws the answer away; only its
     /// outcome is recorded, as mirror traffic.
@@ -513,85 +503,6 @@ impl Upstream {
         tokio::spawn(async move {
             let _ = upstream.unary(&service, Some(color), copy, timeout).await;
         });
-    }
-
-    /// Asks `endpoint` for its gRPC health, within a second.
-    pub async fn probe(&self, endpoint: &str) -> Probe {
-        let mut probe = Probe {
-            endpoint: endpoint.to_owned(),
-            serving: false,
-            version: None,
-            error: None,
-        };
-        let request = Request::post(format!("http://{endpoint}/grpc.health.v1.Health/Check"))
-            .version(http::Version::HTTP_2)
-            .header(http::header::CONTENT_TYPE, "application/grpc")
-            .header(http::header::TE, "trailers")
-            .header("grpc-timeout", "1000m")
-            .body(full(Bytes::from_static(&[0, 0, 0, 0, 0])));
-        let request = match request {
-            Ok(request) => request,
-            Err(e) => {
-                probe.error = Some(e.to_string());
-                return probe;
-            }
-        };
-        let answer = tokio::time::timeout(Duration::from_secs(1), async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    "connection refused".to_owned()
-                } else {
-                    e.to_string()
-                }
-            })?;
-            let version = response
-                .headers()
-                .get("x-service-version")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            if let Some(code) = status_code(response.headers()) {
-                return Err(format!(
-                    "health check answered {}",
-                    crate::errors::code_name(code)
-                ));
-            }
-            let collected = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?;
-            let code = collected
-                .trailers()
-                .and_then(status_code)
-                .unwrap_or(crate::errors::INTERNAL);
-            if code != 0 {
-                return Err(format!(
-                    "health check answered {}",
-                    crate::errors::code_name(code)
-                ));
-            }
-            let mut buffer = BytesMut::from(collected.to_bytes().as_ref());
-            let message = crate::transcode::next_frame(&mut buffer)
-                .map_err(|f| f.message.clone())?
-                .ok_or_else(|| "empty health answer".to_owned())?;
-            let answer = <tonic_health::pb::HealthCheckResponse as prost::Message>::decode(message)
-                .map_err(|e| e.to_string())?;
-            Ok((answer.status, version))
-        })
-        .await;
-        match answer {
-            Ok(Ok((status, version))) => {
-                probe.version = version;
-                probe.serving = status
-                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-                if !probe.serving {
-                    probe.error = Some("NOT_SERVING".into());
-                }
-            }
-            Ok(Err(error)) => probe.error = Some(error),
-            Err(_) => probe.error = Some("no answer within 1s".into()),
-        }
-        probe
     }
 }
 
@@ -606,9 +517,9 @@ pub fn settled<E>(
     match polled {
         Poll::Ready(Some(Ok(frame))) => frame
             .trailers_ref()
-            .map(|t| status_code(t).unwrap_or(crate::errors::INTERNAL)),
-        Poll::Ready(Some(Err(_))) => Some(crate::errors::UNAVAILABLE),
-        Poll::Ready(None) => Some(crate::errors::INTERNAL),
+            .map(|t| status_code(t).unwrap_or(crate::proxy::errors::INTERNAL)),
+        Poll::Ready(Some(Err(_))) => Some(crate::proxy::errors::UNAVAILABLE),
+        Poll::Ready(None) => Some(crate::proxy::errors::INTERNAL),
         Poll::Pending => None,
     }
 }
@@ -697,14 +608,14 @@ mod tests {
     #[test]
     fn answers_that_are_not_grpc_keep_their_side() {
         for (status, code, http) in [
-            (431, crate::errors::RESOURCE_EXHAUSTED, 431),
-            (413, crate::errors::RESOURCE_EXHAUSTED, 413),
-            (400, crate::errors::INTERNAL, 500),
-            (401, crate::errors::UNAUTHENTICATED, 401),
-            (404, crate::errors::UNIMPLEMENTED, 501),
-            (503, crate::errors::UNAVAILABLE, 503),
-            (502, crate::errors::UNAVAILABLE, 503),
-            (418, crate::errors::UNKNOWN, 500),
+            (431, crate::proxy::errors::RESOURCE_EXHAUSTED, 431),
+            (413, crate::proxy::errors::RESOURCE_EXHAUSTED, 413),
+            (400, crate::proxy::errors::INTERNAL, 500),
+            (401, crate::proxy::errors::UNAUTHENTICATED, 401),
+            (404, crate::proxy::errors::UNIMPLEMENTED, 501),
+            (503, crate::proxy::errors::UNAVAILABLE, 503),
+            (502, crate::proxy::errors::UNAVAILABLE, 503),
+            (418, crate::proxy::errors::UNKNOWN, 500),
         ] {
             let failure = failure_from_http(http::StatusCode::from_u16(status).expect("status"));
             assert_eq!(

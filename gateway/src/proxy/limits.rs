@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::errors::{Failure, Side};
+use crate::proxy::errors::{Failure, Side};
 
 /// Codes of the two refusals.
 const RESOURCE_EXHAUSTED: i32 = 8;

@@ -10,13 +10,13 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::access::RouteLabel;
 use crate::boxed::BoxBody;
-use crate::conn::Listener;
-use crate::errors::{Failure, Side};
-use crate::routes::logical_service;
-use crate::state::State;
-use crate::upstream::{Call, CallBody};
+use crate::contract::routes::logical_service;
+use crate::proxy::access::RouteLabel;
+use crate::proxy::conn::Listener;
+use crate::proxy::errors::{Failure, Side};
+use crate::proxy::state::State;
+use crate::proxy::upstream::{Call, CallBody};
 
 pub fn is_grpc(request: &Request<Incoming>) -> bool {
     request
@@ -35,7 +35,7 @@ pub async fn handle(
     let path = request.uri().path().to_owned();
     let Some((service_name, _)) = path.trim_start_matches('/').split_once('/') else {
         return Failure::new(
-            crate::errors::UNIMPLEMENTED,
+            crate::proxy::errors::UNIMPLEMENTED,
             format!("no gRPC method at {path}"),
             Side::Downstream,
         )
@@ -43,7 +43,7 @@ pub async fn handle(
     };
     let Some(method) = state.table.grpc_method(&path) else {
         return Failure::new(
-            crate::errors::UNIMPLEMENTED,
+            crate::proxy::errors::UNIMPLEMENTED,
             format!("unknown method {path}"),
             Side::Downstream,
         )
@@ -52,7 +52,7 @@ pub async fn handle(
     let public = state.table.routes().iter().any(|r| r.grpc_path == path);
     if listener == Listener::Public && !public {
         return Failure::new(
-            crate::errors::PERMISSION_DENIED,
+            crate::proxy::errors::PERMISSION_DENIED,
             format!("{path} is internal: it is not reachable through the public gateway"),
             Side::Downstream,
         )
@@ -66,22 +66,30 @@ pub async fn handle(
             .routes()
             .iter()
             .filter(|r| r.grpc_path == path)
-            .any(|r| state.is_public(&r.http_method, &r.template.openapi_path()));
+            .any(|r| {
+                state
+                    .admission
+                    .is_public(&r.http_method, &r.template.openapi_path())
+            });
         let client = if open {
             format!("addr:{}", peer.ip())
         } else {
-            match state.authenticate(request.headers()).await {
+            match state.admission.authenticate(request.headers()).await {
                 Ok(subject) => format!("sub:{subject}"),
                 Err(failure) => return failure.into_grpc(),
             }
         };
-        if let Err(failure) = state.rate.check(&client, std::time::Instant::now()) {
+        if let Err(failure) = state
+            .admission
+            .rate
+            .check(&client, std::time::Instant::now())
+        {
             state.upstream.metrics.count_rate_limited();
             return failure.into_grpc();
         }
     }
     let mut passed = http::HeaderMap::new();
-    if let Err(failure) = crate::forward::pass_on(request.headers(), &mut passed) {
+    if let Err(failure) = crate::proxy::forward::pass_on(request.headers(), &mut passed) {
         return failure.into_grpc();
     }
     let service = logical_service(method.parent_service().package_name());
@@ -110,7 +118,7 @@ pub async fn handle(
             .boxed_unsync();
         (CallBody::Streaming(Some(stream)), false)
     } else {
-        let framed = match crate::body::read(
+        let framed = match crate::proxy::body::read(
             body,
             state.config.max_body_bytes,
             state.config.body_read_timeout,
@@ -120,9 +128,9 @@ pub async fn handle(
             Ok(framed) => framed,
             Err(failure) => return failure.into_grpc(),
         };
-        match crate::transcode::check_unary(&method.input(), &framed) {
+        match crate::contract::transcode::check_unary(&method.input(), &framed) {
             Ok(keyed) => (CallBody::Buffered(framed), keyed),
-            Err(failure) => return failure.into_grpc(),
+            Err(mismatch) => return Failure::from(mismatch).into_grpc(),
         }
     };
     // The global slot guards the work upstream, taken once the body is in.
@@ -161,13 +169,13 @@ pub async fn handle(
                 .insert("x-served-by", HeaderValue::from_static(color.as_str()));
             parts.headers.remove("x-service-version");
             parts.extensions.insert(label(Some(color)));
-            let body = match crate::upstream::status_code(&parts.headers) {
+            let body = match crate::proxy::upstream::status_code(&parts.headers) {
                 // Trailers-only: the call is over already.
                 Some(code) => {
                     state.upstream.record(
                         &service,
                         color,
-                        crate::stats::Traffic::Live,
+                        crate::proxy::stats::Traffic::Live,
                         code,
                         started,
                         timed,
@@ -175,7 +183,7 @@ pub async fn handle(
                     body.map_err(|e| Box::new(e) as crate::boxed::BoxError)
                         .boxed_unsync()
                 }
-                None => crate::upstream::Recorded::new(
+                None => crate::proxy::upstream::Recorded::new(
                     body,
                     &state.upstream,
                     &service,

@@ -57,12 +57,12 @@ impl LocalGrpc {
     pub async fn call(
         &self,
         request: Request<Incoming>,
-        listener: crate::conn::Listener,
+        listener: crate::proxy::conn::Listener,
     ) -> Response<BoxBody> {
         let request = request.map(tonic::body::Body::new);
         let mut routes = match listener {
-            crate::conn::Listener::Public => self.public.clone(),
-            crate::conn::Listener::Internal => self.internal.clone(),
+            crate::proxy::conn::Listener::Public => self.public.clone(),
+            crate::proxy::conn::Listener::Internal => self.internal.clone(),
         };
         let response: Result<Response<tonic::body::Body>, Infallible> = routes.call(request).await;
         match response {

@@ -13,9 +13,9 @@ use http::{HeaderValue, Method, Response};
 use http_body::{Body, Frame};
 
 use crate::boxed::{BoxBody, BoxError};
-use crate::errors::{Side, code_name};
 use crate::metrics::{GatewayMetrics, RequestLabels};
-use crate::upstream::{settled, status_code};
+use crate::proxy::errors::{Side, code_name};
+use crate::proxy::upstream::{settled, status_code};
 
 /// Route, service and color of a response, for metrics and the access log.
 #[derive(Debug, Clone)]
@@ -156,6 +156,6 @@ impl Body for Finishing {
 
 impl Drop for Finishing {
     fn drop(&mut self) {
-        self.finish(crate::errors::CANCELLED);
+        self.finish(crate::proxy::errors::CANCELLED);
     }
 }

@@ -6,7 +6,7 @@
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use crate::errors::{Failure, RESOURCE_EXHAUSTED, Side};
+use crate::proxy::errors::{Failure, RESOURCE_EXHAUSTED, Side};
 
 /// The client headers a service may see.
 const PASSED_ON: [&str; 6] = [
