@@ -234,6 +234,34 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_contract_mismatch_fails_by_whose_fault_it_is() {
+        use crate::contract::Mismatch;
+        for (mismatch, code, http, side) in [
+            (
+                Mismatch::request("x"),
+                INVALID_ARGUMENT,
+                400,
+                Side::Downstream,
+            ),
+            (
+                Mismatch::unsupported("x"),
+                UNIMPLEMENTED,
+                501,
+                Side::Downstream,
+            ),
+            (Mismatch::response("x"), INTERNAL, 500, Side::Upstream),
+            (Mismatch::encoding("x"), INTERNAL, 500, Side::Gateway),
+        ] {
+            let failure = Failure::from(mismatch.clone());
+            assert_eq!(
+                (failure.code, failure.http_status().as_u16(), failure.side),
+                (code, http, side),
+                "{mismatch:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn one_table_for_http_and_grpc() {
         use http_body_util::BodyExt;

@@ -133,8 +133,67 @@ impl RetryBudget {
     }
 }
 
+/// How an attempt failed, as far as sending it again goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The service answered UNAVAILABLE: it read the call and refused it.
+    Unavailable,
+    /// No connection could be made: the call never left the gateway.
+    NotConnected,
+    /// The connection broke with the call in flight: it may have run.
+    Broken,
+}
+
+/// Whether a failed attempt may be sent to another endpoint, and the reason
+/// counted in `gateway_upstream_retries_total`; `None` when the failure is
+/// the answer. Only a buffered (`replayable`) call can be sent again; then
+/// one that never left is always safe, a refused one only when it is
+/// idempotent, and one lost in flight when it is idempotent or carries an
+/// idempotency key the service deduplicates on. The retry budget and the
+/// attempt cap apply after this.
+pub fn retry(
+    attempt: Attempt,
+    replayable: bool,
+    idempotent: bool,
+    keyed: bool,
+) -> Option<&'static str> {
+    if !replayable {
+        return None;
+    }
+    match attempt {
+        Attempt::NotConnected => Some("connect"),
+        Attempt::Unavailable => idempotent.then_some("unavailable"),
+        Attempt::Broken => (idempotent || keyed).then_some("broken"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retries_only_what_is_safe_to_send_again() {
+        use super::Attempt::{Broken, NotConnected, Unavailable};
+        // (attempt, replayable, idempotent, keyed) -> retry reason
+        let table = [
+            (NotConnected, true, false, false, Some("connect")),
+            (NotConnected, false, true, true, None),
+            (Unavailable, true, true, false, Some("unavailable")),
+            (Unavailable, true, false, true, None),
+            (Unavailable, true, false, false, None),
+            (Unavailable, false, true, false, None),
+            (Broken, true, true, false, Some("broken")),
+            (Broken, true, false, true, Some("broken")),
+            (Broken, true, false, false, None),
+            (Broken, false, true, true, None),
+        ];
+        for (attempt, replayable, idempotent, keyed, want) in table {
+            assert_eq!(
+                super::retry(attempt, replayable, idempotent, keyed),
+                want,
+                "{attempt:?} replayable={replayable} idempotent={idempotent} keyed={keyed}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

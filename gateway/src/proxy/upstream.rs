@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::boxed::{BoxBody, full};
 use crate::metrics::{GatewayMetrics, RetryLabels, UpstreamLabels, WeightLabels};
 use crate::proxy::errors::{Failure, Side};
-use crate::proxy::outliers::{Outliers, RetryBudget};
+use crate::proxy::outliers::{Attempt, Outliers, RetryBudget};
 use crate::proxy::stats::{Stats, Traffic};
 use crate::routing::Routing;
 
@@ -214,9 +214,9 @@ impl Upstream {
                         return Ok((color, response));
                     }
                     self.fail(service, color, &endpoint);
-                    if !(call.idempotent && replayable) {
+                    let Some(reason) = retry_reason(Attempt::Unavailable, &call, replayable) else {
                         return Ok((color, response));
-                    }
+                    };
                     // This attempt's answer is dropped for a retry: count
                     // it here, or analysis would miss the color's failures.
                     self.record(
@@ -227,7 +227,7 @@ impl Upstream {
                         started,
                         true,
                     );
-                    "unavailable"
+                    reason
                 }
                 Ok(Err(err)) => {
                     self.record(
@@ -240,17 +240,18 @@ impl Upstream {
                     );
                     self.fail(service, color, &endpoint);
                     tracing::warn!(service, %color, endpoint, error = %err, "upstream call failed");
-                    if !(replayable && (err.is_connect() || call.idempotent || call.keyed)) {
+                    let attempt = if err.is_connect() {
+                        Attempt::NotConnected
+                    } else {
+                        Attempt::Broken
+                    };
+                    let Some(reason) = retry_reason(attempt, &call, replayable) else {
                         return Err((
                             chosen,
                             Failure::unavailable(format!("{service} ({color}) is unavailable")),
                         ));
-                    }
-                    if err.is_connect() {
-                        "connect"
-                    } else {
-                        "broken"
-                    }
+                    };
+                    reason
                 }
                 Err(_) => {
                     let code = if call.caller_deadline {
@@ -504,6 +505,12 @@ impl Upstream {
             let _ = upstream.unary(&service, Some(color), copy, timeout).await;
         });
     }
+}
+
+/// The retry decision for `call`'s failed attempt (see
+/// [`crate::proxy::outliers::retry`]).
+fn retry_reason(attempt: Attempt, call: &Call, replayable: bool) -> Option<&'static str> {
+    crate::proxy::outliers::retry(attempt, replayable, call.idempotent, call.keyed)
 }
 
 /// The gRPC status that a poll of a passed-through response body settles,
