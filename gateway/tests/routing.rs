@@ -241,6 +241,25 @@ async fn admin_api_validates_rolls_back_and_follows_the_file() {
         metrics.contains("http_server_request_duration_seconds_count{http_route=\"/v1/orders\""),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("build_info{service=\"gateway\",version=\"")
+            && !metrics.contains("rust_version=\"\""),
+        "{metrics}"
+    );
+    // Read as Prometheus reads it, in the format each scrape asked for.
+    testkit::exposition::check(
+        stack.gateway.admin_addr,
+        &[
+            ("gateway_routing_reload_failures", "counter"),
+            ("gateway_upstream_retries", "counter"),
+            ("gateway_endpoint_ejections", "counter"),
+            ("gateway_shed_requests", "counter"),
+            ("http_server_request_duration_seconds", "histogram"),
+            ("gateway_route_weight", "gauge"),
+            ("build_info", "gauge"),
+        ],
+    )
+    .await;
     stack.stop().await;
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use platform_runtime::exposition::Format;
 
 mod releases;
 
@@ -85,10 +86,16 @@ async fn handle(
     let path = request.uri().path().to_owned();
     match (request.method(), path.as_str()) {
         (&Method::GET, "/metrics") => {
-            let mut response = Response::new(full(state.proxy.upstream.metrics.encode()));
+            let format = Format::negotiate(
+                request
+                    .headers()
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            let mut response = Response::new(full(state.proxy.upstream.metrics.encode(format)));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                HeaderValue::from_static(format.content_type()),
             );
             return response;
         }

@@ -98,7 +98,7 @@ pub async fn handle(
         .headers()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout);
+        .and_then(platform_runtime::deadline::parse_grpc_timeout);
     let caller_deadline = asked.is_some_and(|t| t < state.upstream.default_timeout());
     let timeout = asked.map_or(state.upstream.default_timeout(), |t| {
         t.min(state.upstream.default_timeout())
@@ -145,7 +145,6 @@ pub async fn handle(
             .map_or_else(|| path.clone(), |p| p.to_string()),
         body,
         passed,
-        timeout,
         state.idempotent(&path),
     );
     call.keyed = keyed;
@@ -176,7 +175,7 @@ pub async fn handle(
                         &service,
                         color,
                         crate::proxy::stats::Traffic::Live,
-                        code,
+                        crate::proxy::upstream::counted(code, caller_deadline),
                         started,
                         timed,
                     );
@@ -190,6 +189,7 @@ pub async fn handle(
                     color,
                     started,
                     timed,
+                    caller_deadline,
                 )
                 .map_err(|e| Box::new(e) as crate::boxed::BoxError)
                 .boxed_unsync(),
@@ -200,42 +200,6 @@ pub async fn handle(
             let mut response: Response<BoxBody> = failure.into_grpc();
             response.extensions_mut().insert(label(color));
             response
-        }
-    }
-}
-
-/// `grpc-timeout`: an integer of at most 8 digits and a unit (H M S m u n).
-pub fn parse_grpc_timeout(value: &str) -> Option<std::time::Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => std::time::Duration::from_secs(n * 3600),
-        "M" => std::time::Duration::from_secs(n * 60),
-        "S" => std::time::Duration::from_secs(n),
-        "m" => std::time::Duration::from_millis(n),
-        "u" => std::time::Duration::from_micros(n),
-        "n" => std::time::Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn parses_grpc_timeouts() {
-        use std::time::Duration;
-        for (raw, want) in [
-            ("5S", Some(Duration::from_secs(5))),
-            ("250m", Some(Duration::from_millis(250))),
-            ("1H", Some(Duration::from_secs(3600))),
-            ("123456789S", None),
-            ("S", None),
-            ("5x", None),
-        ] {
-            assert_eq!(super::parse_grpc_timeout(raw), want, "{raw}");
         }
     }
 }

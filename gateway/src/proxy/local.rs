@@ -81,10 +81,14 @@ impl LocalGrpc {
     }
 }
 
-/// Reflection (v1 and v1alpha) over `descriptor_sets`.
+/// Reflection (v1 and v1alpha) over `descriptor_sets` and health, which the
+/// gateway answers itself.
 fn reflection(descriptor_sets: &[&[u8]]) -> Result<Routes, String> {
-    let mut v1 = tonic_reflection::server::Builder::configure();
-    let mut v1alpha = tonic_reflection::server::Builder::configure();
+    let health = tonic_health::pb::FILE_DESCRIPTOR_SET;
+    let mut v1 =
+        tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(health);
+    let mut v1alpha =
+        tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(health);
     for set in descriptor_sets {
         v1 = v1.register_encoded_file_descriptor_set(set);
         v1alpha = v1alpha.register_encoded_file_descriptor_set(set);

@@ -114,7 +114,6 @@ pub async fn handle(
         &route.grpc_path,
         CallBody::Buffered(framed),
         passed,
-        state.route_timeout(route),
         state.idempotent(&route.grpc_path),
     );
     call.keyed = keyed;
@@ -242,7 +241,6 @@ async fn stream(
         &route.grpc_path,
         CallBody::Buffered(framed),
         passed,
-        STREAM_DEADLINE,
         state.idempotent(&route.grpc_path),
     );
     let (color, response) = match state

@@ -55,9 +55,26 @@ pub struct Answer {
     pub message: Bytes,
 }
 
-fn grpc_timeout(timeout: Duration) -> HeaderValue {
-    HeaderValue::from_str(&format!("{}m", timeout.as_millis().min(99_999_999)))
-        .unwrap_or(HeaderValue::from_static("30S"))
+/// The `grpc-timeout` an attempt carries: what is left of the call's
+/// deadline, less the gateway's own margin (a tenth, at most 5 ms), so the
+/// service's DEADLINE_EXCEEDED arrives before the gateway's timer fires and
+/// the caller learns where the time went.
+fn grpc_timeout(remaining: Duration) -> HeaderValue {
+    let margin = (remaining / 10).min(Duration::from_millis(5));
+    let value = platform_runtime::deadline::grpc_timeout_value(remaining.saturating_sub(margin));
+    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("30S"))
+}
+
+/// The code a call's outcome is counted under for its color: running out
+/// of a deadline the caller set shorter than the gateway's is the caller's
+/// doing, not the service's fault, so it counts as CANCELLED, whichever
+/// timer (the service's or the gateway's) fired first.
+pub fn counted(code: i32, caller_deadline: bool) -> i32 {
+    if caller_deadline && code == crate::proxy::errors::DEADLINE_EXCEEDED {
+        crate::proxy::errors::CANCELLED
+    } else {
+        code
+    }
 }
 
 impl Upstream {
@@ -177,6 +194,10 @@ impl Upstream {
                 ));
             };
             let mut request = request;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            request
+                .headers_mut()
+                .insert("grpc-timeout", grpc_timeout(remaining));
             // The upstream call is a child span of the request's span; the
             // service's span becomes its child through the injected context.
             let span = tracing::info_span!(
@@ -190,7 +211,6 @@ impl Upstream {
             );
             platform_runtime::telemetry::inject_span_headers(&span, request.headers_mut());
             let started = Instant::now();
-            let remaining = deadline.saturating_duration_since(Instant::now());
             let response = tokio::time::timeout(remaining, self.client.request(request))
                 .instrument(span)
                 .await;
@@ -392,21 +412,15 @@ pub enum CallBody {
 
 impl Call {
     /// A gRPC call to `path` carrying `body`, with the caller's headers that
-    /// belong to the call (`passed`, from `forward::pass_on`) and a deadline.
-    pub fn grpc(
-        path: &str,
-        body: CallBody,
-        passed: HeaderMap,
-        timeout: Duration,
-        idempotent: bool,
-    ) -> Self {
+    /// belong to the call (`passed`, from `forward::pass_on`); each attempt
+    /// carries what is left of the deadline given to `send`.
+    pub fn grpc(path: &str, body: CallBody, passed: HeaderMap, idempotent: bool) -> Self {
         let mut headers = passed;
         headers.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
         headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
-        headers.insert("grpc-timeout", grpc_timeout(timeout));
         Self {
             path: path.to_owned(),
             headers,
@@ -543,6 +557,7 @@ pin_project_lite::pin_project! {
         traffic: Traffic,
         started: Instant,
         timed: bool,
+        caller_deadline: bool,
         done: bool,
     }
 }
@@ -555,6 +570,7 @@ impl<B> Recorded<B> {
         color: Color,
         started: Instant,
         timed: bool,
+        caller_deadline: bool,
     ) -> Self {
         Self {
             inner,
@@ -564,6 +580,7 @@ impl<B> Recorded<B> {
             traffic: Traffic::Live,
             started,
             timed,
+            caller_deadline,
             done: false,
         }
     }
@@ -591,7 +608,7 @@ where
                 this.service,
                 *this.color,
                 *this.traffic,
-                code,
+                counted(code, *this.caller_deadline),
                 *this.started,
                 *this.timed,
             );
@@ -611,6 +628,35 @@ where
 #[cfg(test)]
 mod tests {
     use super::failure_from_http;
+    use std::time::Duration;
+
+    #[test]
+    fn an_attempt_carries_what_is_left_of_the_deadline_less_a_margin() {
+        for (remaining, sent) in [
+            (Duration::from_secs(30), "29995000u"),
+            (Duration::from_millis(100), "95000u"),
+            (Duration::from_millis(20), "18000u"),
+            (Duration::from_micros(500), "450u"),
+            (Duration::ZERO, "0u"),
+            (Duration::from_secs(24 * 3600), "86399995m"),
+            (Duration::from_secs(400 * 24 * 3600), "34559999S"),
+        ] {
+            assert_eq!(super::grpc_timeout(remaining), sent, "{remaining:?}");
+        }
+    }
+
+    #[test]
+    fn a_deadline_the_caller_set_is_not_the_services_fault() {
+        use crate::proxy::errors::{CANCELLED, DEADLINE_EXCEEDED, INTERNAL};
+        for (code, caller_deadline, counted) in [
+            (DEADLINE_EXCEEDED, true, CANCELLED),
+            (DEADLINE_EXCEEDED, false, DEADLINE_EXCEEDED),
+            (INTERNAL, true, INTERNAL),
+            (0, true, 0),
+        ] {
+            assert_eq!(super::counted(code, caller_deadline), counted);
+        }
+    }
 
     #[test]
     fn answers_that_are_not_grpc_keep_their_side() {

@@ -244,3 +244,43 @@ async fn live_streams_are_bounded_per_user_and_per_process() {
     drop((streams, reopened));
     platform.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_with_deadline_exceeded_when_its_deadline_passes() {
+    let backend = &backends()[0];
+    let platform = Platform::start(backend).await;
+    let (alice, token) = platform.user("alice@example.com").await;
+    let service = platform.orders_token().await;
+    let mut client = NotificationServiceClient::new(channel(platform.notifications.addr));
+    let mut request = authed(StreamNotificationsRequest {}, &token);
+    request.set_timeout(Duration::from_millis(1500));
+    let started = std::time::Instant::now();
+    let mut stream = client
+        .stream_notifications(request)
+        .await
+        .expect("stream")
+        .into_inner();
+    client
+        .send(authed(send(&alice, "before the deadline", "d1"), &service))
+        .await
+        .expect("send");
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the notification arrives")
+        .expect("a message")
+        .expect("not the end");
+    assert_eq!(first.subject, "before the deadline");
+    // Then nothing more arrives: the stream ends at its deadline, with the
+    // code the gRPC spec gives it, rather than running on.
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream ends by itself");
+    let status = ended.expect_err("ended by its deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_secs(8),
+        "ended after {elapsed:?}"
+    );
+    platform.stop().await;
+}

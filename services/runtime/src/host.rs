@@ -21,6 +21,7 @@ use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 
 use crate::config::{ServiceConfig, exit_on_error};
+use crate::deadline::DeadlineLayer;
 use crate::fault::FaultLayer;
 use crate::metrics::Metrics;
 use crate::observe::ObserveLayer;
@@ -115,6 +116,10 @@ impl Host {
                 self.config.color,
                 &self.config.version,
             ))
+            // Inside observe, so a call cut by its deadline is recorded
+            // as DEADLINE_EXCEEDED, and outside the faults, whose delays
+            // count against the deadline as a slow service's would.
+            .layer(DeadlineLayer)
             .layer(FaultLayer::new(self.config.faults))
             .into_inner();
         // A custom incoming stream bypasses tonic's own socket options:

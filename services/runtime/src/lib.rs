@@ -7,6 +7,8 @@
 
 pub mod caller;
 pub mod config;
+pub mod deadline;
+pub mod exposition;
 pub mod fault;
 pub mod files;
 pub mod host;

@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::config::ServiceConfig;
+use crate::exposition::Format;
 
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -90,7 +91,7 @@ impl Metrics {
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
-                rust_version: env!("CARGO_PKG_RUST_VERSION"),
+                rust_version: crate::exposition::RUSTC_VERSION,
             })
             .set(1);
         registry.register(
@@ -116,12 +117,12 @@ impl Metrics {
         }
     }
 
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if let Ok(registry) = self.registry.lock() {
-            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    /// The registry in the exposition format `format`.
+    pub fn encode(&self, format: Format) -> String {
+        match self.registry.lock() {
+            Ok(registry) => crate::exposition::encode(&registry, format),
+            Err(_) => String::new(),
         }
-        out
     }
 
     /// Serves `GET /metrics` on `listener` until the task is dropped.
@@ -137,12 +138,15 @@ impl Metrics {
                         let metrics = metrics.clone();
                         async move {
                             if request.uri().path() == "/metrics" {
+                                let format = Format::negotiate(
+                                    request
+                                        .headers()
+                                        .get(http::header::ACCEPT)
+                                        .and_then(|v| v.to_str().ok()),
+                                );
                                 hyper::Response::builder()
-                                    .header(
-                                        "content-type",
-                                        "text/plain; version=0.0.4; charset=utf-8",
-                                    )
-                                    .body(Full::new(Bytes::from(metrics.encode())))
+                                    .header("content-type", format.content_type())
+                                    .body(Full::new(Bytes::from(metrics.encode(format))))
                             } else {
                                 hyper::Response::builder().status(404).body(Full::new(
                                     Bytes::from_static(b"not found: metrics are at /metrics\n"),

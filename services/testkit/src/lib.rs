@@ -7,6 +7,9 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod exposition;
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::path::Path;
 

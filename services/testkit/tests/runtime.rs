@@ -114,7 +114,58 @@ async fn metrics_count_calls_by_method_code_and_color() {
     }
     assert!(line.ends_with(" 3"), "{line}");
     assert!(text.contains("rpc_server_duration_seconds_bucket"));
-    assert!(text.contains("build_info{"));
+    let build = text
+        .lines()
+        .find(|l| l.starts_with("build_info{"))
+        .unwrap_or_else(|| panic!("no build_info in\n{text}"));
+    assert!(build.contains("rust_version=\"1."), "{build}");
+    // Read as Prometheus reads it, in the format each scrape asked for.
+    testkit::exposition::check(
+        payments.metrics_addr,
+        &[
+            ("rpc_server_requests", "counter"),
+            ("rpc_server_duration_seconds", "histogram"),
+            ("rpc_server_in_flight_requests", "gauge"),
+            ("build_info", "gauge"),
+        ],
+    )
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_that_passes_in_the_service_is_deadline_exceeded() {
+    // Every call takes 400 ms; the caller gives it 100 ms. Sent as bytes:
+    // a tonic client keeps a timer of its own and would report CANCELLED
+    // itself, so only a raw call reads the service's answer.
+    let (running, token) = payments_with(&[("FAULT_LATENCY_MS", "400".into())]).await;
+    let bearer = format!("Bearer {token}");
+    // GetPaymentRequest { payment_id: "pay_missing" }
+    let mut message = vec![0x0a, 11];
+    message.extend_from_slice(b"pay_missing");
+    let started = Instant::now();
+    let (_, code, text) = testkit::raw::grpc(
+        running.payments.addr,
+        "/platform.payments.v1.PaymentService/GetPayment",
+        &[("authorization", &bearer), ("grpc-timeout", "100m")],
+        testkit::raw::frame(&message),
+    )
+    .await;
+    assert_eq!(code, "4", "DEADLINE_EXCEEDED, not {code} {text}");
+    assert!(text.contains("deadline exceeded"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_millis(390),
+        "answered after {:?}, not at the deadline",
+        started.elapsed()
+    );
+    let text = scrape(running.payments.metrics_addr).await;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("rpc_server_requests_total")
+                && l.contains("rpc_method=\"GetPayment\"")
+                && l.contains("code=\"DEADLINE_EXCEEDED\"")),
+        "{text}"
+    );
     running.stop().await;
 }
 
