@@ -1,7 +1,9 @@
 //! One order is one trace: every service process exports its spans over OTLP
 //! to a receiver inside this test, and the spans of orders, payments and
 //! notifications share a trace id, with the internal calls parented on the
-//! order's span. The JSON logs of the request carry the same trace id.
+//! order's span. The JSON logs of the request carry the same trace id. Every
+//! span follows the OpenTelemetry semantic conventions for HTTP and RPC
+//! spans (names, attributes and their types, kinds, status).
 
 mod common;
 
@@ -29,6 +31,120 @@ struct Received {
     span_id: Vec<u8>,
     parent: Vec<u8>,
     resource: HashMap<String, String>,
+    /// 2 server, 3 client (OTLP's SpanKind).
+    kind: i32,
+    /// Typed as sent: strings as JSON strings, integers as JSON numbers.
+    attributes: HashMap<String, serde_json::Value>,
+    /// 0 unset, 1 ok, 2 error (OTLP's StatusCode).
+    status: i32,
+    start: u64,
+    end: u64,
+}
+
+impl Received {
+    fn attr(&self, key: &str) -> Option<&serde_json::Value> {
+        self.attributes.get(key)
+    }
+    fn service(&self) -> &str {
+        self.resource.get("service.name").map_or("", String::as_str)
+    }
+}
+
+fn typed(value: Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> serde_json::Value {
+    match value.and_then(|v| v.value) {
+        Some(Value::StringValue(s)) => serde_json::Value::from(s),
+        Some(Value::IntValue(i)) => serde_json::Value::from(i),
+        Some(Value::BoolValue(b)) => serde_json::Value::from(b),
+        Some(Value::DoubleValue(d)) => serde_json::Value::from(d),
+        other => serde_json::Value::from(format!("{other:?}")),
+    }
+}
+
+/// Attributes the tracing bridge adds unless told not to: noise to a
+/// trace search.
+const NOISE: [&str; 12] = [
+    "busy_ns",
+    "idle_ns",
+    "thread.id",
+    "thread.name",
+    "code.filepath",
+    "code.namespace",
+    "code.lineno",
+    "code.file.path",
+    "code.function.name",
+    "code.line.number",
+    "target",
+    "level",
+];
+
+/// Every departure from the HTTP and RPC span conventions in `spans`.
+fn violations(spans: &[Received]) -> Vec<String> {
+    let mut found = Vec::new();
+    for span in spans {
+        let mut fail =
+            |what: String| found.push(format!("{} ({}): {what}", span.name, span.service()));
+        for key in NOISE {
+            if span.attributes.contains_key(key) {
+                fail(format!("carries {key}"));
+            }
+        }
+        if span.attr("rpc.system").is_some() {
+            let service = span.attr("rpc.service").and_then(|v| v.as_str());
+            let method = span.attr("rpc.method").and_then(|v| v.as_str());
+            match (service, method) {
+                (Some(service), Some(method)) => {
+                    if span.name != format!("{service}/{method}") {
+                        fail(format!("not named {service}/{method}"));
+                    }
+                }
+                _ => fail("rpc.service or rpc.method missing".into()),
+            }
+            match span.attr("rpc.grpc.status_code").and_then(|v| v.as_i64()) {
+                None => fail(format!(
+                    "rpc.grpc.status_code is {:?}, not an integer",
+                    span.attr("rpc.grpc.status_code")
+                )),
+                Some(code) if span.kind == 3 && code != 0 && span.status != 2 => {
+                    fail(format!("client span of code {code} is not an error"))
+                }
+                Some(_) => {}
+            }
+        }
+        if span.kind == 3 {
+            match span.attr("server.address").and_then(|v| v.as_str()) {
+                Some(address) if !address.contains(':') && !address.is_empty() => {}
+                other => fail(format!("server.address {other:?}")),
+            }
+            if span.attr("server.port").and_then(|v| v.as_i64()).is_none() {
+                fail("server.port is not an integer".into());
+            }
+        }
+        if span.kind == 2 && span.attr("http.request.method").is_some() {
+            if span
+                .attr("http.response.status_code")
+                .and_then(|v| v.as_i64())
+                .is_none()
+            {
+                fail("http.response.status_code is not an integer".into());
+            }
+            for key in ["url.scheme", "server.address", "network.protocol.version"] {
+                if span.attr(key).is_none() {
+                    fail(format!("{key} missing"));
+                }
+            }
+            if span.attr("server.port").and_then(|v| v.as_i64()).is_none() {
+                fail("server.port is not an integer".into());
+            }
+            if span.attr("rpc.system").is_none() {
+                let method = span.attr("http.request.method").and_then(|v| v.as_str());
+                match (method, span.attr("http.route").and_then(|v| v.as_str())) {
+                    (Some(method), Some(route)) if span.name == format!("{method} {route}") => {}
+                    other => fail(format!("HTTP span named apart from its route: {other:?}")),
+                }
+            }
+        }
+    }
+    found
 }
 
 #[derive(Debug, Clone, Default)]
@@ -60,6 +176,15 @@ impl TraceService for Receiver {
                         span_id: span.span_id,
                         parent: span.parent_span_id,
                         resource: resource.clone(),
+                        kind: span.kind,
+                        attributes: span
+                            .attributes
+                            .into_iter()
+                            .map(|kv| (kv.key, typed(kv.value)))
+                            .collect(),
+                        status: span.status.map_or(0, |s| s.code),
+                        start: span.start_time_unix_nano,
+                        end: span.end_time_unix_nano,
                     });
                 }
             }
@@ -68,6 +193,89 @@ impl TraceService for Receiver {
             partial_success: None,
         }))
     }
+}
+
+/// The spans of the two reads: the gateway's server span of each (404
+/// included), and the client and server spans of the missing order.
+fn reads_arrived(spans: &[Received]) -> bool {
+    let of_status = |status: i64| {
+        spans.iter().any(|s| {
+            s.kind == 2
+                && s.service() == "gateway"
+                && s.attr("http.request.method") == Some(&serde_json::json!("GET"))
+                && s.attr("http.response.status_code") == Some(&serde_json::json!(status))
+        })
+    };
+    let not_found = spans
+        .iter()
+        .filter(|s| s.name.ends_with("OrderService/GetOrder") && s.status != 1)
+        .filter(|s| s.attributes.values().any(|v| v == 5 || v == "NOT_FOUND"))
+        .count();
+    of_status(200) && of_status(404) && not_found >= 2
+}
+
+/// The trace as a waterfall in SVG: one row per span in tree order,
+/// indented by depth, a bar from its start to its end, errors in red.
+fn waterfall(trace: &[Received]) -> String {
+    let origin = trace.iter().map(|s| s.start).min().unwrap_or(0);
+    let finish = trace.iter().map(|s| s.end).max().unwrap_or(origin + 1);
+    let span_ns = (finish - origin).max(1) as f64;
+    let mut rows: Vec<(usize, &Received)> = Vec::new();
+    fn walk<'a>(
+        trace: &'a [Received],
+        parent: &[u8],
+        depth: usize,
+        rows: &mut Vec<(usize, &'a Received)>,
+    ) {
+        let mut children: Vec<&Received> = trace.iter().filter(|s| s.parent == parent).collect();
+        children.sort_by_key(|s| s.start);
+        for child in children {
+            rows.push((depth, child));
+            walk(trace, &child.span_id, depth + 1, rows);
+        }
+    }
+    let roots: Vec<&Received> = trace
+        .iter()
+        .filter(|s| !trace.iter().any(|p| p.span_id == s.parent))
+        .collect();
+    for root in roots {
+        rows.push((0, root));
+        walk(trace, &root.span_id, 1, &mut rows);
+    }
+    let (label_width, bar_width, row) = (520.0, 560.0, 22.0);
+    let height = 40.0 + row * rows.len() as f64;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-family=\"monospace\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"8\" y=\"20\">one POST /v1/orders: {} spans, {:.1} ms</text>\n",
+        label_width + bar_width + 90.0,
+        rows.len(),
+        span_ns / 1e6
+    );
+    for (i, (depth, span)) in rows.iter().enumerate() {
+        let y = 30.0 + row * i as f64;
+        let kind = if span.kind == 3 { "client" } else { "server" };
+        let x = label_width + bar_width * (span.start - origin) as f64 / span_ns;
+        let width = (bar_width * (span.end.saturating_sub(span.start)) as f64 / span_ns).max(1.0);
+        let color = match (span.status, span.service()) {
+            (2, _) => "#d62728",
+            (_, "gateway") => "#7f7f7f",
+            (_, "orders") => "#1f77b4",
+            (_, "payments") => "#2ca02c",
+            _ => "#9467bd",
+        };
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\">{} {} ({kind})</text>\n<rect x=\"{x:.1}\" y=\"{}\" width=\"{width:.1}\" height=\"14\" fill=\"{color}\"/>\n<text x=\"{:.1}\" y=\"{}\">{:.2} ms</text>\n",
+            8.0 + 14.0 * *depth as f64,
+            y + 12.0,
+            span.service(),
+            span.name.replace('&', "&amp;").replace('<', "&lt;"),
+            y,
+            x + width + 4.0,
+            y + 12.0,
+            span.end.saturating_sub(span.start) as f64 / 1e6
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -117,6 +325,25 @@ async fn an_order_is_one_trace_across_services() {
     let order: serde_json::Value =
         serde_json::from_str(reply.split("\r\n\r\n").nth(1).expect("body")).expect("json");
     let order_id = order["id"].as_str().expect("id").to_owned();
+    // Read back, and an order that does not exist (404, NOT_FOUND).
+    let read = common::http(
+        gateway,
+        "GET",
+        &format!("/v1/orders/{order_id}"),
+        &[("authorization", bearer.as_str())],
+        "",
+    )
+    .await;
+    assert!(read.starts_with("HTTP/1.1 200"), "{read}");
+    let missing = common::http(
+        gateway,
+        "GET",
+        "/v1/orders/ord_missing",
+        &[("authorization", bearer.as_str())],
+        "",
+    )
+    .await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 
     // Wait for the spans of the gateway and all three services.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -125,13 +352,17 @@ async fn an_order_is_one_trace_across_services() {
         let root = spans.iter().find(|s| s.name == "POST /v1/orders").cloned();
         if let Some(root) = root {
             let trace: Vec<Received> = spans
-                .into_iter()
+                .iter()
                 .filter(|s| s.trace_id == root.trace_id)
+                .cloned()
                 .collect();
             if trace
                 .iter()
-                .any(|s| s.name.ends_with("NotificationService/Send"))
-                && trace.len() >= 9
+                .filter(|s| s.name.ends_with("NotificationService/Send"))
+                .count()
+                >= 4
+                && trace.len() >= 11
+                && reads_arrived(&spans)
             {
                 break trace;
             }
@@ -172,8 +403,8 @@ async fn an_order_is_one_trace_across_services() {
     // Directly: request span -> upstream client span -> CreateOrder.
     let up_from_create = ancestors(create);
     assert_eq!(
-        up_from_create[0].name,
-        "orders /platform.orders.v1.OrderService/CreateOrder"
+        (up_from_create[0].name.as_str(), up_from_create[0].kind),
+        ("platform.orders.v1.OrderService/CreateOrder", 3)
     );
     assert_eq!(
         up_from_create[1].span_id, edge.span_id,
@@ -181,8 +412,21 @@ async fn an_order_is_one_trace_across_services() {
     );
     for internal in [charge, send] {
         let chain = ancestors(internal);
-        assert!(
-            chain[0].name.starts_with("payments ") || chain[0].name.starts_with("notifications "),
+        // The gateway's client span, under its internal server span, under
+        // orders' own client span of the call.
+        assert_eq!(
+            (chain[0].name.as_str(), chain[0].kind, chain[0].service()),
+            (internal.name.as_str(), 3, "gateway"),
+            "{chain:?}"
+        );
+        assert_eq!(
+            (chain[1].name.as_str(), chain[1].kind, chain[1].service()),
+            (internal.name.as_str(), 2, "gateway"),
+            "{chain:?}"
+        );
+        assert_eq!(
+            (chain[2].name.as_str(), chain[2].kind, chain[2].service()),
+            (internal.name.as_str(), 3, "orders"),
             "{chain:?}"
         );
         let through_gateway = chain
@@ -227,7 +471,7 @@ async fn an_order_is_one_trace_across_services() {
             Some(service)
         );
         assert_eq!(
-            span.resource.get("deployment.color").map(String::as_str),
+            span.resource.get("platform.color").map(String::as_str),
             Some("blue")
         );
         assert_eq!(
@@ -237,6 +481,56 @@ async fn an_order_is_one_trace_across_services() {
         );
     }
     let root = create;
+    // `TRACE_PICTURE=path` keeps the trace as a picture (README's is one).
+    if let Some(path) = std::env::var_os("TRACE_PICTURE") {
+        std::fs::write(&path, waterfall(&trace)).expect("write the picture");
+    }
+
+    // The conventions, on every span of the order's trace and of the reads.
+    let all = receiver.0.lock().expect("lock").clone();
+    let wrong = violations(&all);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(
+        edge.attr("http.route"),
+        Some(&serde_json::json!("/v1/orders"))
+    );
+    assert_eq!(
+        edge.attr("http.response.status_code"),
+        Some(&serde_json::json!(200))
+    );
+    assert!(
+        all.iter()
+            .all(|s| !s.name.contains(&order_id) && !s.name.contains("ord_missing")),
+        "a span named with an id"
+    );
+    let read_span = all
+        .iter()
+        .find(|s| {
+            s.name == "GET /v1/orders/{order_id}"
+                && s.attr("http.response.status_code") == Some(&serde_json::json!(200))
+        })
+        .unwrap_or_else(|| panic!("no GET span named by its route in {all:?}"));
+    assert_eq!(read_span.status, 0);
+    // The read of a missing order: the caller's mistake, so the server
+    // spans stay unset while the client spans that saw NOT_FOUND are errors.
+    let missing: Vec<&Received> = all
+        .iter()
+        .filter(|s| s.attr("rpc.grpc.status_code") == Some(&serde_json::json!(5)))
+        .collect();
+    let by = |kind: i32, service: &str| {
+        missing
+            .iter()
+            .find(|s| s.kind == kind && s.service() == service)
+            .unwrap_or_else(|| panic!("no NOT_FOUND span of kind {kind} by {service}: {missing:?}"))
+    };
+    assert_eq!(by(3, "gateway").status, 2, "gateway's client span");
+    assert_eq!(by(2, "orders").status, 0, "orders' server span");
+    assert!(
+        all.iter().any(|s| s.kind == 2
+            && s.attr("http.response.status_code") == Some(&serde_json::json!(404))
+            && s.status == 0),
+        "the 404 server span is not an error"
+    );
 
     // The JSON log lines of the request carry the trace id.
     let trace_id = hex(&root.trace_id);

@@ -81,6 +81,7 @@ impl Access {
             ),
             None => ("unmatched", "none", "none"),
         };
+        self.annotate(&outcome, grpc_code);
         let grpc_code = grpc_code.map_or("", code_name);
         let elapsed = self.started.elapsed();
         self.metrics
@@ -109,6 +110,64 @@ impl Access {
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             "access"
         );
+    }
+}
+
+impl Access {
+    /// Completes the request's server span by the OpenTelemetry
+    /// conventions: its name from the route, the status code (HTTP, and
+    /// gRPC as an integer), and an ERROR status when the gateway's answer
+    /// is a server failure (an HTTP 5xx; for gRPC the server codes).
+    fn annotate(&self, outcome: &Outcome, grpc_code: Option<i32>) {
+        let span = &self.span;
+        let route = outcome.label.as_ref().map(|l| l.route.as_str());
+        let grpc = self.protocol != "rest";
+        platform_runtime::telemetry::rename(span, span_name(grpc, &self.method, &self.path, route));
+        span.record("http.response.status_code", i64::from(outcome.status));
+        if grpc {
+            if let Some((service, method)) = known_grpc_method(&self.path, route) {
+                span.record("rpc.system", "grpc");
+                span.record("rpc.service", service);
+                span.record("rpc.method", method);
+            }
+            if let Some(code) = grpc_code {
+                platform_runtime::observe::record_status(
+                    span,
+                    i64::from(code),
+                    platform_runtime::observe::SpanKind::Server,
+                );
+            }
+        } else {
+            if let Some(route) = route {
+                span.record("http.route", route);
+            }
+            if outcome.status >= 500 {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", outcome.status.to_string());
+            }
+        }
+    }
+}
+
+/// `package.Service` and `Method` of a gRPC path the gateway knows: a
+/// routed method, or one it answers itself. Anything else is a path a
+/// client made up, which must not name spans.
+fn known_grpc_method<'p>(path: &'p str, route: Option<&str>) -> Option<(&'p str, &'p str)> {
+    let known = route.is_some() || crate::proxy::local::LocalGrpc::METHODS.contains(&path);
+    known
+        .then(|| path.trim_start_matches('/').split_once('/'))
+        .flatten()
+}
+
+/// A server span's name by the conventions: `{method} {route}` for HTTP,
+/// `package.Service/Method` for gRPC; just the HTTP method when the route
+/// is unknown, since a path can hold ids and anything a client sends.
+fn span_name(grpc: bool, method: &Method, path: &str, route: Option<&str>) -> String {
+    match (grpc, route) {
+        (true, _) => known_grpc_method(path, route)
+            .map_or_else(|| method.to_string(), |(s, m)| format!("{s}/{m}")),
+        (false, Some(route)) => format!("{method} {route}"),
+        (false, None) => method.to_string(),
     }
 }
 
@@ -157,5 +216,51 @@ impl Body for Finishing {
 impl Drop for Finishing {
     fn drop(&mut self) {
         self.finish(crate::proxy::errors::CANCELLED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::span_name;
+    use http::Method;
+
+    #[test]
+    fn spans_are_named_by_route_never_by_path() {
+        let get = Method::GET;
+        let post = Method::POST;
+        for (grpc, method, path, route, name) in [
+            (
+                false,
+                &get,
+                "/v1/orders/ord_1",
+                Some("/v1/orders/{order_id}"),
+                "GET /v1/orders/{order_id}",
+            ),
+            (
+                false,
+                &post,
+                "/v1/orders",
+                Some("/v1/orders"),
+                "POST /v1/orders",
+            ),
+            (false, &get, "/nowhere/ord_1", None, "GET"),
+            (
+                true,
+                &post,
+                "/platform.orders.v1.OrderService/GetOrder",
+                Some("/platform.orders.v1.OrderService/*"),
+                "platform.orders.v1.OrderService/GetOrder",
+            ),
+            (
+                true,
+                &post,
+                "/grpc.health.v1.Health/Check",
+                None,
+                "grpc.health.v1.Health/Check",
+            ),
+            (true, &post, "/made.up.Service/AnyThing", None, "POST"),
+        ] {
+            assert_eq!(span_name(grpc, method, path, route), name, "{path}");
+        }
     }
 }

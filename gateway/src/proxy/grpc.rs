@@ -168,9 +168,15 @@ pub async fn handle(
                 .insert("x-served-by", HeaderValue::from_static(color.as_str()));
             parts.headers.remove("x-service-version");
             parts.extensions.insert(label(Some(color)));
+            let span = parts
+                .extensions
+                .remove::<crate::proxy::upstream::ClientSpan>();
             let body = match crate::proxy::upstream::status_code(&parts.headers) {
                 // Trailers-only: the call is over already.
                 Some(code) => {
+                    if let Some(crate::proxy::upstream::ClientSpan(span)) = &span {
+                        crate::proxy::upstream::finish_span(span, code);
+                    }
                     state.upstream.record(
                         &service,
                         color,
@@ -191,6 +197,7 @@ pub async fn handle(
                     timed,
                     caller_deadline,
                 )
+                .traced(span)
                 .map_err(|e| Box::new(e) as crate::boxed::BoxError)
                 .boxed_unsync(),
             };

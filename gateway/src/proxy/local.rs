@@ -49,6 +49,14 @@ impl LocalGrpc {
         })
     }
 
+    /// The methods answered here.
+    pub const METHODS: [&str; 4] = [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ];
+
     /// True for the paths answered here.
     pub fn handles(path: &str) -> bool {
         path.starts_with("/grpc.reflection.") || path.starts_with("/grpc.health.v1.Health/")

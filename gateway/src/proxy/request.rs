@@ -39,12 +39,34 @@ pub(crate) async fn serve_request(
     };
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let version = request.version();
+    // A server span by the OpenTelemetry HTTP conventions (and the RPC ones
+    // for gRPC); its name and outcome are filled in by `access`, once the
+    // route is known, since a path holds ids.
+    let scheme = if state.tls.is_some() && listener == Listener::Public {
+        "https"
+    } else {
+        "http"
+    };
+    let (server_address, server_port) = authority(&request, scheme);
     let span = tracing::info_span!(
         "gateway",
-        otel.name = %format_args!("{method} {path}"),
+        otel.name = %method,
         otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
         http.request.method = %method,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
         url.path = %path,
+        url.scheme = scheme,
+        server.address = server_address,
+        server.port = server_port,
+        network.protocol.version = protocol_version(version),
+        client.address = %peer.ip(),
+        rpc.system = tracing::field::Empty,
+        rpc.service = tracing::field::Empty,
+        rpc.method = tracing::field::Empty,
+        rpc.grpc.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
     platform_runtime::telemetry::adopt_parent(&span, request.headers());
@@ -127,6 +149,35 @@ pub(crate) async fn serve_request(
         },
     }
     .answer(response)
+}
+
+/// The host and port the client addressed (`:authority` or `Host`), the
+/// port defaulting to the scheme's.
+fn authority<B>(request: &Request<B>, scheme: &str) -> (String, Option<i64>) {
+    let authority = request.uri().authority().cloned().or_else(|| {
+        request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+    });
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    match authority {
+        Some(a) => (
+            a.host().to_owned(),
+            Some(i64::from(a.port_u16().unwrap_or(default_port))),
+        ),
+        None => (String::new(), None),
+    }
+}
+
+fn protocol_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
 }
 
 /// RFC 9112: an HTTP/1.1 request carries exactly one Host header.

@@ -65,6 +65,48 @@ fn grpc_timeout(remaining: Duration) -> HeaderValue {
     HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("30S"))
 }
 
+/// The client span of the attempt that answered, carried in the
+/// response's extensions to whoever reads the call's status.
+#[derive(Debug, Clone)]
+pub struct ClientSpan(pub tracing::Span);
+
+/// A client span by the OpenTelemetry RPC conventions for one attempt at
+/// `endpoint` (`host:port`): named `package.Service/Method`, with the peer's
+/// address and port apart, and the color the gateway chose.
+fn client_span(path: &str, endpoint: &str, color: Color) -> tracing::Span {
+    let (rpc_service, rpc_method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path, ""));
+    let (host, port) = match endpoint.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<i64>().ok()),
+        None => (endpoint, None),
+    };
+    tracing::info_span!(
+        "upstream",
+        otel.name = %format_args!("{rpc_service}/{rpc_method}"),
+        otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = rpc_service,
+        rpc.method = rpc_method,
+        server.address = host.trim_start_matches('[').trim_end_matches(']'),
+        server.port = port,
+        platform.color = color.as_str(),
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// Records how an attempt ended on its client span.
+pub fn finish_span(span: &tracing::Span, code: i32) {
+    platform_runtime::observe::record_status(
+        span,
+        i64::from(code),
+        platform_runtime::observe::SpanKind::Client,
+    );
+}
+
 /// The code a call's outcome is counted under for its color: running out
 /// of a deadline the caller set shorter than the gateway's is the caller's
 /// doing, not the service's fault, so it counts as CANCELLED, whichever
@@ -200,19 +242,11 @@ impl Upstream {
                 .insert("grpc-timeout", grpc_timeout(remaining));
             // The upstream call is a child span of the request's span; the
             // service's span becomes its child through the injected context.
-            let span = tracing::info_span!(
-                "upstream",
-                otel.name = %format_args!("{service} {}", call.path),
-                otel.kind = "client",
-                rpc.system = "grpc",
-                service,
-                color = color.as_str(),
-                server.address = %endpoint,
-            );
+            let span = client_span(&call.path, &endpoint, color);
             platform_runtime::telemetry::inject_span_headers(&span, request.headers_mut());
             let started = Instant::now();
             let response = tokio::time::timeout(remaining, self.client.request(request))
-                .instrument(span)
+                .instrument(span.clone())
                 .await;
             let retry_reason = match response {
                 Ok(Ok(response))
@@ -222,13 +256,16 @@ impl Upstream {
                     // Not a gRPC answer (a proxy's or the HTTP layer's refusal):
                     // mapped as the gRPC spec maps HTTP statuses, a 4xx kept.
                     let failure = failure_from_http(response.status());
+                    finish_span(&span, failure.code);
                     self.outliers.success(&endpoint);
                     self.record(service, color, call.traffic, failure.code, started, true);
                     return Err((chosen, failure));
                 }
-                Ok(Ok(response)) => {
+                Ok(Ok(mut response)) => {
                     let unavailable =
                         status_code(response.headers()) == Some(crate::proxy::errors::UNAVAILABLE);
+                    // Whoever reads the call's status closes its span.
+                    response.extensions_mut().insert(ClientSpan(span.clone()));
                     if !unavailable {
                         self.outliers.success(&endpoint);
                         return Ok((color, response));
@@ -237,6 +274,7 @@ impl Upstream {
                     let Some(reason) = retry_reason(Attempt::Unavailable, &call, replayable) else {
                         return Ok((color, response));
                     };
+                    finish_span(&span, crate::proxy::errors::UNAVAILABLE);
                     // This attempt's answer is dropped for a retry: count
                     // it here, or analysis would miss the color's failures.
                     self.record(
@@ -250,6 +288,7 @@ impl Upstream {
                     reason
                 }
                 Ok(Err(err)) => {
+                    finish_span(&span, crate::proxy::errors::UNAVAILABLE);
                     self.record(
                         service,
                         color,
@@ -274,6 +313,7 @@ impl Upstream {
                     reason
                 }
                 Err(_) => {
+                    finish_span(&span, crate::proxy::errors::DEADLINE_EXCEEDED);
                     let code = if call.caller_deadline {
                         crate::proxy::errors::CANCELLED
                     } else {
@@ -336,10 +376,17 @@ impl Upstream {
         let deadline = started + timeout;
         let traffic = call.traffic;
         let (color, response) = self.send(service, forced, call, timeout).await?;
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
+        let span = parts.extensions.remove::<ClientSpan>();
+        let record = |code: i32| {
+            if let Some(ClientSpan(span)) = &span {
+                finish_span(span, code);
+            }
+            self.record(service, color, traffic, code, started, true);
+        };
         let fail = |f: Failure| (Some(color), f);
         if let Some(code) = status_code(&parts.headers) {
-            self.record(service, color, traffic, code, started, true);
+            record(code);
             return Err(fail(failure_from(code, &parts.headers)));
         }
         let collected = match tokio::time::timeout_at(deadline.into(), body.collect()).await {
@@ -347,7 +394,7 @@ impl Upstream {
             Ok(Err(e)) => {
                 let failure =
                     Failure::unavailable(format!("{service} ({color}) broke the response: {e}"));
-                self.record(service, color, traffic, failure.code, started, true);
+                record(failure.code);
                 return Err(fail(failure));
             }
             Err(_) => {
@@ -356,13 +403,13 @@ impl Upstream {
                     format!("{service} ({color}) did not answer in time"),
                     Side::Upstream,
                 );
-                self.record(service, color, traffic, failure.code, started, true);
+                record(failure.code);
                 return Err(fail(failure));
             }
         };
         let trailers = collected.trailers().cloned().unwrap_or_default();
         let code = status_code(&trailers).unwrap_or(crate::proxy::errors::INTERNAL);
-        self.record(service, color, traffic, code, started, true);
+        record(code);
         if code != 0 {
             return Err(fail(failure_from(code, &trailers)));
         }
@@ -558,6 +605,7 @@ pin_project_lite::pin_project! {
         started: Instant,
         timed: bool,
         caller_deadline: bool,
+        span: Option<ClientSpan>,
         done: bool,
     }
 }
@@ -581,8 +629,15 @@ impl<B> Recorded<B> {
             started,
             timed,
             caller_deadline,
+            span: None,
             done: false,
         }
+    }
+
+    /// Closes `span` (the attempt's client span) with the call's status.
+    pub fn traced(mut self, span: Option<ClientSpan>) -> Self {
+        self.span = span;
+        self
     }
 }
 
@@ -604,6 +659,9 @@ where
             && !*this.done
         {
             *this.done = true;
+            if let Some(ClientSpan(span)) = this.span.take() {
+                finish_span(&span, code);
+            }
             this.upstream.record(
                 this.service,
                 *this.color,

@@ -1,5 +1,6 @@
 //! Calls from orders to payments and notifications, with the service's own
-//! token, the trace context and a deadline on each call.
+//! token and a deadline on each call, each one a client span whose context
+//! the callee continues.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use platform_proto::payments::v1::{
     payment_service_client::PaymentServiceClient,
 };
 use platform_runtime::caller::internal_request;
+use platform_runtime::outgoing::Traced;
 use platform_runtime::tokens::ServiceCredentials;
 use platform_runtime::{ConfigError, Env};
 use tonic::transport::{Channel, Endpoint};
@@ -39,19 +41,21 @@ pub enum Charged {
 
 #[derive(Debug, Clone)]
 pub struct Downstream {
-    payments: PaymentServiceClient<Channel>,
-    notifications: NotificationServiceClient<Channel>,
+    payments: PaymentServiceClient<Traced<Channel>>,
+    notifications: NotificationServiceClient<Traced<Channel>>,
     credentials: ServiceCredentials,
     timeout: Duration,
 }
 
-fn channel(env: &Env, var: &str, default: &str) -> Result<Channel, ConfigError> {
+/// A channel to `var`'s address, each call a client span.
+fn channel(env: &Env, var: &str, default: &str) -> Result<Traced<Channel>, ConfigError> {
     let url = env.endpoint(var, default)?;
-    Ok(Endpoint::from_shared(url)
+    let endpoint = Endpoint::from_shared(url)
         .map_err(|e| ConfigError::new(var, e.to_string()))?
         .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .tcp_nodelay(true);
+    let uri = endpoint.uri().clone();
+    Ok(Traced::new(endpoint.connect_lazy(), &uri))
 }
 
 impl Downstream {

@@ -133,8 +133,9 @@ pub fn with_bearer<T>(mut request: Request<T>, token: &str) -> Result<Request<T>
     Ok(request)
 }
 
-/// An internal call: the service's own token, the current trace context and
-/// a deadline, so a slow dependency never holds a request forever.
+/// An internal call: the service's own token and a deadline, so a slow
+/// dependency never holds a request forever (the trace context is added by
+/// the client span of `outgoing::Traced`).
 pub async fn internal_request<T>(
     credentials: &crate::tokens::ServiceCredentials,
     message: T,
@@ -142,7 +143,6 @@ pub async fn internal_request<T>(
 ) -> Result<Request<T>, Status> {
     let token = credentials.token().await?;
     let mut request = with_bearer(Request::new(message), &token)?;
-    crate::telemetry::inject(request.metadata_mut());
     request.set_timeout(timeout);
     Ok(request)
 }

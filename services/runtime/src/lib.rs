@@ -15,6 +15,7 @@ pub mod host;
 pub mod ids;
 pub mod metrics;
 pub mod observe;
+pub mod outgoing;
 pub mod paging;
 pub mod storage;
 pub mod telemetry;

@@ -66,7 +66,7 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
-    type Response = http::Response<ObservedBody<RB>>;
+    type Response = http::Response<StatusBody<RB, Record>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
@@ -84,6 +84,8 @@ where
             rpc.service = %service,
             rpc.method = %method,
             rpc.grpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
             trace_id = tracing::field::Empty,
             color = self.release.color,
             version = &*self.release.version,
@@ -124,10 +126,7 @@ where
                         }
                         Ok(http::Response::from_parts(
                             parts,
-                            ObservedBody {
-                                inner: body,
-                                record,
-                            },
+                            StatusBody::new(body, record),
                         ))
                     }
                     Err(err) => {
@@ -142,7 +141,8 @@ where
     }
 }
 
-fn split_path(path: &str) -> (String, String) {
+/// `/package.Service/Method` as (`package.Service`, `Method`).
+pub(crate) fn split_path(path: &str) -> (String, String) {
     let trimmed = path.trim_start_matches('/');
     match trimmed.split_once('/') {
         Some((service, method)) => (service.to_owned(), method.to_owned()),
@@ -150,7 +150,9 @@ fn split_path(path: &str) -> (String, String) {
     }
 }
 
-struct Record {
+/// The call's outcome, recorded once when its status is known.
+#[derive(Debug)]
+pub struct Record {
     metrics: RpcMetrics,
     method: MethodLabels,
     start: Instant,
@@ -158,18 +160,18 @@ struct Record {
     done: bool,
 }
 
-impl Record {
+impl Finish for Record {
     fn finish(&mut self, code: &[u8]) {
         if self.done {
             return;
         }
         self.done = true;
-        let code = code_name(code);
+        let name = code_name(code);
         let elapsed = self.start.elapsed();
         let labels = RpcLabels {
             rpc_service: self.method.rpc_service.clone(),
             rpc_method: self.method.rpc_method.clone(),
-            code,
+            code: name,
         };
         self.metrics.requests.get_or_create(&labels).inc();
         self.metrics
@@ -177,13 +179,13 @@ impl Record {
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
         self.metrics.in_flight.get_or_create(&self.method).dec();
-        self.span.record("rpc.grpc.status_code", code);
+        record_status(&self.span, code_number(code), SpanKind::Server);
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
         let _entered = self.span.enter();
         if self.method.rpc_service.starts_with("grpc.") {
-            tracing::debug!(code, duration_ms, "rpc");
+            tracing::debug!(code = name, duration_ms, "rpc");
         } else {
-            tracing::info!(code, duration_ms, "rpc");
+            tracing::info!(code = name, duration_ms, "rpc");
         }
     }
 }
@@ -195,16 +197,30 @@ impl Drop for Record {
     }
 }
 
+/// What is told the outcome of a call once its gRPC status is known.
+pub trait Finish {
+    fn finish(&mut self, code: &[u8]);
+}
+
 pin_project! {
-    /// A response body that records the call when its status arrives.
-    pub struct ObservedBody<B> {
+    /// A gRPC response body that tells `finish` the call's status when it
+    /// arrives in the trailers (13 if the body breaks, 2 if it ends with
+    /// none).
+    #[derive(Debug)]
+    pub struct StatusBody<B, F> {
         #[pin]
         inner: B,
-        record: Record,
+        finish: F,
     }
 }
 
-impl<B: Body> Body for ObservedBody<B> {
+impl<B, F> StatusBody<B, F> {
+    pub fn new(inner: B, finish: F) -> Self {
+        Self { inner, finish }
+    }
+}
+
+impl<B: Body, F: Finish> Body for StatusBody<B, F> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -217,11 +233,11 @@ impl<B: Body> Body for ObservedBody<B> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(code) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
-                    this.record.finish(code.as_bytes());
+                    this.finish.finish(code.as_bytes());
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.record.finish(b"13"),
-            Poll::Ready(None) => this.record.finish(b"2"),
+            Poll::Ready(Some(Err(_))) => this.finish.finish(b"13"),
+            Poll::Ready(None) => this.finish.finish(b"2"),
             Poll::Pending => {}
         }
         polled
@@ -234,6 +250,44 @@ impl<B: Body> Body for ObservedBody<B> {
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    Server,
+    Client,
+}
+
+/// Whether a call that ended with `code` failed, as the OpenTelemetry RPC
+/// conventions set a span's status: for a client any code but OK; for a
+/// server only the codes that say the server failed (UNKNOWN,
+/// DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS),
+/// never the caller's mistakes.
+pub fn is_error(code: i64, kind: SpanKind) -> bool {
+    match kind {
+        SpanKind::Client => code != 0,
+        SpanKind::Server => matches!(code, 2 | 4 | 12 | 13 | 14 | 15),
+    }
+}
+
+/// Records `code` on an RPC span: `rpc.grpc.status_code` as the integer
+/// the conventions ask for, and an ERROR status with `error.type` (the
+/// code's name) when the call failed.
+pub fn record_status(span: &tracing::Span, code: i64, kind: SpanKind) {
+    span.record("rpc.grpc.status_code", code);
+    if is_error(code, kind) {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", code_name(code.to_string().as_bytes()));
+    }
+}
+
+/// A gRPC status code as a number (2, UNKNOWN, for anything else).
+pub fn code_number(code: &[u8]) -> i64 {
+    std::str::from_utf8(code)
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|c| (0..=16).contains(c))
+        .unwrap_or(2)
 }
 
 /// The canonical name of a gRPC status code, as used in metric labels.
@@ -273,5 +327,26 @@ mod tests {
         );
         assert_eq!(super::code_name(b"14"), "UNAVAILABLE");
         assert_eq!(super::code_name(b"99"), "UNKNOWN");
+        assert_eq!(super::code_number(b"14"), 14);
+        assert_eq!(super::code_number(b"99"), 2);
+        assert_eq!(super::code_number(b"x"), 2);
+    }
+
+    #[test]
+    fn span_status_follows_the_rpc_conventions() {
+        use super::{SpanKind, is_error};
+        for (code, server, client) in [
+            (0, false, false),
+            (1, false, true),
+            (3, false, true),
+            (4, true, true),
+            (5, false, true),
+            (13, true, true),
+            (14, true, true),
+            (16, false, true),
+        ] {
+            assert_eq!(is_error(code, SpanKind::Server), server, "{code}");
+            assert_eq!(is_error(code, SpanKind::Client), client, "{code}");
+        }
     }
 }

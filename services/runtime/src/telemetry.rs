@@ -53,8 +53,11 @@ impl Telemetry {
     /// that run several services) keeps the first subscriber.
     pub fn init(config: &TelemetrySettings) -> Result<Self, String> {
         let mut attributes = vec![KeyValue::new("service.version", config.version.clone())];
+        // No convention names a blue/green color, and `deployment.*`
+        // belongs to OpenTelemetry's own attributes, so the color is in the
+        // platform's namespace (ARCHITECTURE.md, "Telemetry").
         if let Some(color) = config.color {
-            attributes.push(KeyValue::new("deployment.color", color.as_str()));
+            attributes.push(KeyValue::new("platform.color", color.as_str()));
         }
         let resource = Resource::builder()
             .with_service_name(config.service)
@@ -159,21 +162,12 @@ pub fn extract(headers: &http::HeaderMap) -> Context {
     TraceContextPropagator::new().extract(&Headers(headers))
 }
 
-/// Writes the current span's trace context into outgoing gRPC metadata.
-pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
-    struct Metadata<'a>(&'a mut tonic::metadata::MetadataMap);
-    impl Injector for Metadata<'_> {
-        fn set(&mut self, key: &str, value: String) {
-            if let (Ok(key), Ok(value)) = (
-                tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
-                value.parse(),
-            ) {
-                self.0.insert(key, value);
-            }
-        }
-    }
-    let context = tracing::Span::current().context();
-    TraceContextPropagator::new().inject_context(&context, &mut Metadata(metadata));
+/// Renames `span` once what it should be called is known (a server span
+/// named by its route). Recording `otel.name` does not do it once the
+/// span's context exists, which is from the start for a span with a parent.
+pub fn rename(span: &tracing::Span, name: String) {
+    use opentelemetry::trace::TraceContextExt;
+    span.context().span().update_name(name);
 }
 
 /// The trace id of a span, as logged.
