@@ -36,5 +36,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("cargo:rerun-if-changed=platform");
     println!("cargo:rerun-if-changed=google");
+    println!("cargo:rerun-if-changed=fieldrules");
     Ok(())
 }

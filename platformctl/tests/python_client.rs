@@ -107,13 +107,15 @@ fn a_generated_python_client_calls_the_platform() {
         format!("-I{}", root.join("proto").display()),
         format!("--python_out={}", generated.display()),
         format!("--grpc_python_out={}", generated.display()),
-        root.join("proto/google/api/annotations.proto")
-            .display()
-            .to_string(),
-        root.join("proto/google/api/http.proto")
-            .display()
-            .to_string(),
     ];
+    for shared in [
+        "google/api/annotations.proto",
+        "google/api/http.proto",
+        "google/api/field_behavior.proto",
+        "fieldrules/v1/fieldrules.proto",
+    ] {
+        args.push(root.join("proto").join(shared).display().to_string());
+    }
     args.extend(files);
     let Some(output) = protoc(&args) else { return };
     assert!(

@@ -9,6 +9,14 @@ pub mod google {
     }
 }
 
+/// What a request field must hold (`(fieldrules.v1.rules)`), read from the
+/// descriptors by the gateway's OpenAPI document.
+pub mod fieldrules {
+    pub mod v1 {
+        tonic::include_proto!("fieldrules.v1");
+    }
+}
+
 pub mod auth {
     pub mod v1 {
         tonic::include_proto!("platform.auth.v1");

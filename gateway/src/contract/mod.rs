@@ -1,11 +1,13 @@
 //! What the protos say, and nothing about serving it: the HTTP rules of
 //! their `google.api.http` annotations ([`http_rule`]), the route table
-//! built from them ([`routes`]), and the JSON <-> protobuf translation a
-//! route implies ([`transcode`]). The data plane asks these questions; no
+//! built from them ([`routes`]), what a request field must hold
+//! ([`rules`]), and the JSON <-> protobuf translation a route implies
+//! ([`transcode`]). The data plane asks these questions; no
 //! module here knows a connection, a color or a response.
 
 pub mod http_rule;
 pub mod routes;
+pub mod rules;
 pub mod transcode;
 
 /// A message that does not fit its contract, and whose fault that is. The

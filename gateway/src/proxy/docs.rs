@@ -8,7 +8,9 @@ use serde_json::{Map, Value, json};
 
 use crate::boxed::{BoxBody, full};
 use crate::contract::routes::{BodyRule, Route, RouteTable};
+use crate::contract::rules::Rules;
 use crate::proxy::state::State;
+use platform_proto::fieldrules::v1::Format;
 
 const PAGE: &str = include_str!("docs.html");
 
@@ -199,13 +201,18 @@ fn schema_ref(message: &MessageDescriptor, schemas: &mut Map<String, Value>) -> 
     if !schemas.contains_key(&name) {
         schemas.insert(name.clone(), Value::Null);
         let mut properties = Map::new();
+        let mut required = Vec::new();
         for field in message.fields() {
+            if Rules::of(&field).required {
+                required.push(Value::from(field.json_name()));
+            }
             properties.insert(field.json_name().to_owned(), field_schema(&field, schemas));
         }
-        schemas.insert(
-            name.clone(),
-            json!({"type": "object", "properties": properties}),
-        );
+        let mut schema = json!({"type": "object", "properties": properties});
+        if !required.is_empty() {
+            schema["required"] = Value::Array(required);
+        }
+        schemas.insert(name.clone(), schema);
     }
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
@@ -240,11 +247,53 @@ fn field_schema(field: &FieldDescriptor, schemas: &mut Map<String, Value>) -> Va
         }
         Kind::Message(m) => schema_ref(&m, schemas),
     };
+    let rules = Rules::of(field);
     if field.is_list() {
-        json!({"type": "array", "items": single})
+        let mut list = json!({"type": "array", "items": single});
+        constrain(&mut list, "minItems", rules.min_len);
+        constrain(&mut list, "maxItems", rules.max_len);
+        list
     } else {
-        single
+        constrained(single, field, &rules)
     }
+}
+
+fn constrain(schema: &mut Value, key: &str, value: Option<impl Into<Value>>) {
+    if let Some(value) = value {
+        schema[key] = value.into();
+    }
+}
+
+/// A single value's schema with its field's rules: lengths of strings,
+/// ranges of numbers (as a pattern and `x-minimum`/`x-maximum` for 64-bit
+/// integers, which JSON carries as strings), and formats.
+fn constrained(mut schema: Value, field: &FieldDescriptor, rules: &Rules) -> Value {
+    match field.kind() {
+        Kind::String => {
+            constrain(&mut schema, "minLength", rules.min_len);
+            constrain(&mut schema, "maxLength", rules.max_len);
+            match rules.format {
+                Some(Format::Email) => schema["format"] = "email".into(),
+                Some(Format::Currency) => {
+                    schema["enum"] = platform_runtime::validate::ISO_4217.to_vec().into();
+                }
+                _ => {}
+            }
+        }
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint64 | Kind::Fixed64 => {
+            if rules.min.is_some_and(|min| min >= 0) {
+                schema["pattern"] = "^[0-9]{1,19}$".into();
+            }
+            constrain(&mut schema, "x-minimum", rules.min);
+            constrain(&mut schema, "x-maximum", rules.max);
+        }
+        Kind::Message(_) | Kind::Enum(_) | Kind::Bool | Kind::Bytes => {}
+        _ => {
+            constrain(&mut schema, "minimum", rules.min);
+            constrain(&mut schema, "maximum", rules.max);
+        }
+    }
+    schema
 }
 
 #[cfg(test)]
@@ -268,6 +317,29 @@ mod tests {
             "int64 is a string in JSON"
         );
         assert_eq!(order["createdAt"]["format"], "date-time");
+        // What the services validate, from the same annotations.
+        let schemas = &doc["components"]["schemas"];
+        let request = &schemas["platform.orders.v1.CreateOrderRequest"];
+        assert_eq!(
+            request["required"],
+            json!(["items", "currency", "paymentMethod"])
+        );
+        assert_eq!(request["properties"]["items"]["minItems"], 1);
+        assert_eq!(request["properties"]["items"]["maxItems"], 100);
+        assert_eq!(request["properties"]["requestId"]["maxLength"], 64);
+        assert!(
+            request["properties"]["currency"]["enum"]
+                .as_array()
+                .expect("codes")
+                .contains(&json!("EUR"))
+        );
+        let item = &schemas["platform.orders.v1.OrderItem"];
+        assert_eq!(item["properties"]["quantity"]["minimum"], 1);
+        assert_eq!(item["properties"]["quantity"]["maximum"], 10_000);
+        assert_eq!(
+            schemas["platform.auth.v1.RegisterRequest"]["properties"]["email"]["format"],
+            "email"
+        );
         assert_eq!(order["status"]["enum"][2], "ORDER_STATUS_PAID");
         let get = &doc["paths"]["/v1/orders/{order_id}"]["get"];
         assert_eq!(get["parameters"][0]["in"], "path");

@@ -386,7 +386,10 @@ async fn lists_page_through_every_order() {
         .expect_err("no items");
     assert_eq!(
         (empty.code(), empty.message()),
-        (Code::InvalidArgument, "an order needs at least one item")
+        (
+            Code::InvalidArgument,
+            "items must not be empty: an order needs at least one item"
+        )
     );
     for code in ["ZZZ", "abc"] {
         let unknown = client

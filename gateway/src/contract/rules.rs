@@ -1,0 +1,91 @@
+//! What a request field must hold, as its annotations say:
+//! `(google.api.field_behavior) = REQUIRED` and `(fieldrules.v1.rules)`
+//! (lengths, ranges, formats). The OpenAPI document states them; the
+//! services refuse what breaks them (`gateway/tests/openapi.rs` checks the
+//! two agree).
+
+use platform_proto::fieldrules::v1::{FieldRules, Format};
+use prost_reflect::{FieldDescriptor, Value};
+
+/// `google.api.FieldBehavior.REQUIRED`.
+const REQUIRED: i32 = 2;
+
+/// The rules of one field.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rules {
+    pub required: bool,
+    pub min_len: Option<u32>,
+    pub max_len: Option<u32>,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    pub format: Option<Format>,
+}
+
+impl Rules {
+    pub fn of(field: &FieldDescriptor) -> Self {
+        let pool = field.parent_pool();
+        let options = field.options();
+        let required = pool
+            .get_extension_by_name("google.api.field_behavior")
+            .is_some_and(|ext| match &*options.get_extension(&ext) {
+                Value::List(values) => values
+                    .iter()
+                    .any(|v| matches!(v, Value::EnumNumber(n) if *n == REQUIRED)),
+                _ => false,
+            });
+        let rules = pool
+            .get_extension_by_name("fieldrules.v1.rules")
+            .filter(|ext| options.has_extension(ext))
+            .and_then(|ext| match &*options.get_extension(&ext) {
+                Value::Message(message) => message.transcode_to::<FieldRules>().ok(),
+                _ => None,
+            })
+            .unwrap_or_default();
+        Self {
+            required,
+            min_len: rules.min_len,
+            max_len: rules.max_len,
+            min: rules.min,
+            max: rules.max,
+            format: Format::try_from(rules.format)
+                .ok()
+                .filter(|f| *f != Format::Unspecified),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_annotations_of_the_contracts() {
+        let pool = prost_reflect::DescriptorPool::decode(platform_proto::PLATFORM_DESCRIPTOR_SET)
+            .expect("descriptors");
+        let field = |message: &str, name: &str| {
+            pool.get_message_by_name(message)
+                .and_then(|m| m.get_field_by_name(name))
+                .expect("field")
+        };
+        let quantity = Rules::of(&field("platform.orders.v1.OrderItem", "quantity"));
+        assert_eq!(
+            quantity,
+            Rules {
+                required: true,
+                min: Some(1),
+                max: Some(10_000),
+                ..Rules::default()
+            }
+        );
+        let currency = Rules::of(&field("platform.orders.v1.CreateOrderRequest", "currency"));
+        assert_eq!(currency.format, Some(Format::Currency));
+        assert!(currency.required);
+        let request_id = Rules::of(&field(
+            "platform.orders.v1.CreateOrderRequest",
+            "request_id",
+        ));
+        assert_eq!((request_id.required, request_id.max_len), (false, Some(64)));
+        let total = Rules::of(&field("platform.orders.v1.Order", "total_minor"));
+        assert_eq!(total, Rules::default());
+    }
+}
