@@ -1,6 +1,9 @@
 //! Compiles the contracts with protox (no `protoc` binary) and writes one
 //! descriptor set per service for gRPC reflection, plus one with everything
-//! for the gateway, which derives its REST routes from the annotations.
+//! for the gateway, which derives its REST routes from the annotations;
+//! and the checks of the fields' rules (`validation`).
+
+mod validation;
 
 use std::path::PathBuf;
 
@@ -33,6 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)
         .compile_fds(compiler.file_descriptor_set())?;
+    std::fs::write(
+        out_dir.join("validate.rs"),
+        validation::generate(&compiler.descriptor_pool())?,
+    )?;
 
     println!("cargo:rerun-if-changed=platform");
     println!("cargo:rerun-if-changed=google");

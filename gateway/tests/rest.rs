@@ -115,7 +115,7 @@ async fn the_order_flow_over_rest() {
             .await,
         400,
         3,
-        "at least one item",
+        "items must not be empty",
     );
     let anonymous = client.call("GET", "/v1/orders", &[], "").await;
     check(&anonymous, 401, 16, "missing bearer token");

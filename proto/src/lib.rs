@@ -17,6 +17,11 @@ pub mod fieldrules {
     }
 }
 
+pub mod rules;
+
+// `impl rules::Validate` for every message with rules, from build.rs.
+include!(concat!(env!("OUT_DIR"), "/validate.rs"));
+
 pub mod auth {
     pub mod v1 {
         tonic::include_proto!("platform.auth.v1");

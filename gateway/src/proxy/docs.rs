@@ -275,7 +275,7 @@ fn constrained(mut schema: Value, field: &FieldDescriptor, rules: &Rules) -> Val
             match rules.format {
                 Some(Format::Email) => schema["format"] = "email".into(),
                 Some(Format::Currency) => {
-                    schema["enum"] = platform_runtime::validate::ISO_4217.to_vec().into();
+                    schema["enum"] = platform_proto::rules::ISO_4217.to_vec().into();
                 }
                 _ => {}
             }

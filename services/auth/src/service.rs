@@ -9,6 +9,7 @@ use platform_runtime::config::TokenConfig;
 use platform_runtime::metrics::Metrics;
 use platform_runtime::storage::{self, Db};
 use platform_runtime::tokens::{Audience, Claims, KeyRing, Verifier};
+use platform_runtime::validate::checked;
 use platform_runtime::{ids, time};
 use tonic::{Request, Response, Status};
 
@@ -119,21 +120,13 @@ impl Auth {
 /// Trims and lower-cases an email, and checks its shape.
 pub fn normalize_email(raw: &str) -> Result<String, Status> {
     let email = raw.trim().to_lowercase();
-    let invalid = || Status::invalid_argument(format!("email {raw:?} is not a valid address"));
     if email.is_empty() {
         return Err(Status::invalid_argument("email is required"));
     }
-    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid());
-    }
-    let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
-    if local.is_empty()
-        || domain.contains('@')
-        || !domain.contains('.')
-        || domain.starts_with('.')
-        || domain.ends_with('.')
-    {
-        return Err(invalid());
+    if !platform_proto::rules::is_email(&email) {
+        return Err(Status::invalid_argument(format!(
+            "email {raw:?} is not a valid address"
+        )));
     }
     Ok(email)
 }
@@ -153,6 +146,7 @@ impl AuthService for Auth {
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let req = request.into_inner();
+        checked(&req)?;
         let email = normalize_email(&req.email)?;
         password::check_policy(&req.password, &email)?;
         // A taken email counts as a failed attempt on that account, so

@@ -7,7 +7,7 @@ use platform_proto::notifications::v1::{
 use platform_runtime::caller::Authenticator;
 use platform_runtime::paging::Page;
 use platform_runtime::storage;
-use platform_runtime::validate::text;
+use platform_runtime::validate::checked;
 use platform_runtime::{ids, time};
 use tonic::{Request, Response, Status};
 
@@ -46,15 +46,16 @@ impl NotificationService for Notifications {
     async fn send(&self, request: Request<SendRequest>) -> Result<Response<Notification>, Status> {
         self.auth.service(&request, SEND_SCOPE).await?;
         let req = request.into_inner();
+        checked(&req)?;
         let row = NotificationRow {
             id: ids::new_id("ntf"),
-            user_id: text("user_id", &req.user_id, 64, true)?.to_owned(),
-            kind: text("kind", &req.kind, 64, true)?.to_owned(),
-            subject: text("subject", &req.subject, 200, true)?.to_owned(),
-            body: text("body", &req.body, 4000, false)?.to_owned(),
+            user_id: req.user_id.trim().to_owned(),
+            kind: req.kind.trim().to_owned(),
+            subject: req.subject.trim().to_owned(),
+            body: req.body.trim().to_owned(),
             created_at_ms: time::now_ms(),
         };
-        let key = text("idempotency_key", &req.idempotency_key, 128, true)?;
+        let key = req.idempotency_key.trim();
         let (stored, new) = self
             .store
             .insert(&row, key)
@@ -73,6 +74,7 @@ impl NotificationService for Notifications {
     ) -> Result<Response<ListNotificationsResponse>, Status> {
         let user = self.auth.user(&request).await?;
         let req = request.into_inner();
+        checked(&req)?;
         let page = Page::parse(req.page_size, &req.page_token)?;
         let mut rows = self
             .store

@@ -6,19 +6,13 @@ use platform_proto::orders::v1::{
 };
 use platform_runtime::caller::Authenticator;
 use platform_runtime::paging::Page;
-use platform_runtime::validate::{currency, text};
+use platform_runtime::validate::checked;
 use platform_runtime::{ids, storage, time};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::flow::{Flow, money, notice};
 use crate::store::{self, Created, ItemRow, OrderRow, Transition};
-
-pub const MAX_ITEMS: usize = 100;
-pub const MAX_QUANTITY: i32 = 10_000;
-/// The highest price of one unit, in minor units: with at most
-/// `MAX_ITEMS` of `MAX_QUANTITY` units, a total is at most 10^12.
-pub const MAX_UNIT_PRICE_MINOR: i64 = 1_000_000;
 
 #[derive(Debug, Clone)]
 pub struct Orders {
@@ -113,41 +107,20 @@ fn same_request(order: &OrderRow, fingerprint: &str) -> bool {
         .is_none_or(|stored| stored == fingerprint)
 }
 
-/// Checks the items and returns them with the order total.
-pub fn validate_items(items: &[OrderItem]) -> Result<(Vec<ItemRow>, i64), Status> {
-    if items.is_empty() {
-        return Err(Status::invalid_argument(
-            "items must not be empty: an order needs at least one item",
-        ));
-    }
-    if items.len() > MAX_ITEMS {
-        return Err(Status::invalid_argument(format!(
-            "items: an order has at most {MAX_ITEMS} items"
-        )));
-    }
-    let mut total: i64 = 0;
-    let mut rows = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let sku = text(&format!("items[{i}].sku"), &item.sku, 64, true)?;
-        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-            return Err(Status::invalid_argument(format!(
-                "items[{i}].quantity must be from 1 to {MAX_QUANTITY}"
-            )));
-        }
-        if !(1..=MAX_UNIT_PRICE_MINOR).contains(&item.unit_price_minor) {
-            return Err(Status::invalid_argument(format!(
-                "items[{i}].unit_price_minor must be from 1 to {MAX_UNIT_PRICE_MINOR}"
-            )));
-        }
-        // Within the limits above, at most 10^12: no overflow.
-        total += item.unit_price_minor * i64::from(item.quantity);
-        rows.push(ItemRow {
-            sku: sku.to_owned(),
+/// The items of a checked request (`CreateOrderRequest`'s rules: 1 to 100
+/// items of 1 to 10000 units at 1 to 1000000 each), with the order total.
+pub fn totalled(items: &[OrderItem]) -> (Vec<ItemRow>, i64) {
+    let rows: Vec<ItemRow> = items
+        .iter()
+        .map(|item| ItemRow {
+            sku: item.sku.trim().to_owned(),
             quantity: i64::from(item.quantity),
             unit_price_minor: item.unit_price_minor,
-        });
-    }
-    Ok((rows, total))
+        })
+        .collect();
+    // Within those rules, at most 10^12: no overflow.
+    let total = rows.iter().map(|r| r.quantity * r.unit_price_minor).sum();
+    (rows, total)
 }
 
 #[tonic::async_trait]
@@ -158,10 +131,11 @@ impl OrderService for Orders {
     ) -> Result<Response<Order>, Status> {
         let user = self.auth.user(&request).await?;
         let req = request.into_inner();
-        let (items, total_minor) = validate_items(&req.items)?;
-        let currency = currency(&req.currency)?;
-        let payment_method = text("payment_method", &req.payment_method, 64, true)?;
-        let request_id = match text("request_id", &req.request_id, 64, false)? {
+        checked(&req)?;
+        let (items, total_minor) = totalled(&req.items);
+        let currency = req.currency.trim().to_ascii_uppercase();
+        let payment_method = req.payment_method.trim();
+        let request_id = match req.request_id.trim() {
             "" => None,
             id => Some(id.to_owned()),
         };
@@ -217,10 +191,8 @@ impl OrderService for Orders {
         request: Request<GetOrderRequest>,
     ) -> Result<Response<Order>, Status> {
         let user = self.auth.user(&request).await?;
+        checked(request.get_ref())?;
         let id = request.get_ref().order_id.trim();
-        if id.is_empty() {
-            return Err(Status::invalid_argument("order_id is required"));
-        }
         match self
             .flow
             .store
@@ -239,6 +211,7 @@ impl OrderService for Orders {
     ) -> Result<Response<ListOrdersResponse>, Status> {
         let user = self.auth.user(&request).await?;
         let req = request.into_inner();
+        checked(&req)?;
         let page = Page::parse(req.page_size, &req.page_token)?;
         let mut rows = self
             .flow
@@ -258,10 +231,8 @@ impl OrderService for Orders {
         request: Request<CancelOrderRequest>,
     ) -> Result<Response<Order>, Status> {
         let user = self.auth.user(&request).await?;
+        checked(request.get_ref())?;
         let id = request.get_ref().order_id.trim().to_owned();
-        if id.is_empty() {
-            return Err(Status::invalid_argument("order_id is required"));
-        }
         let store = &self.flow.store;
         let order = store
             .order(&id, Some(&user.id))
@@ -344,38 +315,29 @@ mod tests {
     }
 
     #[test]
-    fn items_are_checked_and_totalled() {
-        let check = |items: Vec<OrderItem>| {
-            validate_items(&items)
-                .map(|(_, total)| total)
-                .map_err(|s| s.message().to_owned())
+    fn items_are_totalled_and_the_largest_order_fits() {
+        let total = |items: Vec<OrderItem>| totalled(&items).1;
+        assert_eq!(total(vec![item("a", 2, 150), item("b", 1, 99)]), 399);
+        // The largest order the rules let through totals exactly; one more
+        // item, unit or minor unit and the rules refuse it.
+        let order = |count: usize, quantity: i32, price: i64| CreateOrderRequest {
+            items: (0..count)
+                .map(|i| item(&format!("sku-{i}"), quantity, price))
+                .collect(),
+            currency: "EUR".into(),
+            payment_method: "pm_card_visa".into(),
+            request_id: String::new(),
         };
-        assert_eq!(check(vec![item("a", 2, 150), item("b", 1, 99)]), Ok(399));
-        assert_eq!(
-            check(vec![]),
-            Err("items must not be empty: an order needs at least one item".into())
-        );
-        assert_eq!(
-            check(vec![item("", 1, 1)]),
-            Err("items[0].sku is required".into())
-        );
-        assert_eq!(
-            check(vec![item("a", 0, 1)]),
-            Err("items[0].quantity must be from 1 to 10000".into())
-        );
-        assert_eq!(
-            check(vec![item("a", 1, -1)]),
-            Err("items[0].unit_price_minor must be from 1 to 1000000".into())
-        );
-        assert_eq!(
-            check(vec![item("a", 1, 1_000_001)]),
-            Err("items[0].unit_price_minor must be from 1 to 1000000".into())
-        );
-        // The largest order there can be still totals exactly.
-        let largest: Vec<OrderItem> = (0..MAX_ITEMS)
-            .map(|i| item(&format!("sku-{i}"), MAX_QUANTITY, MAX_UNIT_PRICE_MINOR))
-            .collect();
-        assert_eq!(check(largest), Ok(1_000_000_000_000));
+        let largest = order(100, 10_000, 1_000_000);
+        assert!(checked(&largest).is_ok());
+        assert_eq!(total(largest.items), 1_000_000_000_000);
+        for over in [
+            order(101, 10_000, 1_000_000),
+            order(100, 10_001, 1_000_000),
+            order(100, 10_000, 1_000_001),
+        ] {
+            assert!(checked(&over).is_err());
+        }
     }
 
     #[test]

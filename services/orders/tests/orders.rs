@@ -386,10 +386,7 @@ async fn lists_page_through_every_order() {
         .expect_err("no items");
     assert_eq!(
         (empty.code(), empty.message()),
-        (
-            Code::InvalidArgument,
-            "items must not be empty: an order needs at least one item"
-        )
+        (Code::InvalidArgument, "items must not be empty")
     );
     for code in ["ZZZ", "abc"] {
         let unknown = client

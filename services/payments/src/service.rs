@@ -8,7 +8,7 @@ use platform_proto::payments::v1::{
 use platform_runtime::caller::{Authenticator, Caller};
 use platform_runtime::paging::Page;
 use platform_runtime::storage::{self, Db};
-use platform_runtime::validate::{currency, text};
+use platform_runtime::validate::checked;
 use platform_runtime::{ids, time};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
@@ -108,16 +108,12 @@ impl PaymentService for Payments {
     async fn charge(&self, request: Request<ChargeRequest>) -> Result<Response<Payment>, Status> {
         self.auth.service(&request, WRITE_SCOPE).await?;
         let req = request.into_inner();
-        let order_id = text("order_id", &req.order_id, 64, true)?;
-        let user_id = text("user_id", &req.user_id, 64, true)?;
-        let key = text("idempotency_key", &req.idempotency_key, 128, true)?;
-        let method = text("payment_method", &req.payment_method, 64, true)?;
-        if req.amount_minor <= 0 {
-            return Err(Status::invalid_argument(
-                "amount_minor must be greater than zero",
-            ));
-        }
-        let currency = currency(&req.currency)?;
+        checked(&req)?;
+        let order_id = req.order_id.trim();
+        let user_id = req.user_id.trim();
+        let key = req.idempotency_key.trim();
+        let method = req.payment_method.trim();
+        let currency = req.currency.trim().to_ascii_uppercase();
         let (status, decline_reason) = match decide(method) {
             Decision::Approved => ("approved", ""),
             Decision::Declined(reason) => ("declined", reason),
@@ -156,18 +152,9 @@ impl PaymentService for Payments {
     async fn refund(&self, request: Request<RefundRequest>) -> Result<Response<Refund>, Status> {
         self.auth.service(&request, WRITE_SCOPE).await?;
         let req = request.into_inner();
-        let payment_id = text("payment_id", &req.payment_id, 64, true)?;
-        let key = text("idempotency_key", &req.idempotency_key, 128, true)?;
-        if req.amount_minor < 0 {
-            return Err(Status::invalid_argument(
-                "amount_minor must not be negative (0 refunds what is left)",
-            ));
-        }
-        if req.reason.len() > 500 {
-            return Err(Status::invalid_argument(
-                "reason must be at most 500 characters",
-            ));
-        }
+        checked(&req)?;
+        let payment_id = req.payment_id.trim();
+        let key = req.idempotency_key.trim();
         let reason = req.reason.trim();
         let fingerprint = refund_fingerprint(payment_id, req.amount_minor, reason);
         let outcome = self
@@ -219,7 +206,8 @@ impl PaymentService for Payments {
         request: Request<GetPaymentRequest>,
     ) -> Result<Response<Payment>, Status> {
         let caller = self.auth.user_or_service(&request, WRITE_SCOPE).await?;
-        let id = text("payment_id", &request.get_ref().payment_id, 64, true)?;
+        checked(request.get_ref())?;
+        let id = request.get_ref().payment_id.trim();
         let owner = match &caller {
             Caller::User(user) => Some(user.id.as_str()),
             Caller::Service(_) => None,
@@ -241,7 +229,8 @@ impl PaymentService for Payments {
     ) -> Result<Response<ListPaymentsResponse>, Status> {
         let caller = self.auth.user_or_service(&request, WRITE_SCOPE).await?;
         let req = request.get_ref();
-        let order_id = text("order_id", &req.order_id, 64, true)?;
+        checked(req)?;
+        let order_id = req.order_id.trim();
         let page = Page::parse(req.page_size, &req.page_token)?;
         let owner = match &caller {
             Caller::User(user) => Some(user.id.as_str()),
