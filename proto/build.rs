@@ -3,6 +3,8 @@
 //! for the gateway, which derives its REST routes from the annotations;
 //! and the checks of the fields' rules (`validation`).
 
+#[path = "src/annotations.rs"]
+mod annotations;
 mod validation;
 
 use std::path::PathBuf;

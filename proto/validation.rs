@@ -6,64 +6,9 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use protox::prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, Value};
+use prost_reflect::{DescriptorPool, Kind, MessageDescriptor};
 
-/// `google.api.FieldBehavior.REQUIRED`.
-const REQUIRED: i32 = 2;
-
-struct Rules {
-    required: bool,
-    min_len: Option<u64>,
-    max_len: Option<u64>,
-    min: Option<i64>,
-    max: Option<i64>,
-    format: Option<&'static str>,
-}
-
-fn rules(pool: &DescriptorPool, field: &FieldDescriptor) -> Result<Rules, String> {
-    let options = field.options();
-    let required = pool
-        .get_extension_by_name("google.api.field_behavior")
-        .is_some_and(|ext| match &*options.get_extension(&ext) {
-            Value::List(values) => values
-                .iter()
-                .any(|v| matches!(v, Value::EnumNumber(n) if *n == REQUIRED)),
-            _ => false,
-        });
-    let mut found = Rules {
-        required,
-        min_len: None,
-        max_len: None,
-        min: None,
-        max: None,
-        format: None,
-    };
-    let Some(ext) = pool.get_extension_by_name("fieldrules.v1.rules") else {
-        return Ok(found);
-    };
-    if !options.has_extension(&ext) {
-        return Ok(found);
-    }
-    let Value::Message(set) = &*options.get_extension(&ext) else {
-        return Err(format!("{}: rules are not a message", field.full_name()));
-    };
-    let get = |name: &str| {
-        set.has_field_by_name(name)
-            .then(|| set.get_field_by_name(name))
-            .flatten()
-    };
-    found.min_len = get("min_len").and_then(|v| v.as_u32()).map(u64::from);
-    found.max_len = get("max_len").and_then(|v| v.as_u32()).map(u64::from);
-    found.min = get("min").and_then(|v| v.as_i64());
-    found.max = get("max").and_then(|v| v.as_i64());
-    found.format = match get("format").and_then(|v| v.as_enum_number()) {
-        None | Some(0) => None,
-        Some(1) => Some("Email"),
-        Some(2) => Some("Currency"),
-        Some(other) => return Err(format!("{}: unknown format {other}", field.full_name())),
-    };
-    Ok(found)
-}
+use crate::annotations::Annotations;
 
 /// The Rust path of a top-level message of `platform.<service>.v1`.
 fn rust_path(message: &MessageDescriptor) -> Option<String> {
@@ -80,30 +25,20 @@ fn option<T: std::fmt::Display>(value: Option<T>) -> String {
 }
 
 /// Whether `message` (or a message it holds) has rules to check.
-fn checked(
-    pool: &DescriptorPool,
-    message: &MessageDescriptor,
-    memo: &mut HashMap<String, bool>,
-) -> Result<bool, String> {
+fn checked(message: &MessageDescriptor, memo: &mut HashMap<String, bool>) -> bool {
     if let Some(known) = memo.get(message.full_name()) {
-        return Ok(*known);
+        return *known;
     }
     memo.insert(message.full_name().to_owned(), false);
     let mut any = false;
     for field in message.fields() {
-        let r = rules(pool, &field)?;
-        any |= r.required
-            || r.min_len.is_some()
-            || r.max_len.is_some()
-            || r.min.is_some()
-            || r.max.is_some()
-            || r.format.is_some();
+        any |= Annotations::of(&field).any();
         if let Kind::Message(inner) = field.kind() {
-            any |= checked(pool, &inner, memo)?;
+            any |= checked(&inner, memo);
         }
     }
     memo.insert(message.full_name().to_owned(), any);
-    Ok(any)
+    any
 }
 
 pub fn generate(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Error>> {
@@ -113,7 +48,7 @@ pub fn generate(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
         let Some(path) = rust_path(&message) else {
             continue;
         };
-        if !checked(pool, &message, &mut memo)? {
+        if !checked(&message, &mut memo) {
             continue;
         }
         writeln!(
@@ -121,17 +56,12 @@ pub fn generate(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
             "impl crate::rules::Validate for {path} {{\n    fn validate_at(&self, prefix: &str) -> Result<(), crate::rules::Violation> {{"
         )?;
         for field in message.fields() {
-            let r = rules(pool, &field)?;
+            let r = Annotations::of(&field);
             let name = field.name();
             let lengths = format!("({}, {})", option(r.min_len), option(r.max_len));
             let range = format!("({}, {})", option(r.min), option(r.max));
             let required = r.required;
-            let own = r.required
-                || r.min_len.is_some()
-                || r.max_len.is_some()
-                || r.min.is_some()
-                || r.max.is_some()
-                || r.format.is_some();
+            let own = r.any();
             if field.is_list() {
                 if own {
                     writeln!(
@@ -140,7 +70,7 @@ pub fn generate(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
                     )?;
                 }
                 if let Kind::Message(inner) = field.kind()
-                    && checked(pool, &inner, &mut memo)?
+                    && checked(&inner, &mut memo)
                 {
                     writeln!(
                         out,
@@ -151,10 +81,16 @@ pub fn generate(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
             }
             match field.kind() {
                 Kind::String if own => {
-                    let format = option(
-                        r.format
-                            .map(|f| format!("crate::fieldrules::v1::Format::{f}")),
-                    );
+                    let format = match r.format {
+                        0 => "None",
+                        1 => "Some(crate::fieldrules::v1::Format::Email)",
+                        2 => "Some(crate::fieldrules::v1::Format::Currency)",
+                        other => {
+                            return Err(
+                                format!("{}: unknown format {other}", field.full_name()).into()
+                            );
+                        }
+                    };
                     writeln!(
                         out,
                         "        crate::rules::text(prefix, \"{name}\", &self.{name}, {required}, {lengths}, {format})?;"
@@ -175,7 +111,7 @@ pub fn generate(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Err
                         "        crate::rules::number(prefix, \"{name}\", i64::from(self.{name}), {required}, {range})?;"
                     )?;
                 }
-                Kind::Message(inner) if checked(pool, &inner, &mut memo)? || required => {
+                Kind::Message(inner) if checked(&inner, &mut memo) || required => {
                     writeln!(
                         out,
                         "        match &self.{name} {{\n            Some(inner) => crate::rules::Validate::validate_at(inner, &format!(\"{{prefix}}{name}.\"))?,\n            None if {required} => return Err(crate::rules::Violation(format!(\"{{prefix}}{name} is required\"))),\n            None => {{}}\n        }}"

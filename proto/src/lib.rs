@@ -17,6 +17,7 @@ pub mod fieldrules {
     }
 }
 
+pub mod annotations;
 pub mod rules;
 
 // `impl rules::Validate` for every message with rules, from build.rs.

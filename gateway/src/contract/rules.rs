@@ -4,11 +4,9 @@
 //! services refuse what breaks them (`gateway/tests/openapi.rs` checks the
 //! two agree).
 
-use platform_proto::fieldrules::v1::{FieldRules, Format};
-use prost_reflect::{FieldDescriptor, Value};
-
-/// `google.api.FieldBehavior.REQUIRED`.
-const REQUIRED: i32 = 2;
+use platform_proto::annotations::Annotations;
+use platform_proto::fieldrules::v1::Format;
+use prost_reflect::FieldDescriptor;
 
 /// The rules of one field.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -23,31 +21,14 @@ pub struct Rules {
 
 impl Rules {
     pub fn of(field: &FieldDescriptor) -> Self {
-        let pool = field.parent_pool();
-        let options = field.options();
-        let required = pool
-            .get_extension_by_name("google.api.field_behavior")
-            .is_some_and(|ext| match &*options.get_extension(&ext) {
-                Value::List(values) => values
-                    .iter()
-                    .any(|v| matches!(v, Value::EnumNumber(n) if *n == REQUIRED)),
-                _ => false,
-            });
-        let rules = pool
-            .get_extension_by_name("fieldrules.v1.rules")
-            .filter(|ext| options.has_extension(ext))
-            .and_then(|ext| match &*options.get_extension(&ext) {
-                Value::Message(message) => message.transcode_to::<FieldRules>().ok(),
-                _ => None,
-            })
-            .unwrap_or_default();
+        let found = Annotations::of(field);
         Self {
-            required,
-            min_len: rules.min_len,
-            max_len: rules.max_len,
-            min: rules.min,
-            max: rules.max,
-            format: Format::try_from(rules.format)
+            required: found.required,
+            min_len: found.min_len,
+            max_len: found.max_len,
+            min: found.min,
+            max: found.max,
+            format: Format::try_from(found.format)
                 .ok()
                 .filter(|f| *f != Format::Unspecified),
         }
