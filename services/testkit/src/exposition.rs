@@ -2,7 +2,8 @@
 //! `prometheus_client`): the classic text parser for `text/plain;
 //! version=0.0.4`, the strict OpenMetrics parser for
 //! `application/openmetrics-text`, chosen by the content type the server
-//! declared, as a scraper does.
+//! declared, as a scraper does; and the classic text linted by `promtool
+//! check metrics`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -89,6 +90,38 @@ pub fn parse(content_type: &str, body: &str) -> Option<BTreeMap<String, String>>
     Some(serde_json::from_slice(&output.stdout).expect("families as JSON"))
 }
 
+/// `promtool check metrics` (Prometheus's own linter of the classic text
+/// format) on `body`; skipped when promtool is not installed outside CI.
+fn promtool_lint(body: &str) {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(_) if std::env::var_os("CI").is_none() => {
+            eprintln!("note: promtool is not installed; skipping its lint");
+            return;
+        }
+        Err(e) => panic!("promtool is required under CI (scripts/install-tools.sh): {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write the body");
+    let output = child.wait_with_output().expect("promtool ends");
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// What Prometheus sends when it scrapes.
 pub const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
 
@@ -108,6 +141,9 @@ pub async fn check(addr: SocketAddr, expected: &[(&str, &str)]) {
             content_type.starts_with(declared),
             "Accept {accept:?} answered as {content_type}"
         );
+        if declared.starts_with("text/plain") {
+            promtool_lint(&body);
+        }
         let Some(families) = parse(&content_type, &body) else {
             return;
         };
