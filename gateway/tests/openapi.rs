@@ -3,7 +3,8 @@
 //! openapi-spec-validator); a body built from nothing but its schema (the
 //! required fields, each at a value its constraints allow) is accepted; and
 //! every constraint it states is one the services enforce: a body breaking
-//! exactly one of them is refused with 400 and a message naming the field.
+//! exactly one of them is refused with 400 and a message naming the field;
+//! and what the services answer fits the response schemas.
 //! The document comes from the protos' annotations, so this is the check
 //! that the annotations and the services' validation say the same thing.
 
@@ -176,6 +177,62 @@ fn violations(doc: &Value, schema: &Value, valid: &Value) -> Vec<(String, Value)
     found
 }
 
+/// Where `value` departs from `schema`: a required property missing, a
+/// property of another JSON type, a value outside its enum, a 64-bit
+/// integer that is not a decimal string.
+fn departures(doc: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String> {
+    let schema = resolve(doc, schema);
+    let mut found = Vec::new();
+    let kind = schema["type"].as_str().unwrap_or("");
+    let fits = match kind {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        _ => true,
+    };
+    if !fits {
+        return vec![format!("{at}: {value} is not {kind}")];
+    }
+    if let Some(values) = schema["enum"].as_array()
+        && !values.contains(value)
+    {
+        found.push(format!("{at}: {value} is not one of its enum"));
+    }
+    if schema["format"] == "int64" && value.as_str().is_some_and(|s| s.parse::<i64>().is_err()) {
+        found.push(format!("{at}: {value} is not an int64"));
+    }
+    if kind == "object" {
+        for name in schema["required"].as_array().into_iter().flatten() {
+            let name = name.as_str().unwrap_or("");
+            if value.get(name).is_none() {
+                found.push(format!("{at}.{name}: required, missing"));
+            }
+        }
+        for (name, inner) in value.as_object().into_iter().flatten() {
+            let property = &schema["properties"][name.as_str()];
+            if property.is_null() {
+                found.push(format!("{at}.{name}: not in the schema"));
+            } else {
+                found.extend(departures(doc, property, inner, &format!("{at}.{name}")));
+            }
+        }
+    }
+    if kind == "array" {
+        for (i, inner) in value.as_array().into_iter().flatten().enumerate() {
+            found.extend(departures(
+                doc,
+                &schema["items"],
+                inner,
+                &format!("{at}[{i}]"),
+            ));
+        }
+    }
+    found
+}
+
 /// `paymentMethod` as the services name it: `payment_method`.
 fn snake(name: &str) -> String {
     let mut out = String::new();
@@ -202,7 +259,7 @@ async fn the_document_says_what_the_services_accept_and_refuse() {
     let bearer = format!("Bearer {token}");
     // Every operation with a body and no path variables, in an order that
     // registers before logging in.
-    let mut operations: Vec<(String, Value)> = doc["paths"]
+    let mut operations: Vec<(String, Value, Value)> = doc["paths"]
         .as_object()
         .expect("paths")
         .iter()
@@ -213,14 +270,15 @@ async fn the_document_says_what_the_services_accept_and_refuse() {
                 (
                     path.clone(),
                     op["requestBody"]["content"]["application/json"]["schema"].clone(),
+                    op["responses"]["200"]["content"]["application/json"]["schema"].clone(),
                 )
             })
         })
         .collect();
-    operations.sort_by_key(|(path, _)| !path.ends_with("register"));
+    operations.sort_by_key(|(path, _, _)| !path.ends_with("register"));
     assert!(operations.len() >= 3, "{operations:?}");
     let mut checked = 0;
-    for (path, schema) in operations {
+    for (path, schema, answer) in operations {
         let valid = example(&doc, &schema);
         let headers = [("authorization", bearer.as_str())];
         let reply = client
@@ -231,6 +289,12 @@ async fn the_document_says_what_the_services_accept_and_refuse() {
             200,
             "POST {path} with {valid}, built from its schema alone: {}",
             reply.text()
+        );
+        // And the answer is what the document says it is.
+        let wrong = departures(&doc, &answer, &reply.json(), "");
+        assert!(
+            wrong.is_empty(),
+            "POST {path} answered off its schema: {wrong:?}"
         );
         // Login says nothing about which field was wrong, by design.
         let refused = if path.ends_with("login") { 401 } else { 400 };
