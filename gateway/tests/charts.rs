@@ -22,11 +22,18 @@ fn helm_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../helm")
 }
 
-/// `helm template` with `args`, or None when helm is missing outside CI.
+/// `helm template` with `args` (and a registry, unless they name the
+/// image), or None when helm is missing outside CI.
 fn render(args: &[&str]) -> Option<Vec<Value>> {
+    let image = if args.iter().any(|a| a.starts_with("image.re")) {
+        Vec::new()
+    } else {
+        vec!["--set", "image.registry=ghcr.io/example/platform"]
+    };
     let output = match Command::new("helm")
         .arg("template")
         .args(args)
+        .args(image)
         .current_dir(helm_dir())
         .output()
     {
@@ -239,6 +246,183 @@ fn every_workload_is_locked_down_probed_and_drains() {
         for color in ["blue", "green"] {
             let docs = service_chart(service, color).expect("rendered");
             check_workload(&format!("{service}-{color}"), &docs);
+        }
+    }
+}
+
+const REPOSITORY: &str = "acme/shop";
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(path),
+    )
+    .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The images `.github/workflows/release.yml` pushes for a commit: one per
+/// binary of its matrix, named by its `images:` line, tagged with the full
+/// sha (its `type=sha,format=long` tag).
+fn pushed() -> Vec<String> {
+    let workflow = repo_file(".github/workflows/release.yml");
+    let bins = workflow
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("bin: ["))
+        .and_then(|l| l.strip_suffix(']'))
+        .expect("release.yml has a matrix of binaries");
+    let images = workflow
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("images: "))
+        .expect("release.yml names its images");
+    assert!(
+        workflow.contains("type=sha,format=long,prefix="),
+        "release.yml tags each push with the full sha"
+    );
+    bins.split(',')
+        .map(|bin| {
+            let image = images
+                .replace("${{ github.repository }}", REPOSITORY)
+                .replace("${{ matrix.bin }}", bin.trim());
+            format!("{image}:{SHA}")
+        })
+        .collect()
+}
+
+/// Shell lines with their `\` continuations joined.
+fn joined(text: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                lines.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    lines
+}
+
+/// `helm upgrade [--install] NAME CHART ...` as `helm template` arguments,
+/// run from `helm/`.
+fn template_args(command: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut words = command.split_whitespace().map(|w| w.replace('"', ""));
+    let mut skip_value = false;
+    for word in words.by_ref().skip(2) {
+        if skip_value {
+            skip_value = false;
+            continue;
+        }
+        match word.as_str() {
+            "--install" | "--wait" => {}
+            "-n" | "--namespace" | "--timeout" => skip_value = true,
+            _ => args.push(word.strip_prefix("helm/").unwrap_or(&word).to_owned()),
+        }
+    }
+    args
+}
+
+/// Every `image:` of the rendered objects.
+fn images(docs: &[Value]) -> Vec<String> {
+    docs.iter()
+        .filter_map(|d| d["spec"]["template"]["spec"]["containers"].as_array())
+        .flatten()
+        .filter_map(|c| c["image"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The README's install and release commands and the deploy workflow's
+/// upgrade name only images the release workflow pushes.
+#[test]
+fn the_documented_and_deployed_images_are_the_released_ones() {
+    let pushed = pushed();
+    assert_eq!(pushed.len(), 5, "{pushed:?}");
+    let mut commands = Vec::new();
+
+    // README: the block of the Kubernetes section, loops unrolled.
+    let readme = repo_file("README.md");
+    let section = readme
+        .split("## Kubernetes with Helm")
+        .nth(1)
+        .and_then(|s| s.split("```sh").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("the README's Helm commands");
+    let (mut services, mut colors) = (vec![String::new()], vec![String::new()]);
+    for line in joined(section) {
+        let line = line.trim().to_owned();
+        if let Some(list) = line.strip_prefix("for svc in ") {
+            services = list
+                .trim_end_matches("; do")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+        } else if let Some(list) = line.strip_prefix("for color in ") {
+            colors = list
+                .trim_end_matches("; do")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+        } else if line.starts_with("helm upgrade") {
+            for service in &services {
+                for color in &colors {
+                    commands.push(
+                        line.replace("$REGISTRY", &format!("ghcr.io/{REPOSITORY}"))
+                            .replace("$NEW_SHA", SHA)
+                            .replace("$SHA", SHA)
+                            .replace("$svc", service)
+                            .replace("$color", color),
+                    );
+                }
+            }
+        } else if line == "done" {
+            services = vec![String::new()];
+            colors = vec![String::new()];
+        }
+    }
+    assert!(commands.len() >= 10, "{commands:?}");
+
+    // The deploy workflow: its upgrade of the idle color, for every service.
+    let deploy = repo_file(".github/workflows/deploy.yml");
+    let registry = deploy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("REGISTRY: "))
+        .expect("deploy.yml names the registry")
+        .replace("${{ github.repository }}", REPOSITORY);
+    let upgrade = joined(&deploy)
+        .into_iter()
+        .find(|l| l.starts_with("helm upgrade"))
+        .expect("deploy.yml upgrades a color");
+    for service in ["auth", "orders", "payments", "notifications"] {
+        commands.push(
+            upgrade
+                .replace("$SERVICE", service)
+                .replace("$IDLE", "green")
+                .replace("$REGISTRY", &registry)
+                .replace("$VERSION", SHA),
+        );
+    }
+
+    for command in commands {
+        let args = template_args(&command);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let Some(docs) = render(&args) else {
+            return;
+        };
+        let named = images(&docs);
+        assert!(!named.is_empty(), "{command}: no workload");
+        for image in named {
+            assert!(
+                pushed.contains(&image),
+                "{command}\nrenders {image}, which the release workflow does not push: {pushed:?}"
+            );
         }
     }
 }

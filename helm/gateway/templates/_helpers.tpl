@@ -6,6 +6,15 @@ app.kubernetes.io/name: gateway
 {{- .Values.image.tag | default .Chart.AppVersion -}}
 {{- end -}}
 
+{{- define "gateway.image" -}}
+{{- $repository := .Values.image.repository -}}
+{{- if not $repository -}}
+{{- $registry := required "set image.registry to where the release workflow pushes (ghcr.io/<owner>/<repo>), or image.repository to a whole image name" .Values.image.registry -}}
+{{- $repository = printf "%s/gateway" (trimSuffix "/" $registry) -}}
+{{- end -}}
+{{- printf "%s:%s" $repository (include "gateway.tag" .) -}}
+{{- end -}}
+
 {{- define "gateway.labels" -}}
 {{ include "gateway.selector" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}

@@ -29,6 +29,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- .Values.image.tag | default .Chart.AppVersion -}}
 {{- end -}}
 
+{{- define "service.image" -}}
+{{- $repository := .Values.image.repository -}}
+{{- if not $repository -}}
+{{- $registry := required "set image.registry to where the release workflow pushes (ghcr.io/<owner>/<repo>), or image.repository to a whole image name" .Values.image.registry -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" $registry) .Values.service -}}
+{{- end -}}
+{{- printf "%s:%s" $repository (include "service.tag" .) -}}
+{{- end -}}
+
 {{- define "service.secretName" -}}
 {{- .Values.secret.name | default (printf "%s-secrets" .Values.service) -}}
 {{- end -}}
