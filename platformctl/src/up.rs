@@ -36,15 +36,16 @@ pub struct UpArgs {
     /// Version label of the green processes.
     #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
     green_version: String,
-    /// Extra environment for every green process, KEY=VALUE (for example FAULT_ERROR_RATE=0.2).
-    #[arg(long = "green-env", value_parser = parse_pair)]
-    green_env: Vec<(String, String)>,
+    /// Extra environment for the green processes, [SERVICE:]KEY=VALUE: of
+    /// every service, or of one (for example orders:FAULT_ERROR_RATE=0.2).
+    #[arg(long = "green-env", value_parser = parse_setting)]
+    green_env: Vec<Setting>,
     /// Extra environment for the gateway, KEY=VALUE (for example RATE_LIMIT_PER_SECOND=0).
     #[arg(long = "gateway-env", value_parser = parse_pair)]
     gateway_env: Vec<(String, String)>,
-    /// Extra environment for every blue process, KEY=VALUE.
-    #[arg(long = "blue-env", value_parser = parse_pair)]
-    blue_env: Vec<(String, String)>,
+    /// Extra environment for the blue processes, [SERVICE:]KEY=VALUE.
+    #[arg(long = "blue-env", value_parser = parse_setting)]
+    blue_env: Vec<Setting>,
     /// Also run a local Prometheus (the one on PATH) with the project's rules
     /// and alerts, scraping every process of this platform.
     #[arg(long)]
@@ -74,6 +75,45 @@ fn parse_pair(raw: &str) -> Result<(String, String), String> {
         }
         _ => Err(format!("expected KEY=VALUE, got {raw:?}")),
     }
+}
+
+/// A `--blue-env`/`--green-env` setting: for one service, or all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    service: Option<String>,
+    key: String,
+    value: String,
+}
+
+impl Setting {
+    fn applies_to(&self, service: &str) -> bool {
+        self.service.as_deref().is_none_or(|s| s == service)
+    }
+}
+
+fn parse_setting(raw: &str) -> Result<Setting, String> {
+    let (name, value) = raw.split_once('=').unwrap_or((raw, ""));
+    let (service, key) = match name.split_once(':') {
+        Some((service, key)) if ports::SERVICES.contains(&service) => {
+            (Some(service.to_owned()), key)
+        }
+        Some((service, _)) => {
+            return Err(format!(
+                "unknown service {service:?} in {raw:?}: expected one of {} before the colon",
+                ports::SERVICES.join(", ")
+            ));
+        }
+        None => (None, name),
+    };
+    let (key, value) = parse_pair(&format!("{key}={value}"))
+        .ok()
+        .filter(|_| raw.contains('='))
+        .ok_or_else(|| format!("expected [SERVICE:]KEY=VALUE, got {raw:?}"))?;
+    Ok(Setting {
+        service,
+        key,
+        value,
+    })
 }
 
 /// One process of the platform.
@@ -398,7 +438,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }
             _ => {}
         }
-        env.extend(extra.iter().cloned());
+        env.extend(
+            extra
+                .iter()
+                .filter(|s| s.applies_to(process.service))
+                .map(|s| (s.key.clone(), s.value.clone())),
+        );
         if let Some(databases) = &databases {
             env.push(("DATABASE_URL".into(), databases[process.service].clone()));
         }
@@ -619,6 +664,42 @@ fn print_endpoints(all: &[Process], ready: &[Duration], data_dir: &Path, args: &
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn settings_are_for_every_service_or_one() {
+        use super::{Setting, parse_setting};
+        let setting = |service: Option<&str>, key: &str, value: &str| Setting {
+            service: service.map(str::to_owned),
+            key: key.to_owned(),
+            value: value.to_owned(),
+        };
+        assert_eq!(
+            parse_setting("FAULT_ERROR_RATE=0.2"),
+            Ok(setting(None, "FAULT_ERROR_RATE", "0.2"))
+        );
+        assert_eq!(
+            parse_setting("orders:FAULT_ERROR_RATE=0.2"),
+            Ok(setting(Some("orders"), "FAULT_ERROR_RATE", "0.2"))
+        );
+        assert_eq!(
+            parse_setting("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317"),
+            Ok(setting(
+                None,
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://127.0.0.1:4317"
+            ))
+        );
+        let orders = parse_setting("orders:X=1").expect("valid");
+        assert!(orders.applies_to("orders") && !orders.applies_to("payments"));
+        assert!(
+            parse_setting("shipping:X=1")
+                .expect_err("unknown service")
+                .contains("expected one of auth, orders, payments, notifications")
+        );
+        for bad in ["X", "=1", "orders:=1", "orders:X", "A B=1"] {
+            assert!(parse_setting(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn secrets_are_created_readable_by_their_owner_only() {
         use std::os::unix::fs::PermissionsExt;
