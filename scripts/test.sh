@@ -31,6 +31,7 @@ echo "PostgreSQL for tests at $TEST_DATABASE_URL"
 
 bash scripts/check-charts.sh
 bash scripts/check-workflows.sh
+bash scripts/check-compat.sh
 bash scripts/check-observability.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

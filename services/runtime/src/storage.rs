@@ -187,6 +187,15 @@ impl Db {
     }
 }
 
+/// Every PostgreSQL migration runs under these: a schema change waits at
+/// most 5 s for a table's lock (behind a long transaction, every call would
+/// queue behind the waiting migration), then fails and the service does not
+/// start (it is restarted and tries again); no statement runs over a minute
+/// (data is moved by batched backfills, never in a migration). squawk's
+/// lock and statement timeout rules are met here, not in each file.
+pub const POSTGRES_MIGRATION_LIMITS: &str =
+    "SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '60s'";
+
 async fn migrate_locked(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -221,6 +230,10 @@ async fn migrate_locked(
                 .await
                 .map_err(failed(&setup))?;
             sqlx::raw_sql("SELECT pg_advisory_xact_lock(7355608)")
+                .execute(&mut *conn)
+                .await
+                .map_err(failed(&setup))?;
+            sqlx::raw_sql(POSTGRES_MIGRATION_LIMITS)
                 .execute(&mut *conn)
                 .await
                 .map_err(failed(&setup))?;
