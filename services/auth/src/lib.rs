@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     name: "users",
     sqlite: include_str!("../migrations/0001_users.sql"),
     postgres: include_str!("../migrations/0001_users.sql"),
+    contract: false,
 }];
 
 /// Settings only auth reads.

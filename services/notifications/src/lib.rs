@@ -29,12 +29,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "notifications",
         sqlite: include_str!("../migrations/0001_notifications.sql"),
         postgres: include_str!("../migrations/0001_notifications.sql"),
+        contract: false,
     },
     Migration {
         version: 2,
         name: "notifications_by_time",
         sqlite: include_str!("../migrations/0002_notifications_by_time.sql"),
         postgres: include_str!("../migrations/0002_notifications_by_time.sql"),
+        contract: false,
     },
 ];
 

@@ -28,12 +28,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "orders",
         sqlite: include_str!("../migrations/0001_orders.sql"),
         postgres: include_str!("../migrations/0001_orders.sql"),
+        contract: false,
     },
     Migration {
         version: 2,
         name: "order_fingerprint",
         sqlite: include_str!("../migrations/0002_order_fingerprint.sql"),
         postgres: include_str!("../migrations/0002_order_fingerprint.sql"),
+        contract: false,
     },
 ];
 

@@ -23,12 +23,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "payments",
         sqlite: include_str!("../migrations/0001_payments.sql"),
         postgres: include_str!("../migrations/0001_payments.sql"),
+        contract: false,
     },
     Migration {
         version: 2,
         name: "refund_fingerprint",
         sqlite: include_str!("../migrations/0002_refund_fingerprint.sql"),
         postgres: include_str!("../migrations/0002_refund_fingerprint.sql"),
+        contract: false,
     },
 ];
 

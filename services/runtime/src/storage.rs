@@ -29,6 +29,10 @@ pub struct Migration {
     pub name: &'static str,
     pub sqlite: &'static str,
     pub postgres: &'static str,
+    /// A contract step: it removes or reshapes what earlier releases read,
+    /// so once applied, a release that does not know it refuses to start
+    /// (an expand step adds only, and earlier releases run beside it).
+    pub contract: bool,
 }
 
 impl Migration {
@@ -67,6 +71,16 @@ pub enum StorageError {
          migrations are append-only: add a new one instead"
     )]
     MigrationChanged { version: i64, name: &'static str },
+    #[error(
+        "the database has migration {version} ({name}), a contract step that removes what \
+         earlier releases read, and this release knows migrations up to {known} only: \
+         run a release that has migration {version}"
+    )]
+    ContractedPast {
+        version: i64,
+        name: String,
+        known: i64,
+    },
 }
 
 /// A connection pool and the backend behind it; on SQLite, also the one
@@ -214,6 +228,7 @@ async fn migrate_locked(
         name: "schema_migrations",
         sqlite: "",
         postgres: "",
+        contract: false,
     };
     // Both colors may start at once: one takes the lock, the other waits and
     // then finds the migrations applied.
@@ -244,21 +259,56 @@ async fn migrate_locked(
             version BIGINT PRIMARY KEY,
             name TEXT NOT NULL,
             checksum TEXT NOT NULL,
-            applied_at_ms BIGINT NOT NULL
+            applied_at_ms BIGINT NOT NULL,
+            contract INTEGER NOT NULL DEFAULT 0
         )",
     )
     .execute(&mut *conn)
     .await
     .map_err(failed(&setup))?;
-    let applied: Vec<(i64, String)> =
-        sqlx::query_as("SELECT version, checksum FROM schema_migrations ORDER BY version")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(failed(&setup))?;
+    // Written by a release before contract steps were recorded: expand it.
+    let has_contract: i64 = sqlx::query_scalar(match backend {
+        Backend::Sqlite => {
+            "SELECT COUNT(*) FROM pragma_table_info('schema_migrations') WHERE name = 'contract'"
+        }
+        Backend::Postgres => {
+            "SELECT COUNT(*) FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'schema_migrations' \
+             AND column_name = 'contract'"
+        }
+    })
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(failed(&setup))?;
+    if has_contract == 0 {
+        sqlx::raw_sql(
+            "ALTER TABLE schema_migrations ADD COLUMN contract INTEGER NOT NULL DEFAULT 0",
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(failed(&setup))?;
+    }
+    let applied: Vec<(i64, String, String, i64)> = sqlx::query_as(
+        "SELECT version, checksum, name, contract FROM schema_migrations ORDER BY version",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(failed(&setup))?;
+    let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some((version, _, name, _)) = applied
+        .iter()
+        .find(|(version, _, _, contract)| *version > known && *contract != 0)
+    {
+        return Err(StorageError::ContractedPast {
+            version: *version,
+            name: name.clone(),
+            known,
+        });
+    }
     for migration in migrations {
         let checksum = migration.checksum(backend);
-        match applied.iter().find(|(v, _)| *v == migration.version) {
-            Some((_, existing)) if *existing == checksum => continue,
+        match applied.iter().find(|(v, ..)| *v == migration.version) {
+            Some((_, existing, ..)) if *existing == checksum => continue,
             Some(_) => {
                 return Err(StorageError::MigrationChanged {
                     version: migration.version,
@@ -272,12 +322,14 @@ async fn migrate_locked(
             .await
             .map_err(failed(migration))?;
         sqlx::query(
-            "INSERT INTO schema_migrations (version, name, checksum, applied_at_ms) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at_ms, contract) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(migration.version)
         .bind(migration.name)
         .bind(checksum)
         .bind(crate::time::now_ms())
+        .bind(i64::from(migration.contract))
         .execute(&mut *conn)
         .await
         .map_err(failed(migration))?;
@@ -287,7 +339,7 @@ async fn migrate_locked(
             "applied migration"
         );
     }
-    if let Some((newest, _)) = applied.last()
+    if let Some((newest, ..)) = applied.last()
         && migrations.iter().all(|m| m.version < *newest)
     {
         tracing::info!(

@@ -260,6 +260,7 @@ mod tests {
         name: "t",
         sqlite: "CREATE TABLE t (k TEXT PRIMARY KEY)",
         postgres: "CREATE TABLE t (k TEXT PRIMARY KEY)",
+        contract: false,
     };
 
     async fn insert(db: &Db, keys: Vec<String>) -> Result<(), sqlx::Error> {

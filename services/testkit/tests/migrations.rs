@@ -1,7 +1,9 @@
-//! PostgreSQL migrations under load: a schema change that cannot get its
-//! table's lock (a long transaction holds it) gives up after the runner's
-//! lock timeout and the service refuses to start, rather than queueing
-//! every call behind it; the table stays as it was.
+//! The migration runner as releases meet it, on every backend: a release
+//! runs beside expand steps it does not know (the previous release during a
+//! rollout, or after a rollback), refuses to start on a contract step it
+//! does not know with one line naming it, and on PostgreSQL a schema change
+//! that cannot get its table's lock (a long transaction holds it) gives up
+//! after the runner's lock timeout rather than queueing every call.
 
 use std::time::{Duration, Instant};
 
@@ -10,19 +12,106 @@ use platform_runtime::storage::{Db, Migration, StorageError};
 use sqlx::Connection;
 use testkit::Backend;
 
-const CREATE: Migration = Migration {
-    version: 1,
-    name: "items",
-    sqlite: "CREATE TABLE items (id TEXT PRIMARY KEY)",
-    postgres: "CREATE TABLE items (id TEXT PRIMARY KEY)",
-};
+const fn step(version: i64, name: &'static str, sql: &'static str, contract: bool) -> Migration {
+    Migration {
+        version,
+        name,
+        sqlite: sql,
+        postgres: sql,
+        contract,
+    }
+}
 
-const EXPAND: Migration = Migration {
-    version: 2,
-    name: "items_note",
-    sqlite: "ALTER TABLE items ADD COLUMN note TEXT",
-    postgres: "ALTER TABLE items ADD COLUMN note TEXT",
-};
+const CREATE: Migration = step(
+    1,
+    "items",
+    "CREATE TABLE items (id TEXT PRIMARY KEY)",
+    false,
+);
+const EXPAND: Migration = step(
+    2,
+    "items_note",
+    "ALTER TABLE items ADD COLUMN note TEXT",
+    false,
+);
+const CONTRACT: Migration = step(
+    3,
+    "items_no_note",
+    "ALTER TABLE items DROP COLUMN note",
+    true,
+);
+
+async fn config(backend: &Backend, dir: &std::path::Path) -> DatabaseConfig {
+    let url = testkit::database(backend, dir, "migrations").await;
+    match backend {
+        Backend::Sqlite => DatabaseConfig::Sqlite(url.trim_start_matches("sqlite:").into()),
+        Backend::Postgres(_) => DatabaseConfig::Postgres(url),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releases_run_beside_expand_steps_and_refuse_contract_steps_they_do_not_know() {
+    for backend in testkit::backends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config(&backend, dir.path()).await;
+        // v2 expands; v1 (knowing migration 1 only) still starts on it.
+        Db::open(&config, &[CREATE, EXPAND]).await.expect("v2");
+        Db::open(&config, &[CREATE])
+            .await
+            .unwrap_or_else(|e| panic!("{}: v1 beside an expand step: {e}", backend.name()));
+        // v3 contracts; v1 and v2 now refuse, naming the step.
+        Db::open(&config, &[CREATE, EXPAND, CONTRACT])
+            .await
+            .expect("v3");
+        for (release, known) in [(&[CREATE][..], 1), (&[CREATE, EXPAND][..], 2)] {
+            let refused = Db::open(&config, release)
+                .await
+                .expect_err("past a contract step");
+            assert!(
+                matches!(&refused, StorageError::ContractedPast { version: 3, known: k, .. } if *k == known),
+                "{}: {refused}",
+                backend.name()
+            );
+            assert!(
+                refused.to_string().contains("migration 3 (items_no_note)"),
+                "{refused}"
+            );
+        }
+        Db::open(&config, &[CREATE, EXPAND, CONTRACT])
+            .await
+            .expect("v3 again");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_an_earlier_runner_is_brought_up_to_date() {
+    for backend in testkit::backends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config(&backend, dir.path()).await;
+        let url = match &config {
+            DatabaseConfig::Sqlite(path) => format!("sqlite://{}?mode=rwc", path.display()),
+            DatabaseConfig::Postgres(url) => url.clone(),
+        };
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect");
+        // The bookkeeping table as the runner wrote it before contract steps.
+        sqlx::raw_sql(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+             checksum TEXT NOT NULL, applied_at_ms BIGINT NOT NULL)",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("old table");
+        let _ = conn.close().await;
+        Db::open(&config, &[CREATE, EXPAND])
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", backend.name()));
+        Db::open(&config, &[CREATE, EXPAND, CONTRACT])
+            .await
+            .expect("and on from there");
+        assert!(Db::open(&config, &[CREATE]).await.is_err());
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_behind_a_long_transaction_gives_up_instead_of_queueing_calls() {
