@@ -2,7 +2,9 @@
 # What a release must not break, against the last one in releases.toml:
 # the protos pass buf lint and are not broken for gRPC or REST clients (buf
 # breaking, wire and JSON), the migrations that release shipped are unchanged
-# byte for byte, and every migration added since passes squawk.
+# byte for byte, and every migration added since passes squawk and, unless it
+# is a contract step, drops, renames and narrows nothing
+# (scripts/migration_check.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,5 +56,6 @@ for file in services/*/migrations/*.sql; do
 done
 if [ "${#added[@]}" -gt 0 ]; then
     squawk --config .squawk.toml "${added[@]}"
+    python3 scripts/migration_check.py "${added[@]}"
 fi
 echo "compat: protos lint-clean and compatible with release $version, its $released migrations unchanged, ${#added[@]} added since linted by squawk"

@@ -156,3 +156,98 @@ async fn a_migration_behind_a_long_transaction_gives_up_instead_of_queueing_call
         .await
         .expect("the migration applies once the lock is free");
 }
+
+/// Every service's migrations: the file's first line says `-- Expand` or
+/// `-- Contract`, as the `contract` flag the runner records does.
+#[test]
+fn each_migration_says_what_it_is_as_its_flag_does() {
+    for (service, migrations) in [
+        ("auth", auth::MIGRATIONS),
+        ("orders", orders::MIGRATIONS),
+        ("payments", payments::MIGRATIONS),
+        ("notifications", notifications::MIGRATIONS),
+    ] {
+        for migration in migrations {
+            for sql in [migration.sqlite, migration.postgres] {
+                let said = if sql.starts_with("-- Contract") {
+                    Some(true)
+                } else if sql.starts_with("-- Expand") {
+                    Some(false)
+                } else {
+                    None
+                };
+                assert_eq!(
+                    said,
+                    Some(migration.contract),
+                    "{service} migration {} ({})",
+                    migration.version,
+                    migration.name
+                );
+            }
+        }
+    }
+}
+
+/// The check that stops an incompatible release before it takes traffic:
+/// an expand migration that drops a column the previous release reads, or
+/// adds one it cannot write, is refused with what to do; the same in a
+/// contract migration passes; the repository's migrations pass.
+#[test]
+fn an_expand_migration_that_breaks_the_previous_release_is_refused() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let check = |files: &[std::path::PathBuf]| {
+        std::process::Command::new("python3")
+            .arg(repo.join("scripts/migration_check.py"))
+            .args(files)
+            .output()
+            .expect("python3 runs")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let expand = dir.path().join("0003_expand.sql");
+    std::fs::write(
+        &expand,
+        "-- Expand.\nALTER TABLE orders DROP COLUMN request_fingerprint;\n\
+         ALTER TABLE orders ADD COLUMN channel TEXT NOT NULL;\n\
+         ALTER TABLE orders ADD COLUMN note TEXT;\n",
+    )
+    .expect("write");
+    let refused = check(std::slice::from_ref(&expand));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("drops") && said.contains("request_fingerprint"),
+        "{said}"
+    );
+    assert!(said.contains("required column without a default"), "{said}");
+    assert!(
+        !said.contains("note"),
+        "adding a nullable column is fine: {said}"
+    );
+    assert!(
+        said.contains("`-- Contract` migration of a later release"),
+        "{said}"
+    );
+
+    let contract = dir.path().join("0004_contract.sql");
+    std::fs::write(
+        &contract,
+        "-- Contract.\nALTER TABLE orders DROP COLUMN request_fingerprint;\n",
+    )
+    .expect("write");
+    assert!(check(&[contract]).status.success());
+
+    let mut ours: Vec<std::path::PathBuf> = Vec::new();
+    for service in ["auth", "orders", "payments", "notifications"] {
+        for entry in std::fs::read_dir(repo.join("services").join(service).join("migrations"))
+            .expect("migrations")
+        {
+            ours.push(entry.expect("entry").path());
+        }
+    }
+    let output = check(&ours);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
