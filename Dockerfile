@@ -6,11 +6,15 @@
 #   docker build --build-arg BIN=orders -t platform/orders .   # from source
 #   scripts/build-images.sh                                     # binaries built on the host (CI)
 #
-# BIN: gateway, auth, orders, payments or notifications.
+# BIN: gateway, auth, orders, payments or notifications. PLATFORM_COMMIT:
+# the commit built (the release workflow passes its sha), so the binary
+# reports it (`x-service-build`, `build_info`).
 ARG BIN=gateway
+ARG PLATFORM_COMMIT=""
 
 FROM rust:1-bookworm AS build
 ARG BIN
+ARG PLATFORM_COMMIT
 RUN apt-get update \
     && apt-get install -y --no-install-recommends musl-tools \
     && rm -rf /var/lib/apt/lists/* \

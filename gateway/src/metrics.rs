@@ -98,6 +98,7 @@ pub struct GatewayMetrics {
 struct BuildLabels {
     service: &'static str,
     version: &'static str,
+    build: &'static str,
     rust_version: &'static str,
 }
 
@@ -195,6 +196,7 @@ impl GatewayMetrics {
             .get_or_create(&BuildLabels {
                 service: "gateway",
                 version: env!("CARGO_PKG_VERSION"),
+                build: platform_runtime::version::build(),
                 rust_version: platform_runtime::exposition::RUSTC_VERSION,
             })
             .set(1);

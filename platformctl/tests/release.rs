@@ -233,6 +233,16 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
         status["services"]["orders"]["colors"]["green"]["versions"][0],
         "2.0.0"
     );
+    // ...and the schema and build each endpoint runs.
+    let known = orders::MIGRATIONS.iter().map(|m| m.version).max();
+    let green = &status["services"]["orders"]["colors"]["green"];
+    assert_eq!(green["schemas"][0].as_i64(), known, "{green}");
+    assert!(
+        green["endpoints"][0]["build"]
+            .as_str()
+            .is_some_and(|b| b.starts_with(env!("CARGO_PKG_VERSION"))),
+        "{green}"
+    );
 
     // One call restores the previous weights.
     let output = run(data, HEALTHY, &["rollback", "orders"]);

@@ -62,6 +62,10 @@ pub struct ColorStatus {
     pub healthy: usize,
     /// The releases its endpoints run, sorted, without repeats.
     pub versions: Vec<String>,
+    /// The schemas (highest migration known) its endpoints run, sorted,
+    /// without repeats.
+    #[serde(default)]
+    pub schemas: Vec<i64>,
     /// What the health check of each endpoint found.
     pub endpoints: Vec<Probe>,
     /// Live calls.
@@ -92,6 +96,12 @@ pub struct Probe {
     pub serving: bool,
     /// The release the endpoint runs, from its `x-service-version` header.
     pub version: Option<String>,
+    /// Its build (crate version and commit), from `x-service-build`.
+    #[serde(default)]
+    pub build: Option<String>,
+    /// The highest migration it knows, from `x-service-schema`.
+    #[serde(default)]
+    pub schema: Option<i64>,
     /// Why it is not serving, when the check itself failed.
     pub error: Option<String>,
 }

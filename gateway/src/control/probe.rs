@@ -44,6 +44,8 @@ impl Prober {
             endpoint: endpoint.to_owned(),
             serving: false,
             version: None,
+            build: None,
+            schema: None,
             error: None,
         };
         let request = Request::post(format!("http://{endpoint}/grpc.health.v1.Health/Check"))
@@ -67,11 +69,18 @@ impl Prober {
                     e.to_string()
                 }
             })?;
-            let version = response
-                .headers()
-                .get("x-service-version")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let identity = (
+                header("x-service-version"),
+                header("x-service-build"),
+                header("x-service-schema").and_then(|s| s.parse().ok()),
+            );
             if let Some(code) = status_code(response.headers()) {
                 return Err(format!("health check answered {}", code_name(code)));
             }
@@ -93,12 +102,14 @@ impl Prober {
                 .ok_or_else(|| "empty health answer".to_owned())?;
             let answer = <tonic_health::pb::HealthCheckResponse as prost::Message>::decode(message)
                 .map_err(|e| e.to_string())?;
-            Ok((answer.status, version))
+            Ok((answer.status, identity))
         })
         .await;
         match answer {
-            Ok(Ok((status, version))) => {
+            Ok(Ok((status, (version, build, schema)))) => {
                 probe.version = version;
+                probe.build = build;
+                probe.schema = schema;
                 probe.serving = status
                     == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
                 if !probe.serving {

@@ -166,7 +166,10 @@ pub async fn handle(
             parts
                 .headers
                 .insert("x-served-by", HeaderValue::from_static(color.as_str()));
-            parts.headers.remove("x-service-version");
+            // Which build serves is the operator's business, not the caller's.
+            for internal in ["x-service-version", "x-service-build", "x-service-schema"] {
+                parts.headers.remove(internal);
+            }
             parts.extensions.insert(label(Some(color)));
             let span = parts
                 .extensions

@@ -49,8 +49,8 @@ pub fn table(status: &Status) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<14} {:<6} {:>6}  {:<16} {:>7}  {:>7}  {:>8}  {:>9}",
-        "SERVICE", "COLOR", "WEIGHT", "VERSION", "HEALTHY", "RATE/S", "ERRORS", "P99"
+        "{:<14} {:<6} {:>6}  {:<16} {:<6} {:>7}  {:>7}  {:>8}  {:>9}",
+        "SERVICE", "COLOR", "WEIGHT", "VERSION", "SCHEMA", "HEALTHY", "RATE/S", "ERRORS", "P99"
     );
     for (name, service) in &status.services {
         for (i, color) in Color::ALL.into_iter().enumerate() {
@@ -60,14 +60,21 @@ pub fn table(status: &Status) -> String {
             } else {
                 c.versions.join(",")
             };
+            let schemas = if c.schemas.is_empty() {
+                "-".to_owned()
+            } else {
+                let all: Vec<String> = c.schemas.iter().map(i64::to_string).collect();
+                all.join(",")
+            };
             let live = &c.live;
             let _ = writeln!(
                 out,
-                "{:<14} {:<6} {:>5}%  {:<16} {:>7}  {:>7.1}  {:>8}  {:>9}",
+                "{:<14} {:<6} {:>5}%  {:<16} {:<6} {:>7}  {:>7.1}  {:>8}  {:>9}",
                 if i == 0 { name.as_str() } else { "" },
                 color.as_str(),
                 c.weight,
                 versions,
+                schemas,
                 format!("{}/{}", c.healthy, c.endpoints.len()),
                 live.rate_per_second,
                 if live.requests == 0 {
@@ -198,12 +205,12 @@ mod tests {
             "controller":"4242-ctl-1","heartbeat_ms":1700000008500,"timeout_ms":120000,"who":"ana"},
           "mirror":null,
           "colors":{
-            "blue":{"weight":75,"healthy":2,"versions":["1.0.0"],
+            "blue":{"weight":75,"healthy":2,"versions":["1.0.0"],"schemas":[2],
               "endpoints":[{"endpoint":"127.0.0.1:50052","serving":true,"version":"1.0.0","error":null},
                            {"endpoint":"127.0.0.1:50062","serving":true,"version":"1.0.0","error":null}],
               "live":{"rate_per_second":1.0,"requests":60,"server_errors":0,"error_ratio":0.0,"p99_ms":2.1},
               "mirror":{"rate_per_second":0.0,"requests":0,"server_errors":0,"error_ratio":0.0,"p99_ms":null}},
-            "green":{"weight":25,"healthy":1,"versions":["2.0.0","2.0.1"],
+            "green":{"weight":25,"healthy":1,"versions":["2.0.0","2.0.1"],"schemas":[2,3],
               "endpoints":[{"endpoint":"127.0.0.1:50152","serving":true,"version":"2.0.0","error":null},
                            {"endpoint":"127.0.0.1:50162","serving":true,"version":"2.0.1","error":null}],
               "live":{"rate_per_second":0.3333333333333333,"requests":20,"server_errors":4,"error_ratio":0.2,"p99_ms":null},
@@ -252,14 +259,14 @@ mod tests {
     fn table_shows_each_color_the_rollouts_and_the_mirror() {
         let status: Status = serde_json::from_str(STATUS).expect("status");
         let expected = [
-            "SERVICE        COLOR  WEIGHT  VERSION          HEALTHY   RATE/S    ERRORS        P99",
-            "auth           blue     100%  1.0.0                1/1      0.5     0.00%     1.2 ms",
-            "               green      0%  -                    0/1      0.0         -          -",
-            "orders         blue      75%  1.0.0                2/2      1.0     0.00%     2.1 ms",
-            "               green     25%  2.0.0,2.0.1          1/2      0.3    20.00%          -",
+            "SERVICE        COLOR  WEIGHT  VERSION          SCHEMA HEALTHY   RATE/S    ERRORS        P99",
+            "auth           blue     100%  1.0.0            -          1/1      0.5     0.00%     1.2 ms",
+            "               green      0%  -                -          0/1      0.0         -          -",
+            "orders         blue      75%  1.0.0            2          2/2      1.0     0.00%     2.1 ms",
+            "               green     25%  2.0.0,2.0.1      2,3        1/2      0.3    20.00%          -",
             "  rollout to green: step 2/4 (25% to green), PAUSED, 20s left in the step, controller heard 1.5s ago, by ana",
-            "payments       blue     100%  1.0.0                1/1      2.0     0.83%     3.1 ms",
-            "               green      0%  2.0.0                1/1      0.0         -          -",
+            "payments       blue     100%  1.0.0            -          1/1      2.0     0.83%     3.1 ms",
+            "               green      0%  2.0.0            -          1/1      0.0         -          -",
             "  rollout to green: mirroring 10% of reads to green, 11s left in the step, controller heard 0.2s ago, by bo",
             "  mirror to green: 12 copies in the last minute, errors 8.33%, p99 4.8 ms",
             "(rates, errors and p99 over the last minute; errors are server faults only)",

@@ -123,7 +123,7 @@ pub async fn start(config: ServiceConfig, env: Env) -> Result<RunningService, St
             format!("cannot start {} threads: {e}", settings.hashing.workers),
         )
     })?;
-    let host = Host::bind(config).await?;
+    let host = Host::bind(config).await?.runs_on(db.schema());
     let auth = Auth::new(db, keys, &host.config().tokens, settings, passwords);
     auth.register_metrics(host.metrics());
     Ok(host

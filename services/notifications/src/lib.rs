@@ -72,7 +72,7 @@ pub async fn start(config: ServiceConfig, env: Env) -> Result<RunningService, St
     let streams = stream_config(&env)?;
     let db = Db::open(&config.database, MIGRATIONS).await?;
     let auth = Authenticator::new(Verifier::remote(&config.tokens)?, &config.tokens);
-    let host = Host::bind(config).await?;
+    let host = Host::bind(config).await?.runs_on(db.schema());
     let store = store::Store::new(db);
     let live = LiveStreams::new(store.clone(), streams);
     tokio::spawn(live.clone().run_poller(host.streams_end()));

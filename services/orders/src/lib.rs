@@ -62,7 +62,7 @@ pub async fn start(config: ServiceConfig, env: Env) -> Result<RunningService, St
     )?;
     let db = Db::open(&config.database, MIGRATIONS).await?;
     let auth = Authenticator::new(Verifier::remote(&config.tokens)?, &config.tokens);
-    let host = Host::bind(config).await?;
+    let host = Host::bind(config).await?.runs_on(db.schema());
     let flow = flow::Flow {
         store: store::Store::new(db),
         downstream,

@@ -38,7 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
 pub async fn start(config: ServiceConfig, _env: Env) -> Result<RunningService, StartError> {
     let db = Db::open(&config.database, MIGRATIONS).await?;
     let auth = Authenticator::new(Verifier::remote(&config.tokens)?, &config.tokens);
-    let host = Host::bind(config).await?;
+    let host = Host::bind(config).await?.runs_on(db.schema());
     let service = PaymentServiceServer::new(Payments::new(db, auth));
     Ok(host.serve(service, DESCRIPTOR_SET).await?)
 }

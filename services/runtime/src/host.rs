@@ -45,6 +45,7 @@ pub struct Host {
     metrics_listener: TcpListener,
     metrics: Metrics,
     streams_end: watch::Sender<bool>,
+    schema: Option<crate::storage::Schema>,
 }
 
 impl Host {
@@ -58,7 +59,16 @@ impl Host {
             metrics_listener,
             metrics,
             streams_end: watch::channel(false).0,
+            schema: None,
         })
+    }
+
+    /// The schema the service's database was found at, for its answers'
+    /// headers and its metrics.
+    pub fn runs_on(mut self, schema: crate::storage::Schema) -> Self {
+        self.metrics.schema(schema);
+        self.schema = Some(schema);
+        self
     }
 
     pub fn config(&self) -> &ServiceConfig {
@@ -115,6 +125,7 @@ impl Host {
                 self.metrics.rpc.clone(),
                 self.config.color,
                 &self.config.version,
+                self.schema,
             ))
             // Inside observe, so a call cut by its deadline is recorded
             // as DEADLINE_EXCEEDED, and outside the faults, whose delays

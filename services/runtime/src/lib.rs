@@ -22,6 +22,7 @@ pub mod telemetry;
 pub mod time;
 pub mod tokens;
 pub mod validate;
+pub mod version;
 pub mod writer;
 
 pub use config::{Color, ConfigError, Env, ServiceConfig};

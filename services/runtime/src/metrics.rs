@@ -48,7 +48,15 @@ fn latency_histogram() -> Histogram {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
+    build: &'static str,
     rust_version: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SchemaLabels {
+    /// `release` (the highest migration this binary knows) or `database`
+    /// (the highest the database had at start).
+    of: &'static str,
 }
 
 /// The registry of one service process.
@@ -91,6 +99,7 @@ impl Metrics {
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
+                build: crate::version::build(),
                 rust_version: crate::exposition::RUSTC_VERSION,
             })
             .set(1);
@@ -103,6 +112,22 @@ impl Metrics {
             registry: Arc::new(Mutex::new(registry)),
             rpc,
         }
+    }
+
+    /// The schema the service runs on, as `schema_version{of}` gauges.
+    pub fn schema(&self, schema: crate::storage::Schema) {
+        let gauges = Family::<SchemaLabels, Gauge>::default();
+        gauges
+            .get_or_create(&SchemaLabels { of: "release" })
+            .set(schema.release);
+        gauges
+            .get_or_create(&SchemaLabels { of: "database" })
+            .set(schema.database);
+        self.register(
+            "schema_version",
+            "The highest migration this release knows (of=release) and the database has (of=database)",
+            gauges,
+        );
     }
 
     /// Adds a service's own metric to the registry.

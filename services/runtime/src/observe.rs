@@ -23,20 +23,39 @@ pub struct ObserveLayer {
     release: Release,
 }
 
-/// Which release serves: named on every span, so on every log line of a call.
+/// Which release serves: named on every span, so on every log line of a
+/// call, and in the headers of every answer (the version label, the build,
+/// the schema it knows).
 #[derive(Debug, Clone)]
 struct Release {
     color: &'static str,
     version: std::sync::Arc<str>,
+    headers: std::sync::Arc<http::HeaderMap>,
 }
 
 impl ObserveLayer {
-    pub fn new(metrics: RpcMetrics, color: crate::Color, version: &str) -> Self {
+    pub fn new(
+        metrics: RpcMetrics,
+        color: crate::Color,
+        version: &str,
+        schema: Option<crate::storage::Schema>,
+    ) -> Self {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("x-service-version", Some(version.to_owned())),
+            ("x-service-build", Some(crate::version::build().to_owned())),
+            ("x-service-schema", schema.map(|s| s.release.to_string())),
+        ] {
+            if let Some(value) = value.and_then(|v| http::HeaderValue::from_str(&v).ok()) {
+                headers.insert(name, value);
+            }
+        }
         Self {
             metrics,
             release: Release {
                 color: color.as_str(),
                 version: version.into(),
+                headers: std::sync::Arc::new(headers),
             },
         }
     }
@@ -110,15 +129,15 @@ where
         };
         // Every answer says which release served it; the gateway's health
         // probes read it for `platformctl status`.
-        let version = http::HeaderValue::from_str(&self.release.version).ok();
+        let identity = std::sync::Arc::clone(&self.release.headers);
         Box::pin(
             async move {
                 match future.await {
                     Ok(response) => {
                         let mut record = record;
                         let (mut parts, body) = response.into_parts();
-                        if let Some(version) = version {
-                            parts.headers.insert("x-service-version", version);
+                        for (name, value) in identity.iter() {
+                            parts.headers.insert(name, value.clone());
                         }
                         if let Some(code) = parts.headers.get("grpc-status") {
                             // A trailers-only response: the call is over.

@@ -83,6 +83,15 @@ pub enum StorageError {
     },
 }
 
+/// The schema a release runs on: the highest migration it knows, and the
+/// highest the database has (higher during a rollout or after a rollback,
+/// when the other release expanded it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Schema {
+    pub release: i64,
+    pub database: i64,
+}
+
 /// A connection pool and the backend behind it; on SQLite, also the one
 /// writer that commits this process's transactions in groups.
 #[derive(Debug, Clone)]
@@ -90,6 +99,7 @@ pub struct Db {
     pool: AnyPool,
     backend: Backend,
     writer: Option<crate::writer::Writer>,
+    schema: Schema,
 }
 
 /// How long a call waits for a database connection before UNAVAILABLE.
@@ -151,8 +161,9 @@ impl Db {
             pool,
             backend,
             writer: None,
+            schema: Schema::default(),
         };
-        db.migrate(migrations).await?;
+        db.schema = db.migrate(migrations).await?;
         if backend == Backend::Sqlite {
             db.writer = Some(crate::writer::Writer::start(db.pool.clone()));
         }
@@ -161,6 +172,11 @@ impl Db {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The schema this release runs on, as found at start.
+    pub fn schema(&self) -> Schema {
+        self.schema
     }
 
     pub fn backend(&self) -> Backend {
@@ -189,7 +205,7 @@ impl Db {
         }
     }
 
-    async fn migrate(&self, migrations: &[Migration]) -> Result<(), StorageError> {
+    async fn migrate(&self, migrations: &[Migration]) -> Result<Schema, StorageError> {
         let mut conn = self.pool.acquire().await.map_err(StorageError::Open)?;
         let result = migrate_locked(&mut conn, self.backend, migrations).await;
         if result.is_err() {
@@ -214,7 +230,7 @@ async fn migrate_locked(
     conn: &mut AnyConnection,
     backend: Backend,
     migrations: &[Migration],
-) -> Result<(), StorageError> {
+) -> Result<Schema, StorageError> {
     let failed = |m: &Migration| {
         let (version, name) = (m.version, m.name);
         move |source| StorageError::Migration {
@@ -351,7 +367,11 @@ async fn migrate_locked(
         .execute(&mut *conn)
         .await
         .map_err(failed(&setup))?;
-    Ok(())
+    let newest_applied = applied.last().map_or(0, |(version, ..)| *version);
+    Ok(Schema {
+        release: known,
+        database: known.max(newest_applied),
+    })
 }
 
 /// True when `err` is a unique-constraint violation: the database, not a

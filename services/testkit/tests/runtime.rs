@@ -134,6 +134,48 @@ async fn metrics_count_calls_by_method_code_and_color() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_and_the_metrics_say_which_build_and_schema_serve() {
+    let (running, _token) = payments_with(&[("VERSION", "v9".into())]).await;
+    let known = payments::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .expect("migrations");
+    let answer = HealthClient::new(testkit::channel(running.payments.addr))
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answers");
+    let header = |name: &str| {
+        answer
+            .metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(header("x-service-version").as_deref(), Some("v9"));
+    let build = header("x-service-build").expect("a build");
+    assert!(build.starts_with(env!("CARGO_PKG_VERSION")), "{build}");
+    assert_eq!(header("x-service-schema"), Some(known.to_string()));
+    let text = scrape(running.payments.metrics_addr).await;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("build_info{") && l.contains(&format!("build=\"{build}\""))),
+        "{text}"
+    );
+    for of in ["release", "database"] {
+        assert!(
+            text.lines().any(|l| l.starts_with("schema_version{")
+                && l.contains(&format!("of=\"{of}\""))
+                && l.ends_with(&format!(" {known}"))),
+            "{of}: {text}"
+        );
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_that_passes_in_the_service_is_deadline_exceeded() {
     // Every call takes 400 ms; the caller gives it 100 ms. Sent as bytes:
     // a tonic client keeps a timer of its own and would report CANCELLED

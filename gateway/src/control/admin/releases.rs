@@ -268,10 +268,14 @@ pub(crate) async fn status(state: &Admin) -> view::Status {
         let mut versions: Vec<String> = probes.iter().filter_map(|p| p.version.clone()).collect();
         versions.sort();
         versions.dedup();
+        let mut schemas: Vec<i64> = probes.iter().filter_map(|p| p.schema).collect();
+        schemas.sort_unstable();
+        schemas.dedup();
         view::ColorStatus {
             weight,
             healthy: probes.iter().filter(|p| p.serving).count(),
             versions,
+            schemas,
             endpoints: probes,
             live: summary(&stats.series(name, color, Traffic::Live)),
             mirror: summary(&stats.series(name, color, Traffic::Mirror)),
