@@ -448,6 +448,12 @@ async fn an_order_is_one_trace_across_services() {
         Some("gateway")
     );
     assert!(edge.resource.contains_key("service.version"), "{edge:?}");
+    assert!(
+        edge.resource
+            .get("platform.build")
+            .is_some_and(|b| b.starts_with(env!("CARGO_PKG_VERSION"))),
+        "{edge:?}"
+    );
     // One trace: no span of this request's calls went into another one.
     let others: Vec<Received> = receiver
         .0

@@ -52,7 +52,10 @@ impl Telemetry {
     /// Installs the global subscriber; a second call in one process (tests
     /// that run several services) keeps the first subscriber.
     pub fn init(config: &TelemetrySettings) -> Result<Self, String> {
-        let mut attributes = vec![KeyValue::new("service.version", config.version.clone())];
+        let mut attributes = vec![
+            KeyValue::new("service.version", config.version.clone()),
+            KeyValue::new("platform.build", crate::version::build()),
+        ];
         // No convention names a blue/green color, and `deployment.*`
         // belongs to OpenTelemetry's own attributes, so the color is in the
         // platform's namespace (ARCHITECTURE.md, "Telemetry").
