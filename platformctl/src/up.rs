@@ -40,6 +40,14 @@ pub struct UpArgs {
     /// every service, or of one (for example orders:FAULT_ERROR_RATE=0.2).
     #[arg(long = "green-env", value_parser = parse_setting)]
     green_env: Vec<Setting>,
+    /// A platformctl binary of another release to run the green services
+    /// from (for example target/release/platformctl built from an earlier
+    /// commit), so a real release can be tried: both colors on one database.
+    #[arg(long, value_name = "PATH")]
+    green_bin: Option<PathBuf>,
+    /// The same for the blue services.
+    #[arg(long, value_name = "PATH")]
+    blue_bin: Option<PathBuf>,
     /// Extra environment for the gateway, KEY=VALUE (for example RATE_LIMIT_PER_SECOND=0).
     #[arg(long = "gateway-env", value_parser = parse_pair)]
     gateway_env: Vec<(String, String)>,
@@ -114,6 +122,29 @@ fn parse_setting(raw: &str) -> Result<Setting, String> {
         key,
         value,
     })
+}
+
+/// A `--blue-bin`/`--green-bin` path must be a platformctl binary.
+fn check_binary(flag: &str, bin: &std::path::Path) -> anyhow::Result<()> {
+    let answer = std::process::Command::new(bin).arg("--version").output();
+    match answer {
+        Ok(out)
+            if out.status.success()
+                && String::from_utf8_lossy(&out.stdout).starts_with("platformctl ") =>
+        {
+            Ok(())
+        }
+        Ok(out) => bail!(
+            "{flag} {}: not a platformctl binary (its --version said {:?})",
+            bin.display(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        Err(e) => bail!(
+            "{flag} {}: cannot run it ({e}): give the path of a platformctl binary, \
+             for example target/release/platformctl",
+            bin.display()
+        ),
+    }
 }
 
 /// One process of the platform.
@@ -329,6 +360,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(url) = &args.postgres {
         crate::databases::check(url)?;
     }
+    for (flag, bin) in [
+        ("--blue-bin", &args.blue_bin),
+        ("--green-bin", &args.green_bin),
+    ] {
+        if let Some(bin) = bin {
+            check_binary(flag, bin)?;
+        }
+    }
     let replicas = usize::from(args.replicas);
     let all = processes(args.port_offset, replicas);
     if all.iter().any(|p| p.grpc == 0 || p.metrics == 0) {
@@ -394,6 +433,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let internal = format!("http://127.0.0.1:{internal_port}");
     let program = std::env::current_exe().context("cannot find the platformctl binary")?;
+    let program_of = |color: Color| {
+        let chosen = match color {
+            Color::Blue => &args.blue_bin,
+            Color::Green => &args.green_bin,
+        };
+        chosen.clone().unwrap_or_else(|| program.clone())
+    };
     let url = |service: &str, color: Color| {
         format!(
             "http://127.0.0.1:{}",
@@ -452,7 +498,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             log: data_dir.join("logs").join(format!("{name}.log")),
             pid_file: data_dir.join("run").join(format!("{name}.pid")),
             name,
-            program: program.clone(),
+            program: program_of(process.color),
             args: vec!["service".into(), process.service.into()],
             env,
             grace: Duration::from_secs(15),

@@ -300,7 +300,22 @@ fn bad_input_is_a_clear_error_not_a_hang() {
     );
     let (code, stderr) = run(&["up", "--green-env", "not a pair"], &[]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("expected KEY=VALUE"), "{stderr}");
+    assert!(stderr.contains("expected [SERVICE:]KEY=VALUE"), "{stderr}");
+    let (code, stderr) = run(&["up", "--green-env", "billing:X=1"], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("unknown service \"billing\""), "{stderr}");
+    let (code, stderr) = run(&["up", "--green-bin", "/nonexistent/platformctl"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--green-bin /nonexistent/platformctl: cannot run it"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["up", "--blue-bin", "/bin/true"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--blue-bin /bin/true: not a platformctl binary"),
+        "{stderr}"
+    );
     let (code, stderr) = run(&["service", "billing"], &[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("unknown service \"billing\""), "{stderr}");
@@ -310,4 +325,25 @@ fn bad_input_is_a_clear_error_not_a_hang() {
         stderr.trim(),
         "error: invalid COLOR: expected blue or green, got \"red\""
     );
+}
+
+/// `--green-bin`: the green services run from another platformctl binary
+/// (here a copy), the blue ones from this one, on one database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_color_can_run_its_own_binary() {
+    const BINS: i32 = 12_205;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let green = dir.path().join("green-release").join("platformctl");
+    std::fs::create_dir_all(green.parent().expect("parent")).expect("mkdir");
+    std::fs::copy(env!("CARGO_BIN_EXE_platformctl"), &green).expect("copy");
+    let data = dir.path().join("data");
+    let green_arg = green.display().to_string();
+    let _platform = common::up_with(&data, BINS, &[], &["--green-bin", &green_arg]);
+    let exe = |name: &str| {
+        std::fs::read_link(format!("/proc/{}/exe", pid(&data, name))).expect("exe link")
+    };
+    for service in ["auth", "orders", "payments", "notifications"] {
+        assert_eq!(exe(&format!("{service}-green")), green, "{service}");
+        assert_ne!(exe(&format!("{service}-blue")), green, "{service}");
+    }
 }
