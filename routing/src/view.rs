@@ -64,7 +64,7 @@ pub struct ColorStatus {
     pub versions: Vec<String>,
     /// The schemas (highest migration known) its endpoints run, sorted,
     /// without repeats.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schemas: Vec<i64>,
     /// What the health check of each endpoint found.
     pub endpoints: Vec<Probe>,
@@ -97,10 +97,10 @@ pub struct Probe {
     /// The release the endpoint runs, from its `x-service-version` header.
     pub version: Option<String>,
     /// Its build (crate version and commit), from `x-service-build`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<String>,
     /// The highest migration it knows, from `x-service-schema`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<i64>,
     /// Why it is not serving, when the check itself failed.
     pub error: Option<String>,
@@ -130,8 +130,9 @@ mod tests {
           "mirror": null,
           "colors": {
             "blue": {
-              "weight": 75, "healthy": 1, "versions": ["1.0.0"],
-              "endpoints": [{"endpoint": "127.0.0.1:50052", "serving": true, "version": "1.0.0", "error": null}],
+              "weight": 75, "healthy": 1, "versions": ["1.0.0"], "schemas": [2],
+              "endpoints": [{"endpoint": "127.0.0.1:50052", "serving": true, "version": "1.0.0",
+                             "build": "0.1.0+0123456789ab", "schema": 2, "error": null}],
               "live": {"rate_per_second": 1.0, "requests": 60, "server_errors": 0, "error_ratio": 0.0, "p99_ms": 2.1},
               "mirror": {"rate_per_second": 0.0, "requests": 0, "server_errors": 0, "error_ratio": 0.0, "p99_ms": null}
             },
