@@ -563,6 +563,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         )));
     }
 
+    // One listener for Ctrl-C and SIGTERM from here to the end: a signal
+    // sent just after the platform is up (between two listeners) would
+    // otherwise be lost and leave `up` running.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     let ready = tokio::select! {
         ready = async {
             let timeout = Duration::from_secs(args.ready_timeout_secs);
@@ -573,7 +578,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }
             Ok::<_, anyhow::Error>((times, gateway))
         } => ready,
-        _ = shutdown_signal() => Err(anyhow::anyhow!("interrupted before the platform was up")),
+        () = &mut shutdown => Err(anyhow::anyhow!("interrupted before the platform was up")),
         Some(reason) = fatal_rx.recv() => Err(anyhow::anyhow!("{reason}")),
     };
     if let Ok((times, gateway)) = &ready {
@@ -583,7 +588,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             print_observe(args.port_offset, &data_dir);
         }
         println!("Ctrl-C stops everything.");
-        shutdown_signal().await;
+        shutdown.await;
         println!("stopping every service (SIGTERM, then up to 15 s to drain)...");
     }
     let _ = stop.send(true);
