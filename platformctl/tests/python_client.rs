@@ -22,14 +22,7 @@ fn repo() -> PathBuf {
 /// `python3 -m grpc_tools.protoc ARGS`; `None` when grpcio-tools is not
 /// installed outside CI.
 fn protoc(args: &[String]) -> Option<std::process::Output> {
-    let probe = Command::new("python3")
-        .args(["-c", "import grpc_tools.protoc"])
-        .output();
-    if !probe.is_ok_and(|out| out.status.success()) {
-        if std::env::var_os("CI").is_some() {
-            panic!("grpcio-tools is required under CI (scripts/install-tools.sh installs it)");
-        }
-        eprintln!("note: grpcio-tools is not installed; skipping the protoc checks");
+    if !testkit::python_module("grpc_tools.protoc", "grpcio-tools", "the protoc checks") {
         return None;
     }
     Some(

@@ -58,30 +58,14 @@ pub async fn scrape(addr: SocketAddr, accept: Option<&str>) -> (String, String) 
 /// `body`; panics with the parser's message when it refuses the body.
 /// `None` when `prometheus_client` is not installed outside CI.
 pub fn parse(content_type: &str, body: &str) -> Option<BTreeMap<String, String>> {
-    let probe = Command::new("python3")
-        .args(["-c", "import prometheus_client"])
-        .output();
-    if !probe.is_ok_and(|out| out.status.success()) {
-        if std::env::var_os("CI").is_some() {
-            panic!("prometheus-client is required under CI (scripts/install-tools.sh installs it)");
-        }
-        eprintln!("note: prometheus-client is not installed; skipping the parser check");
+    if !crate::python_module("prometheus_client", "prometheus-client", "the parser check") {
         return None;
     }
-    let mut child = Command::new("python3")
-        .args(["-c", PARSE, content_type])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body.as_bytes())
-        .expect("write the body");
-    let output = child.wait_with_output().expect("parser ends");
+    let output = fed(
+        Command::new("python3").args(["-c", PARSE, content_type]),
+        body,
+    )
+    .expect("python3 runs");
     assert!(
         output.status.success(),
         "the {content_type} parser refuses the body: {}\n{body}",
@@ -93,33 +77,37 @@ pub fn parse(content_type: &str, body: &str) -> Option<BTreeMap<String, String>>
 /// `promtool check metrics` (Prometheus's own linter of the classic text
 /// format) on `body`; skipped when promtool is not installed outside CI.
 fn promtool_lint(body: &str) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
+    let output = match fed(Command::new("promtool").args(["check", "metrics"]), body) {
+        Ok(output) => output,
         Err(_) if std::env::var_os("CI").is_none() => {
             eprintln!("note: promtool is not installed; skipping its lint");
             return;
         }
         Err(e) => panic!("promtool is required under CI (scripts/install-tools.sh): {e}"),
     };
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body.as_bytes())
-        .expect("write the body");
-    let output = child.wait_with_output().expect("promtool ends");
     assert!(
         output.status.success(),
         "promtool check metrics: {}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Runs `command` with `input` on its standard input; its output, or why
+/// it could not be started.
+fn fed(command: &mut Command, input: &str) -> std::io::Result<std::process::Output> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write the input");
+    Ok(child.wait_with_output().expect("the command ends"))
 }
 
 /// What Prometheus sends when it scrapes.

@@ -38,6 +38,24 @@ impl Backend {
     }
 }
 
+/// Whether `python3` can import `module` (`package` on PyPI), for checks
+/// made with another ecosystem's own library. Under CI it must
+/// (scripts/install-tools.sh installs it); elsewhere a missing one skips
+/// `what` with a note.
+pub fn python_module(module: &str, package: &str, what: &str) -> bool {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output();
+    if probe.is_ok_and(|out| out.status.success()) {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{package} is required under CI (scripts/install-tools.sh installs it)");
+    }
+    eprintln!("note: {package} is not installed; skipping {what}");
+    false
+}
+
 /// Every backend this run must test.
 pub fn backends() -> Vec<Backend> {
     let mut all = vec![Backend::Sqlite];
