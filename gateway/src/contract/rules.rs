@@ -4,35 +4,17 @@
 //! services refuse what breaks them (`gateway/tests/openapi.rs` checks the
 //! two agree).
 
-use platform_proto::annotations::Annotations;
 use platform_proto::fieldrules::v1::Format;
-use prost_reflect::FieldDescriptor;
 
-/// The rules of one field.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Rules {
-    pub required: bool,
-    pub min_len: Option<u32>,
-    pub max_len: Option<u32>,
-    pub min: Option<i64>,
-    pub max: Option<i64>,
-    pub format: Option<Format>,
-}
+/// The rules of one field, read by the same code that writes the services'
+/// checks.
+pub use platform_proto::annotations::Annotations as Rules;
 
-impl Rules {
-    pub fn of(field: &FieldDescriptor) -> Self {
-        let found = Annotations::of(field);
-        Self {
-            required: found.required,
-            min_len: found.min_len,
-            max_len: found.max_len,
-            min: found.min,
-            max: found.max,
-            format: Format::try_from(found.format)
-                .ok()
-                .filter(|f| *f != Format::Unspecified),
-        }
-    }
+/// The shape a string field must have, if any.
+pub fn format(rules: &Rules) -> Option<Format> {
+    Format::try_from(rules.format)
+        .ok()
+        .filter(|f| *f != Format::Unspecified)
 }
 
 #[cfg(test)]
@@ -59,7 +41,7 @@ mod tests {
             }
         );
         let currency = Rules::of(&field("platform.orders.v1.CreateOrderRequest", "currency"));
-        assert_eq!(currency.format, Some(Format::Currency));
+        assert_eq!(format(&currency), Some(Format::Currency));
         assert!(currency.required);
         let request_id = Rules::of(&field(
             "platform.orders.v1.CreateOrderRequest",

@@ -154,9 +154,7 @@ impl Access {
 /// client made up, which must not name spans.
 fn known_grpc_method<'p>(path: &'p str, route: Option<&str>) -> Option<(&'p str, &'p str)> {
     let known = route.is_some() || crate::proxy::local::LocalGrpc::METHODS.contains(&path);
-    known
-        .then(|| path.trim_start_matches('/').split_once('/'))
-        .flatten()
+    known.then(|| platform_runtime::observe::split_path(path))
 }
 
 /// A server span's name by the conventions: `{method} {route}` for HTTP,

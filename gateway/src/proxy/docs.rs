@@ -272,7 +272,7 @@ fn constrained(mut schema: Value, field: &FieldDescriptor, rules: &Rules) -> Val
         Kind::String => {
             constrain(&mut schema, "minLength", rules.min_len);
             constrain(&mut schema, "maxLength", rules.max_len);
-            match rules.format {
+            match crate::contract::rules::format(rules) {
                 Some(Format::Email) => schema["format"] = "email".into(),
                 Some(Format::Currency) => {
                     schema["enum"] = platform_proto::rules::ISO_4217.to_vec().into();

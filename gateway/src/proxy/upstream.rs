@@ -74,10 +74,7 @@ pub struct ClientSpan(pub tracing::Span);
 /// `endpoint` (`host:port`): named `package.Service/Method`, with the peer's
 /// address and port apart, and the color the gateway chose.
 fn client_span(path: &str, endpoint: &str, color: Color) -> tracing::Span {
-    let (rpc_service, rpc_method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or((path, ""));
+    let (rpc_service, rpc_method) = platform_runtime::observe::split_path(path);
     let (host, port) = match endpoint.rsplit_once(':') {
         Some((host, port)) => (host, port.parse::<i64>().ok()),
         None => (endpoint, None),

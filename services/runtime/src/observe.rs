@@ -112,8 +112,8 @@ where
         let _ = span.set_parent(crate::telemetry::extract(request.headers()));
         span.record("trace_id", crate::telemetry::trace_id(&span));
         let method = MethodLabels {
-            rpc_service: service,
-            rpc_method: method,
+            rpc_service: service.to_owned(),
+            rpc_method: method.to_owned(),
         };
         self.metrics.in_flight.get_or_create(&method).inc();
         let record = Record {
@@ -161,12 +161,9 @@ where
 }
 
 /// `/package.Service/Method` as (`package.Service`, `Method`).
-pub(crate) fn split_path(path: &str) -> (String, String) {
+pub fn split_path(path: &str) -> (&str, &str) {
     let trimmed = path.trim_start_matches('/');
-    match trimmed.split_once('/') {
-        Some((service, method)) => (service.to_owned(), method.to_owned()),
-        None => (trimmed.to_owned(), String::new()),
-    }
+    trimmed.split_once('/').unwrap_or((trimmed, ""))
 }
 
 /// The call's outcome, recorded once when its status is known.
@@ -339,10 +336,7 @@ mod tests {
     fn splits_grpc_paths() {
         assert_eq!(
             super::split_path("/platform.orders.v1.OrderService/CreateOrder"),
-            (
-                "platform.orders.v1.OrderService".into(),
-                "CreateOrder".into()
-            )
+            ("platform.orders.v1.OrderService", "CreateOrder")
         );
         assert_eq!(super::code_name(b"14"), "UNAVAILABLE");
         assert_eq!(super::code_name(b"99"), "UNKNOWN");
