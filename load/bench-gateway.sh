@@ -48,7 +48,7 @@ credentials='{"email":"bench@example.com","password":"correct horse battery"}'
 curl -sf -X POST "$gw/v1/auth/register" -d "$credentials" >/dev/null
 token="$(curl -sf -X POST "$gw/v1/auth/login" -d "$credentials" | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')"
 order="$(curl -sf -X POST "$gw/v1/orders" -H "authorization: Bearer $token" \
-    -d '{"items":[{"sku":"bench","quantity":1,"unitPriceMinor":100}],"currency":"EUR","paymentMethod":"pm_card_visa"}' \
+    -d '{"items":[{"sku":"sticker-1","quantity":1,"unitPriceMinor":100}],"currency":"EUR","paymentMethod":"pm_card_visa"}' \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
 curl -sf -X PUT "http://127.0.0.1:$ADMIN/admin/routes/orders/weights" \
     -H "authorization: Bearer $(cat "$work/data/admin-token")" -d '{"blue":90,"green":10}' >/dev/null

@@ -10,4 +10,7 @@ cd "$(dirname "$0")/.."
 
 command -v k6 >/dev/null || { echo "error: k6 is missing: run scripts/install-tools.sh" >&2; exit 1; }
 cargo build --release -q -p platformctl -p load-lab
-exec target/release/drill --platformctl target/release/platformctl "$@"
+# The release drill runs the previous release of releases.toml on blue,
+# built from its commit (once; cached under target/releases).
+previous="$(target/release/platformctl releases build previous --release)"
+exec target/release/drill --platformctl target/release/platformctl --previous "$previous" "$@"

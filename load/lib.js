@@ -44,7 +44,7 @@ export function listOrders(token) {
 
 export function createOrder(token) {
   const body = JSON.stringify({
-    items: [{ sku: 'load-1', quantity: 1, unitPriceMinor: 1999 }],
+    items: [{ sku: 'lamp-5', quantity: 1, unitPriceMinor: 1999 }],
     currency: 'EUR',
     paymentMethod: 'pm_card_visa',
     requestId: `k6-${__VU}-${__ITER}-${Date.now()}`,

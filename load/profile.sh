@@ -70,7 +70,7 @@ credentials='{"email":"profile@example.com","password":"correct horse battery"}'
 curl -sf -X POST "$gw/v1/auth/register" -d "$credentials" >/dev/null
 token="$(curl -sf -X POST "$gw/v1/auth/login" -d "$credentials" | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')"
 order="$(curl -sf -X POST "$gw/v1/orders" -H "authorization: Bearer $token" \
-    -d '{"items":[{"sku":"bench","quantity":1,"unitPriceMinor":100}],"currency":"EUR","paymentMethod":"pm_card_visa"}' \
+    -d '{"items":[{"sku":"sticker-1","quantity":1,"unitPriceMinor":100}],"currency":"EUR","paymentMethod":"pm_card_visa"}' \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
 
 declare -A pids=( # perf follows both in one recording

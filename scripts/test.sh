@@ -32,6 +32,9 @@ echo "PostgreSQL for tests at $TEST_DATABASE_URL"
 bash scripts/check-charts.sh
 bash scripts/check-workflows.sh
 bash scripts/check-compat.sh
+# The previous release, built from its recorded commit into target/releases
+# for the N-1 test (platformctl/tests/compat.rs); built once, then cached.
+cargo run --quiet -p platformctl -- releases build previous
 bash scripts/check-observability.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

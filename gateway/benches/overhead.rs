@@ -120,7 +120,7 @@ async fn main() {
     let stack = common::Stack::start().await;
     let token = stack.login("bench@example.com").await;
     let mut client = stack.client().await;
-    let body = r#"{"items":[{"sku":"bench","quantity":1,"unitPriceMinor":100}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
+    let body = r#"{"items":[{"sku":"sticker-1","quantity":1,"unitPriceMinor":100}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
     let bearer = format!("Bearer {token}");
     let order = client
         .call(

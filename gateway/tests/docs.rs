@@ -54,8 +54,8 @@ async fn chromium_shows_every_operation() {
     let dom = String::from_utf8_lossy(&output.stdout);
     let operations = dom.matches("data-operation=").count();
     assert_eq!(
-        operations, 12,
-        "the page lists the 12 operations; DOM:\n{dom}"
+        operations, 13,
+        "the page lists the 13 operations; DOM:\n{dom}"
     );
     for op in ["CreateOrder", "CancelOrder", "StreamNotifications", "Login"] {
         assert!(
@@ -63,6 +63,6 @@ async fn chromium_shows_every_operation() {
             "{op} missing"
         );
     }
-    assert!(dom.contains("12 operations"), "the page read /openapi.json");
+    assert!(dom.contains("13 operations"), "the page read /openapi.json");
     running.stop().await;
 }

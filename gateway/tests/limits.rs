@@ -78,7 +78,7 @@ async fn headers_bodies_timeouts_rates_and_shedding() {
     let mut holders = Vec::new();
     for _ in 0..3 {
         let mut client = stack.client().await;
-        let body = r#"{"items":[{"sku":"a","quantity":1,"unitPriceMinor":100}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
+        let body = r#"{"items":[{"sku":"sticker-1","quantity":1,"unitPriceMinor":100}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
         let bearer = bearer.clone();
         holders.push(tokio::spawn(async move {
             client

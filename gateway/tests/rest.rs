@@ -189,7 +189,7 @@ async fn streams_as_ndjson_and_sse_and_ends_with_a_status() {
     let mut sse = read_stream("text/event-stream").await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let mut client = stack.client().await;
-    let body = r#"{"items":[{"sku":"a","quantity":1,"unitPriceMinor":100}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
+    let body = r#"{"items":[{"sku":"sticker-1","quantity":1,"unitPriceMinor":100}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
     let created = client
         .call(
             "POST",

@@ -50,7 +50,7 @@ export default function (data) {
   }
   const params = { metadata: { authorization: `Bearer ${data.token}` } };
   const created = orders.invoke('platform.orders.v1.OrderService/CreateOrder', {
-    items: [{ sku: 'grpc-1', quantity: 1, unitPriceMinor: 999 }],
+    items: [{ sku: 'mug-3', quantity: 1, unitPriceMinor: 700 }],
     currency: 'EUR',
     paymentMethod: 'pm_card_visa',
     requestId: `grpc-${__VU}-${__ITER}-${Date.now()}`,

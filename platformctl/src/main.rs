@@ -4,10 +4,12 @@
 //! (`status`, `switch`, `rollback`, `rollout` and its controls, `history`).
 #![forbid(unsafe_code)]
 
+mod catalog;
 mod databases;
 mod observe;
 mod ports;
 mod release;
+mod releases;
 mod supervisor;
 mod up;
 
@@ -39,6 +41,10 @@ enum Command {
     },
     /// Run the edge gateway in the foreground, configured from the environment.
     Gateway,
+    /// The releases recorded in releases.toml; build one to run beside the current.
+    Releases(releases::ReleasesArgs),
+    /// The prices orders are charged at: list them, or set one.
+    Catalog(catalog::CatalogArgs),
     /// Every service x color: weight, version, health, and the last minute's rate, errors and p99.
     #[command(after_help = release::exit::HELP)]
     Status(release::StatusArgs),
@@ -75,17 +81,13 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Up(args) => match up::run(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("error: {err:#}");
-                ExitCode::from(1)
-            }
-        },
+        Command::Up(args) => failed_with_line(up::run(args).await),
         Command::Service { name } => run_service(&name).await,
         Command::Gateway => {
             ExitCode::from(u8::try_from(gateway::main_from_env().await).unwrap_or(1))
         }
+        Command::Releases(args) => failed_with_line(releases::run(args)),
+        Command::Catalog(args) => failed_with_line(catalog::run(args).await),
         Command::Status(args) => release::exit::finish(release::status(args).await),
         Command::Switch(args) => release::exit::finish(release::switch(args).await),
         Command::Smoke(args) => release::exit::finish(release::smoke(args).await),
@@ -96,6 +98,17 @@ async fn main() -> ExitCode {
         Command::Promote(args) => release::exit::finish(release::simple(args, "promote").await),
         Command::Abort(args) => release::exit::finish(release::abort(args).await),
         Command::History(args) => release::exit::finish(release::history(args).await),
+    }
+}
+
+/// Exit 0, or 1 after one line that says what went wrong.
+fn failed_with_line(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
     }
 }
 

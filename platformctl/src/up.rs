@@ -30,12 +30,14 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 0, allow_hyphen_values = true,
           value_parser = clap::value_parser!(i32).range(ports::OFFSETS))]
     port_offset: i32,
-    /// Version label of the blue processes.
-    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
-    blue_version: String,
-    /// Version label of the green processes.
-    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
-    green_version: String,
+    /// Version label of the blue processes [default: the version of the
+    /// binary they run]
+    #[arg(long)]
+    blue_version: Option<String>,
+    /// Version label of the green processes [default: the version of the
+    /// binary they run]
+    #[arg(long)]
+    green_version: Option<String>,
     /// Extra environment for the green processes, [SERVICE:]KEY=VALUE: of
     /// every service, or of one (for example orders:FAULT_ERROR_RATE=0.2).
     #[arg(long = "green-env", value_parser = parse_setting)]
@@ -43,11 +45,19 @@ pub struct UpArgs {
     /// A platformctl binary of another release to run the green services
     /// from (for example target/release/platformctl built from an earlier
     /// commit), so a real release can be tried: both colors on one database.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "green_ref")]
     green_bin: Option<PathBuf>,
     /// The same for the blue services.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "blue_ref")]
     blue_bin: Option<PathBuf>,
+    /// Run the green services from a release of releases.toml (0.1.0) or any
+    /// git ref of this clone, built once into target/releases/<commit>
+    /// (`platformctl releases build`).
+    #[arg(long, value_name = "RELEASE")]
+    green_ref: Option<String>,
+    /// The same for the blue services.
+    #[arg(long, value_name = "RELEASE")]
+    blue_ref: Option<String>,
     /// Extra environment for the gateway, KEY=VALUE (for example RATE_LIMIT_PER_SECOND=0).
     #[arg(long = "gateway-env", value_parser = parse_pair)]
     gateway_env: Vec<(String, String)>,
@@ -125,14 +135,27 @@ fn parse_setting(raw: &str) -> Result<Setting, String> {
 }
 
 /// A `--blue-bin`/`--green-bin` path must be a platformctl binary.
-fn check_binary(flag: &str, bin: &std::path::Path) -> anyhow::Result<()> {
+impl UpArgs {
+    /// The version label of `color`'s processes.
+    fn version(&self, color: Color) -> &str {
+        match color {
+            Color::Blue => self.blue_version.as_deref(),
+            Color::Green => self.green_version.as_deref(),
+        }
+        .unwrap_or(env!("CARGO_PKG_VERSION"))
+    }
+}
+
+/// The version of the platformctl at `bin`, or what is wrong with it.
+fn check_binary(flag: &str, bin: &std::path::Path) -> anyhow::Result<String> {
     let answer = std::process::Command::new(bin).arg("--version").output();
     match answer {
         Ok(out)
             if out.status.success()
                 && String::from_utf8_lossy(&out.stdout).starts_with("platformctl ") =>
         {
-            Ok(())
+            let said = String::from_utf8_lossy(&out.stdout);
+            Ok(said.trim().trim_start_matches("platformctl ").to_owned())
         }
         Ok(out) => bail!(
             "{flag} {}: not a platformctl binary (its --version said {:?})",
@@ -354,18 +377,31 @@ fn print_observe(offset: i32, data_dir: &Path) {
     );
 }
 
-pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    if let Some(release) = args.blue_ref.take() {
+        args.blue_bin = Some(crate::releases::build(
+            &release,
+            crate::releases::Profile::of_this_binary(),
+        )?);
+    }
+    if let Some(release) = args.green_ref.take() {
+        args.green_bin = Some(crate::releases::build(
+            &release,
+            crate::releases::Profile::of_this_binary(),
+        )?);
+    }
     // Bad input is reported before anything is probed or written.
     if let Some(url) = &args.postgres {
         crate::databases::check(url)?;
     }
-    for (flag, bin) in [
-        ("--blue-bin", &args.blue_bin),
-        ("--green-bin", &args.green_bin),
+    for (flag, bin, label) in [
+        ("--blue-bin", &args.blue_bin, &mut args.blue_version),
+        ("--green-bin", &args.green_bin, &mut args.green_version),
     ] {
         if let Some(bin) = bin {
-            check_binary(flag, bin)?;
+            let version = check_binary(flag, bin)?;
+            label.get_or_insert(version);
         }
     }
     let replicas = usize::from(args.replicas);
@@ -451,13 +487,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let (fatal, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();
     for process in &all {
-        let (version, extra) = match process.color {
-            Color::Blue => (&args.blue_version, &args.blue_env),
-            Color::Green => (&args.green_version, &args.green_env),
+        let version = args.version(process.color);
+        let extra = match process.color {
+            Color::Blue => &args.blue_env,
+            Color::Green => &args.green_env,
         };
         let mut env = vec![
             ("COLOR".to_owned(), process.color.to_string()),
-            ("VERSION".to_owned(), version.clone()),
+            ("VERSION".to_owned(), version.to_owned()),
             (
                 "LISTEN_ADDR".to_owned(),
                 format!("127.0.0.1:{}", process.grpc),
@@ -678,10 +715,7 @@ fn print_endpoints(all: &[Process], ready: &[Duration], data_dir: &Path, args: &
         "service", "color", "version", "gRPC", "metrics", "ready", "RSS"
     );
     for (p, took) in all.iter().zip(ready) {
-        let version = match p.color {
-            Color::Blue => &args.blue_version,
-            Color::Green => &args.green_version,
-        };
+        let version = args.version(p.color);
         let pid_file = data_dir.join("run").join(format!("{}.pid", p.name()));
         let rss = rss_mib(&pid_file)
             .map(|m| format!("{m:.1} MiB"))

@@ -4,6 +4,8 @@
 //! --replicas 2` under k6 load, each ending with the integrity check of
 //! every acknowledged order. Every drill must pass.
 
+mod common;
+
 use std::path::Path;
 
 use load_lab::drills::{self, Settings};
@@ -24,6 +26,7 @@ async fn every_drill_passes_in_its_short_form() {
         rate: 30,
         write_rate: 8,
         short: true,
+        previous: common::previous_release().map(|(_, binary)| binary),
     };
     let mut failed = Vec::new();
     for drill in drills::ALL {

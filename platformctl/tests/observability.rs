@@ -175,7 +175,7 @@ fn traffic(gateway: std::net::SocketAddr, bearer: String, preview: String, stop:
             let _ = match n % 4 {
                 0 => {
                     let body = format!(
-                        r#"{{"items":[{{"sku":"obs-1","quantity":1,"unitPriceMinor":700}}],"currency":"EUR","paymentMethod":"pm_card_visa","requestId":"obs-{n}"}}"#
+                        r#"{{"items":[{{"sku":"mug-3","quantity":1,"unitPriceMinor":700}}],"currency":"EUR","paymentMethod":"pm_card_visa","requestId":"obs-{n}"}}"#
                     );
                     http(gateway, "POST", "/v1/orders", &auth, &body).await
                 }

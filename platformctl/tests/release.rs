@@ -131,7 +131,7 @@ impl Load {
                     ];
                     let reply = if n.is_multiple_of(5) {
                         let body = format!(
-                            r#"{{"items":[{{"sku":"rel-1","quantity":1,"unitPriceMinor":500}}],"currency":"EUR","paymentMethod":"pm_card_visa","requestId":"rel-{n}"}}"#
+                            r#"{{"items":[{{"sku":"notebook-2","quantity":1,"unitPriceMinor":500}}],"currency":"EUR","paymentMethod":"pm_card_visa","requestId":"rel-{n}"}}"#
                         );
                         http(gateway, "POST", "/v1/orders", &headers, &body).await
                     } else {

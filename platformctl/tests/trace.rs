@@ -311,7 +311,7 @@ async fn an_order_is_one_trace_across_services() {
     // A REST call through the gateway.
     let gateway =
         std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(8080 + OFFSET).expect("port")));
-    let body = r#"{"items":[{"sku":"trace-1","quantity":1,"unitPriceMinor":500}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
+    let body = r#"{"items":[{"sku":"notebook-2","quantity":1,"unitPriceMinor":500}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
     let bearer = format!("Bearer {token}");
     let reply = common::http(
         gateway,

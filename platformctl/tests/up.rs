@@ -55,13 +55,22 @@ fn order(i: usize) -> CreateOrderRequest {
     // Each request has its own id: a retry of one would return the same order.
     CreateOrderRequest {
         items: vec![OrderItem {
-            sku: format!("sku-{i}"),
-            quantity: 1,
-            unit_price_minor: 100 + i as i64,
+            sku: [
+                "book-1",
+                "pen-7",
+                "sticker-1",
+                "notebook-2",
+                "mug-3",
+                "lamp-5",
+            ][i % 6]
+                .into(),
+            quantity: 1 + i as i32 % 3,
+            unit_price_minor: 0,
         }],
         currency: "EUR".into(),
         payment_method: "pm_card_visa".into(),
         request_id: format!("restart-{i}"),
+        ..Default::default()
     }
 }
 

@@ -327,6 +327,7 @@ mod tests {
             "POST /v1/orders -> /platform.orders.v1.OrderService/CreateOrder (orders)",
             "GET /v1/orders/{order_id} -> /platform.orders.v1.OrderService/GetOrder (orders)",
             "GET /v1/orders -> /platform.orders.v1.OrderService/ListOrders (orders)",
+            "GET /v1/catalog -> /platform.orders.v1.OrderService/ListCatalog (orders)",
             "POST /v1/orders/{order_id}:cancel -> /platform.orders.v1.OrderService/CancelOrder (orders)",
             "GET /v1/payments/{payment_id} -> /platform.payments.v1.PaymentService/GetPayment (payments)",
             "GET /v1/orders/{order_id}/payments -> /platform.payments.v1.PaymentService/ListPayments (payments)",

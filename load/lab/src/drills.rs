@@ -11,8 +11,10 @@
 //!   the gateway, covered meanwhile by a standby sharing its ports.
 //! - `database-restart`: the platform on PostgreSQL; the database is stopped
 //!   (fast shutdown) and started again.
-//! - `release`: a blue/green switch of orders and a canary rollout of
-//!   payments, through `platformctl`.
+//! - `release`: orders from the previous release (blue, built from its
+//!   commit) to this one (green, its migration applied): a canary rolled
+//!   back at 50%, rolled forward and promoted; then a canary rollout of
+//!   payments, all through `platformctl`.
 //!
 //! Pass: no failed request and nothing lost, inconsistent, charged twice or
 //! duplicated; for the database drill, failures only while it is down, each
@@ -74,6 +76,10 @@ pub struct Settings {
     pub write_rate: u32,
     /// Fewer faults, for CI.
     pub short: bool,
+    /// The previous release's platformctl, run by the blue services in the
+    /// release drill (`platformctl releases build previous`); without it
+    /// both colors run `platformctl`.
+    pub previous: Option<PathBuf>,
 }
 
 /// What one drill saw.
@@ -396,15 +402,90 @@ async fn database_restart(cluster: &Cluster, down: Duration) -> anyhow::Result<(
     Ok((stopped, writer::now_ms()))
 }
 
-/// A switch of orders to green and a canary rollout of payments to green.
+/// The share of `service`'s traffic that `color` has now.
+async fn weight(platform: &Platform, service: &str, color: Color) -> anyhow::Result<u32> {
+    let reply = http::get(
+        platform.admin_port,
+        "/admin/status",
+        Some(&platform.token),
+        Duration::from_secs(5),
+    )
+    .await?;
+    let status: view::Status =
+        serde_json::from_str(&reply.body).context("/admin/status: not a status document")?;
+    let entry = status
+        .services
+        .get(service)
+        .with_context(|| format!("/admin/status has no service {service:?}"))?;
+    Ok(entry.colors.of(color).weight)
+}
+
+/// Starts `platformctl rollout orders --to green` in steps 10/50/100 and
+/// waits until green has 50%.
+async fn canary_to_half(
+    platform: &Platform,
+    binary: &Path,
+    interval: &str,
+) -> anyhow::Result<std::process::Child> {
+    let child = std::process::Command::new(binary)
+        .args(["rollout", "orders", "--to", "green", "--steps", "10,50,100"])
+        .args(["--interval", interval, "--min-requests", "5"])
+        .arg("--data-dir")
+        .arg(&platform.data_dir)
+        .arg(format!("--admin-url={}", platform.admin_url()))
+        .arg(format!("--gateway-url={}", platform.gateway_url()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while weight(platform, "orders", Color::Green).await? < 50 {
+        if Instant::now() > deadline {
+            bail!("the orders canary did not reach 50% in 180 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(child)
+}
+
+/// Waits for a `platformctl rollout` that was just ended by another command.
+async fn ended(mut child: std::process::Child) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .context("waiting for the rollout")?
+        .context("the rollout process")?;
+    Ok(())
+}
+
+/// Orders from the previous release (blue, when the drill has one) to this
+/// one (green, its migration applied at start): a canary rolled back at
+/// 50%, rolled forward and promoted at 50%; then payments rolled out to
+/// green in steps.
 async fn release(
     platform: &Platform,
     binary: &Path,
     short: bool,
 ) -> anyhow::Result<(String, Vec<String>)> {
-    run_platformctl(platform, binary, &["switch", "orders", "--to", "green"])?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let interval = if short { "3s" } else { "10s" };
+    let since = Instant::now();
+    let canary = canary_to_half(platform, binary, interval).await?;
+    run_platformctl(platform, binary, &["rollback", "orders"])?;
+    ended(canary).await?;
+    let back = weight(platform, "orders", Color::Green).await?;
+    if back != 0 {
+        bail!("after the rollback green still has {back}% of orders");
+    }
+    // The previous release serves every order again, those the new one
+    // wrote included, for a while.
+    tokio::time::sleep(Duration::from_secs(if short { 3 } else { 10 })).await;
+    let forward = canary_to_half(platform, binary, interval).await?;
+    run_platformctl(platform, binary, &["promote", "orders"])?;
+    ended(forward).await?;
+    let promoted = weight(platform, "orders", Color::Green).await?;
+    if promoted != 100 {
+        bail!("after the promotion green has {promoted}% of orders");
+    }
+    let orders_took = since.elapsed().as_secs_f64();
     let since = Instant::now();
     run_platformctl(
         platform,
@@ -424,13 +505,30 @@ async fn release(
     )?;
     Ok((
         format!(
-            "orders switched to green; payments rolled out to green in steps 10/50/100% every {interval}"
+            "orders: canary 10/50% rolled back at 50%, rolled forward, promoted at 50%; \
+             payments rolled out to green in steps 10/50/100% every {interval}"
         ),
-        vec![format!(
-            "the rollout took {:.0} s",
-            since.elapsed().as_secs_f64()
-        )],
+        vec![
+            format!("orders' release took {orders_took:.0} s"),
+            format!(
+                "the payments rollout took {:.0} s",
+                since.elapsed().as_secs_f64()
+            ),
+        ],
     ))
+}
+
+/// What `platformctl --version` says, without the name.
+fn version_of(binary: &Path) -> anyhow::Result<String> {
+    let out = std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    said.trim()
+        .strip_prefix("platformctl ")
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not a platformctl binary", binary.display()))
 }
 
 /// Runs one drill on a fresh platform in `work`.
@@ -447,11 +545,17 @@ pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<O
     if let Some(cluster) = &cluster {
         extra_args.extend(["--postgres".to_owned(), cluster.url()]);
     }
+    let (mut blue_version, mut green_version) = ("1.0.0".to_owned(), "1.1.0".to_owned());
+    if let (Drill::Release, Some(previous)) = (drill, &args.previous) {
+        extra_args.extend(["--blue-bin".to_owned(), previous.display().to_string()]);
+        blue_version = version_of(previous)?;
+        green_version = version_of(&args.platformctl)?;
+    }
     let config = platform::Config {
         platformctl: args.platformctl.clone(),
         port_offset: args.port_offset,
-        blue_version: "1.0.0".into(),
-        green_version: "1.1.0".into(),
+        blue_version,
+        green_version,
         green_env: Vec::new(),
         extra_args,
         ready_timeout: Duration::from_secs(120),

@@ -33,13 +33,14 @@ pub fn get_order(order_id: &str) -> Vec<u8> {
 pub fn create_order(request_id: &str) -> Vec<u8> {
     frame(&CreateOrderRequest {
         items: vec![OrderItem {
-            sku: "bench".into(),
+            sku: "sticker-1".into(),
             quantity: 1,
             unit_price_minor: 100,
         }],
         currency: "EUR".into(),
         payment_method: "pm_card_visa".into(),
         request_id: request_id.to_owned(),
+        ..Default::default()
     })
 }
 

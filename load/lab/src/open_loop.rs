@@ -194,7 +194,7 @@ pub fn rest_request(call: &Call, port: u16, token: &str, k: u64) -> String {
     match call {
         Call::RestPost { tag } => {
             let body = format!(
-                r#"{{"items":[{{"sku":"bench","quantity":1,"unitPriceMinor":100}}],"currency":"EUR","paymentMethod":"pm_card_visa","requestId":"{tag}-{k}"}}"#
+                r#"{{"items":[{{"sku":"sticker-1","quantity":1,"unitPriceMinor":100}}],"currency":"EUR","paymentMethod":"pm_card_visa","requestId":"{tag}-{k}"}}"#
             );
             format!(
                 "POST /v1/orders HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\

@@ -142,7 +142,7 @@ impl Writer {
 /// acknowledged, and the answer's text.
 async fn send(port: u16, token: &str, request_id: &str) -> (u16, Option<String>, String) {
     let body = format!(
-        r#"{{"items":[{{"sku":"drill-1","quantity":2,"unitPriceMinor":1250}}],"currency":"EUR","paymentMethod":"pm_card_visa","requestId":"{request_id}"}}"#
+        r#"{{"items":[{{"sku":"book-1","quantity":2,"unitPriceMinor":1250}}],"currency":"EUR","paymentMethod":"pm_card_visa","requestId":"{request_id}"}}"#
     );
     let reply = http::request(
         port,

@@ -140,3 +140,38 @@ pub fn prometheus_missing() -> bool {
     eprintln!("note: prometheus is not installed; skipping this check");
     true
 }
+
+/// The version and built binary of the previous release (the last one of
+/// releases.toml before this version), which scripts/test.sh builds before
+/// the tests; None, with a note, when it is not built, which CI forbids.
+pub fn previous_release() -> Option<(String, std::path::PathBuf)> {
+    let ctl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_platformctl"))
+            .args(args)
+            .output()
+            .expect("platformctl runs");
+        assert!(
+            out.status.success(),
+            "platformctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let listed = ctl(&["releases", "list"]);
+    let line = listed
+        .lines()
+        .rfind(|line| !line.starts_with(&format!("{} ", env!("CARGO_PKG_VERSION"))))
+        .expect("releases.toml records a release before this one");
+    let version = line.split_whitespace().next().expect("version").to_owned();
+    if !line.ends_with("(built)") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "release {version} is not built: run `platformctl releases build previous` \
+             before the tests (scripts/test.sh does)"
+        );
+        eprintln!("note: release {version} is not built (platformctl releases build previous)");
+        return None;
+    }
+    let path = ctl(&["releases", "build", "previous"]);
+    Some((version, std::path::PathBuf::from(path.trim())))
+}

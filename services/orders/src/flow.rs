@@ -17,6 +17,21 @@ use crate::store::{self, OrderRow, OutboxRow, Store, Transition};
 pub const DELIVERY_LEASE_MS: i64 = 30_000;
 /// Longest wait between two delivery attempts.
 const MAX_BACKOFF_MS: i64 = 300_000;
+/// Rows a step of the payment-token backfill fills at most, and steps per sweep.
+const BACKFILL_BATCH: i64 = 500;
+const BACKFILL_STEPS_PER_SWEEP: usize = 20;
+/// Sweeps after a complete pass before the backfill looks again (release
+/// 0.1.0 may still be writing rows without a token during a rollout): a
+/// minute at the default interval.
+const BACKFILL_REPASS_SWEEPS: u32 = 30;
+
+/// Where the payment-token backfill stands between sweeps: the last id it
+/// looked at, or, after a complete pass, how many sweeps to sit out.
+#[derive(Debug, Default)]
+pub struct Backfill {
+    after: String,
+    idle_sweeps: u32,
+}
 
 #[derive(Debug, Clone)]
 pub struct Flow {
@@ -198,8 +213,34 @@ impl Flow {
         self.deliver_due().await
     }
 
+    /// Runs a few steps of the payment-token backfill
+    /// (`Store::backfill_payment_tokens`); true when a pass just completed.
+    pub async fn backfill(&self, state: &mut Backfill) -> Result<bool, sqlx::Error> {
+        if state.idle_sweeps > 0 {
+            state.idle_sweeps -= 1;
+            return Ok(false);
+        }
+        for _ in 0..BACKFILL_STEPS_PER_SWEEP {
+            match self
+                .store
+                .backfill_payment_tokens(&state.after, BACKFILL_BATCH)
+                .await?
+            {
+                Some(last) => state.after = last,
+                None => {
+                    tracing::debug!("every order has its payment_token");
+                    state.after.clear();
+                    state.idle_sweeps = BACKFILL_REPASS_SWEEPS;
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Sweeps every `interval` until the service stops.
     pub async fn run_sweeper(self, interval: Duration, stale_after: Duration, mut end: StreamsEnd) {
+        let mut backfill = Backfill::default();
         loop {
             tokio::select! {
                 _ = end.wait() => return,
@@ -207,6 +248,9 @@ impl Flow {
             }
             if let Err(err) = self.sweep(stale_after).await {
                 tracing::warn!(error = %err, "sweep failed");
+            }
+            if let Err(err) = self.backfill(&mut backfill).await {
+                tracing::warn!(error = %err, "payment_token backfill step failed; it resumes at the next sweep");
             }
         }
     }

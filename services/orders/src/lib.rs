@@ -4,6 +4,7 @@
 //! and notifications that a crash or an outage left half way.
 #![forbid(unsafe_code)]
 
+pub mod catalog;
 mod downstream;
 mod flow;
 mod service;
@@ -35,6 +36,13 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "order_fingerprint",
         sqlite: include_str!("../migrations/0002_order_fingerprint.sql"),
         postgres: include_str!("../migrations/0002_order_fingerprint.sql"),
+        contract: false,
+    },
+    Migration {
+        version: 3,
+        name: "catalog",
+        sqlite: include_str!("../migrations/0003_catalog.sql"),
+        postgres: include_str!("../migrations/0003_catalog.sql"),
         contract: false,
     },
 ];

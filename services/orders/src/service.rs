@@ -1,8 +1,11 @@
 //! The gRPC face of orders.
 
+use std::collections::HashMap;
+
 use platform_proto::orders::v1::{
-    CancelOrderRequest, CreateOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse,
-    Order, OrderItem, OrderStatus, order_service_server::OrderService,
+    CancelOrderRequest, CatalogItem, CreateOrderRequest, GetOrderRequest, ListCatalogRequest,
+    ListCatalogResponse, ListOrdersRequest, ListOrdersResponse, Order, OrderItem, OrderStatus,
+    order_service_server::OrderService,
 };
 use platform_runtime::caller::Authenticator;
 use platform_runtime::paging::Page;
@@ -11,6 +14,7 @@ use platform_runtime::{ids, storage, time};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
+use crate::catalog;
 use crate::flow::{Flow, money, notice};
 use crate::store::{self, Created, ItemRow, OrderRow, Transition};
 
@@ -107,20 +111,45 @@ fn same_request(order: &OrderRow, fingerprint: &str) -> bool {
         .is_none_or(|stored| stored == fingerprint)
 }
 
-/// The items of a checked request (`CreateOrderRequest`'s rules: 1 to 100
-/// items of 1 to 10000 units at 1 to 1000000 each), with the order total.
-pub fn totalled(items: &[OrderItem]) -> (Vec<ItemRow>, i64) {
-    let rows: Vec<ItemRow> = items
+/// The items of a checked request as it sent them (prices included, which
+/// only its fingerprint uses: a retry is the same request to either release).
+pub fn requested(items: &[OrderItem]) -> Vec<ItemRow> {
+    items
         .iter()
         .map(|item| ItemRow {
             sku: item.sku.trim().to_owned(),
             quantity: i64::from(item.quantity),
             unit_price_minor: item.unit_price_minor,
         })
-        .collect();
-    // Within those rules, at most 10^12: no overflow.
-    let total = rows.iter().map(|r| r.quantity * r.unit_price_minor).sum();
-    (rows, total)
+        .collect()
+}
+
+/// The items priced from the catalog's `prices` in `currency`, whatever
+/// price the request said, with the order total; a SKU the catalog does not
+/// sell in `currency` is refused by name.
+pub fn priced(
+    requested: &[ItemRow],
+    prices: &HashMap<String, i64>,
+    currency: &str,
+) -> Result<(Vec<ItemRow>, i64), Status> {
+    let mut total: i64 = 0;
+    let mut rows = Vec::with_capacity(requested.len());
+    for (i, item) in requested.iter().enumerate() {
+        let Some(&price) = prices.get(&item.sku) else {
+            return Err(Status::invalid_argument(format!(
+                "items[{i}].sku {:?} is not sold in {currency}: ListCatalog lists what can be ordered",
+                item.sku
+            )));
+        };
+        // Catalog prices are at most catalog::MAX_PRICE_MINOR and the rules
+        // bound the items and units, so this stays far below i64::MAX.
+        total = total.saturating_add(item.quantity.saturating_mul(price));
+        rows.push(ItemRow {
+            unit_price_minor: price,
+            ..item.clone()
+        });
+    }
+    Ok((rows, total))
 }
 
 #[tonic::async_trait]
@@ -132,14 +161,27 @@ impl OrderService for Orders {
         let user = self.auth.user(&request).await?;
         let req = request.into_inner();
         checked(&req)?;
-        let (items, total_minor) = totalled(&req.items);
+        let requested = requested(&req.items);
         let currency = req.currency.trim().to_ascii_uppercase();
         let payment_method = req.payment_method.trim();
         let request_id = match req.request_id.trim() {
             "" => None,
             id => Some(id.to_owned()),
         };
-        let fingerprint = fingerprint(&items, &currency, payment_method);
+        let fingerprint = fingerprint(&requested, &currency, payment_method);
+        let skus: Vec<&str> = requested.iter().map(|item| item.sku.as_str()).collect();
+        let prices = catalog::prices(self.flow.store.pool(), &currency, &skus)
+            .await
+            .map_err(storage::status)?;
+        let (items, total_minor) = priced(&requested, &prices, &currency)?;
+        if req.expected_total_minor != 0 && req.expected_total_minor != total_minor {
+            return Err(Status::failed_precondition(format!(
+                "the catalog prices this order at {}, not the expected_total_minor {}: \
+                 prices changed; show the new total and send the order again",
+                money(total_minor, &currency),
+                money(req.expected_total_minor, &currency)
+            )));
+        }
         // A retry is found by the insert itself (the unique request id), so
         // a new order, the common case, costs no lookup first.
         let now = time::now_ms();
@@ -184,6 +226,33 @@ impl OrderService for Orders {
                 self.replay(existing, &fingerprint).await
             }
         }
+    }
+
+    async fn list_catalog(
+        &self,
+        request: Request<ListCatalogRequest>,
+    ) -> Result<Response<ListCatalogResponse>, Status> {
+        self.auth.user(&request).await?;
+        let req = request.into_inner();
+        checked(&req)?;
+        let currency = req.currency.trim().to_ascii_uppercase();
+        let prices = catalog::list(
+            self.flow.store.pool(),
+            Some(currency.as_str()).filter(|c| !c.is_empty()),
+        )
+        .await
+        .map_err(storage::status)?;
+        Ok(Response::new(ListCatalogResponse {
+            items: prices
+                .into_iter()
+                .map(|p| CatalogItem {
+                    sku: p.sku,
+                    name: p.name,
+                    currency: p.currency,
+                    unit_price_minor: p.unit_price_minor,
+                })
+                .collect(),
+        }))
     }
 
     async fn get_order(
@@ -315,27 +384,37 @@ mod tests {
     }
 
     #[test]
-    fn items_are_totalled_and_the_largest_order_fits() {
-        let total = |items: Vec<OrderItem>| totalled(&items).1;
-        assert_eq!(total(vec![item("a", 2, 150), item("b", 1, 99)]), 399);
-        // The largest order the rules let through totals exactly; one more
-        // item, unit or minor unit and the rules refuse it.
-        let order = |count: usize, quantity: i32, price: i64| CreateOrderRequest {
-            items: (0..count)
-                .map(|i| item(&format!("sku-{i}"), quantity, price))
-                .collect(),
+    fn items_are_priced_from_the_catalog_and_the_largest_order_fits() {
+        let prices: HashMap<String, i64> = [("a".to_owned(), 150), ("b".to_owned(), 99)].into();
+        let total = |items: Vec<OrderItem>| priced(&requested(&items), &prices, "EUR");
+        // The request's prices count for nothing.
+        let (rows, sum) = total(vec![item("a", 2, 1), item(" b ", 1, 0)]).expect("priced");
+        assert_eq!(sum, 399);
+        assert_eq!(
+            rows.iter().map(|r| r.unit_price_minor).collect::<Vec<_>>(),
+            [150, 99]
+        );
+        let unknown = total(vec![item("a", 1, 150), item("c", 1, 99)]).expect_err("c is not sold");
+        assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
+        assert!(
+            unknown.message().starts_with("items[1].sku \"c\""),
+            "{}",
+            unknown.message()
+        );
+        // The largest order the rules let through at the highest catalog
+        // price totals exactly; one more item or unit and the rules refuse it.
+        let order = |count: usize, quantity: i32| CreateOrderRequest {
+            items: (0..count).map(|_| item("max", quantity, 0)).collect(),
             currency: "EUR".into(),
             payment_method: "pm_card_visa".into(),
-            request_id: String::new(),
+            ..Default::default()
         };
-        let largest = order(100, 10_000, 1_000_000);
+        let most: HashMap<String, i64> = [("max".to_owned(), catalog::MAX_PRICE_MINOR)].into();
+        let largest = order(100, 10_000);
         assert!(checked(&largest).is_ok());
-        assert_eq!(total(largest.items), 1_000_000_000_000);
-        for over in [
-            order(101, 10_000, 1_000_000),
-            order(100, 10_001, 1_000_000),
-            order(100, 10_000, 1_000_001),
-        ] {
+        let (_, sum) = priced(&requested(&largest.items), &most, "EUR").expect("priced");
+        assert_eq!(sum, 1_000_000_000_000);
+        for over in [order(101, 10_000), order(100, 10_001)] {
             assert!(checked(&over).is_err());
         }
     }

@@ -51,12 +51,20 @@ pub const PAID: &str = "paid";
 pub const PAYMENT_FAILED: &str = "payment_failed";
 pub const CANCELLED: &str = "cancelled";
 
-const ORDER_COLUMNS: &str = "id, user_id, request_id, status, total_minor, currency, payment_method, \
-     payment_id, failure_reason, created_at_ms, updated_at_ms, request_fingerprint";
+/// The payment method is stored under two names while releases 0.1.0
+/// (`payment_method` only) and 0.2.0 (both) share the table: it is read from
+/// `payment_token` where that is set and from `payment_method` on rows 0.1.0
+/// wrote (until the backfill reaches them).
+const ORDER_COLUMNS: &str = "id, user_id, request_id, status, total_minor, currency, \
+     COALESCE(payment_token, payment_method), payment_id, failure_reason, created_at_ms, \
+     updated_at_ms, request_fingerprint";
+/// What an insert writes: the method under both names.
+const INSERTED_COLUMNS: &str = "id, user_id, request_id, status, total_minor, currency, payment_method, \
+     payment_id, failure_reason, created_at_ms, updated_at_ms, request_fingerprint, payment_token";
 /// The order columns qualified for a join with its items, in the same order.
 const JOINED_ORDER: &str = "SELECT o.id, o.user_id, o.request_id, o.status, o.total_minor, o.currency, \
-     o.payment_method, o.payment_id, o.failure_reason, o.created_at_ms, o.updated_at_ms, \
-     o.request_fingerprint, i.sku, i.quantity, i.unit_price_minor \
+     COALESCE(o.payment_token, o.payment_method), o.payment_id, o.failure_reason, o.created_at_ms, \
+     o.updated_at_ms, o.request_fingerprint, i.sku, i.quantity, i.unit_price_minor \
      FROM orders o LEFT JOIN order_items i ON i.order_id = o.id";
 const OUTBOX_COLUMNS: &str =
     "id, order_id, user_id, kind, subject, body, attempts, next_attempt_at_ms";
@@ -123,6 +131,10 @@ impl Store {
         Self { db }
     }
 
+    pub fn pool(&self) -> &sqlx::AnyPool {
+        self.db.pool()
+    }
+
     /// Stores a pending order and its items in one transaction.
     pub async fn create(&self, row: &OrderRow) -> Result<Created, sqlx::Error> {
         let row = std::sync::Arc::new(row.clone());
@@ -132,7 +144,7 @@ impl Store {
                 let row = std::sync::Arc::clone(&row);
                 Box::pin(async move {
                     sqlx::query(&format!(
-                        "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                        "INSERT INTO orders ({INSERTED_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $7)"
                     ))
                     .bind(&row.id)
                     .bind(&row.user_id)
@@ -446,6 +458,48 @@ impl Store {
                     .execute(&mut *conn)
                     .await
                     .map(|_| ())
+                })
+            })
+            .await
+    }
+
+    /// One step of the backfill of `payment_token`: copies `payment_method`
+    /// into it on at most `batch` rows after the id `after` that lack it, in
+    /// a short transaction of its own, so the table is never locked for the
+    /// whole backfill. Answers the last id looked at (the next step's
+    /// `after`), or None when no row after `after` lacks it. Safe to run
+    /// again, from any process and after a restart: it only fills what is
+    /// still empty.
+    pub async fn backfill_payment_tokens(
+        &self,
+        after: &str,
+        batch: i64,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let after = after.to_owned();
+        self.db
+            .write(move |conn| {
+                let after = after.clone();
+                Box::pin(async move {
+                    let (last,): (Option<String>,) = sqlx::query_as(
+                        "SELECT MAX(id) FROM (SELECT id FROM orders WHERE id > $1 \
+                         AND payment_token IS NULL ORDER BY id LIMIT $2) AS step",
+                    )
+                    .bind(&after)
+                    .bind(batch)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    let Some(last) = last else {
+                        return Ok(None);
+                    };
+                    sqlx::query(
+                        "UPDATE orders SET payment_token = payment_method \
+                         WHERE id > $1 AND id <= $2 AND payment_token IS NULL",
+                    )
+                    .bind(&after)
+                    .bind(&last)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(Some(last))
                 })
             })
             .await

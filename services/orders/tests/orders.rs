@@ -33,6 +33,7 @@ fn order(method: &str, request_id: &str) -> CreateOrderRequest {
         currency: "eur".into(),
         payment_method: method.into(),
         request_id: request_id.into(),
+        ..Default::default()
     }
 }
 

@@ -103,7 +103,7 @@ async fn set_up(platform: &Platform, args: &Args, work: &Path) -> anyhow::Result
     let mut order_ids = Vec::new();
     for k in 0..args.orders.max(1) {
         let body = format!(
-            r#"{{"items":[{{"sku":"bench","quantity":1,"unitPriceMinor":100}}],"currency":"EUR","paymentMethod":"pm_card_visa","requestId":"setup-{k}"}}"#
+            r#"{{"items":[{{"sku":"sticker-1","quantity":1,"unitPriceMinor":100}}],"currency":"EUR","paymentMethod":"pm_card_visa","requestId":"setup-{k}"}}"#
         );
         let reply = http::request(
             port,

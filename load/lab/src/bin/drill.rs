@@ -36,6 +36,10 @@ struct Args {
     /// Fewer faults, for CI.
     #[arg(long)]
     short: bool,
+    /// The previous release's platformctl, for the blue services of the
+    /// release drill (`platformctl releases build previous --release`).
+    #[arg(long)]
+    previous: Option<PathBuf>,
     /// Write the results as Markdown here (for example load/reports/drills.md).
     #[arg(long)]
     report: Option<PathBuf>,
@@ -98,6 +102,7 @@ async fn main() -> ExitCode {
         rate: args.rate,
         write_rate: args.write_rate,
         short: args.short,
+        previous: args.previous.clone(),
     };
     let mut outcomes = Vec::new();
     for drill in args.drills.clone() {

@@ -1,0 +1,326 @@
+//! N-1: the previous release of releases.toml, built from its recorded
+//! commit (`platformctl releases build`, which scripts/test.sh runs before
+//! the tests), runs the blue services; this release runs the green ones, on
+//! one schema this release migrated, behind this release's gateway. Real
+//! traffic goes to both colors, REST through the gateway and gRPC to each
+//! color: sign-up, orders from old clients (no new field) and new ones,
+//! lists, cancels and live streams; and the way back that a rollback needs:
+//! orders written by this release are read and updated by the previous one,
+//! which keeps what it does not know. On SQLite and on PostgreSQL.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{addr, http, port, split};
+use platform_proto::notifications::v1::{
+    StreamNotificationsRequest, notification_service_client::NotificationServiceClient,
+};
+use platform_proto::orders::v1::{
+    CreateOrderRequest, ListOrdersRequest, OrderItem, OrderStatus,
+    order_service_client::OrderServiceClient,
+};
+use serde_json::Value;
+use testkit::{Backend, authed, backends, channel};
+
+const SQLITE: i32 = 13_375;
+const POSTGRES: i32 = 12_575;
+
+struct Client {
+    gateway: std::net::SocketAddr,
+    bearer: String,
+    token: String,
+    preview: String,
+}
+
+impl Client {
+    /// A REST call pinned to `color` (a preview: `x-color` with its token).
+    async fn rest(&self, color: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let headers = [
+            ("authorization", self.bearer.as_str()),
+            ("x-color", color),
+            ("x-color-token", self.preview.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let reply = http(self.gateway, method, path, &headers, body).await;
+        let (status, body) = split(&reply);
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+        )
+    }
+}
+
+fn item(sku: &str, quantity: i32, client_price: i64) -> OrderItem {
+    OrderItem {
+        sku: sku.into(),
+        quantity,
+        unit_price_minor: client_price,
+    }
+}
+
+/// The stored payment token of an order (None: not set).
+async fn payment_token(database: &str, order: &str) -> Option<String> {
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(database)
+        .await
+        .expect("connect");
+    let (token,): (Option<String>,) =
+        sqlx::query_as("SELECT payment_token FROM orders WHERE id = $1")
+            .bind(order)
+            .fetch_one(&mut conn)
+            .await
+            .expect("order row");
+    let _ = sqlx::Connection::close(conn).await;
+    token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previous_release_and_this_one_share_the_schema_both_ways() {
+    let Some((previous, binary)) = common::previous_release() else {
+        return;
+    };
+    for backend in backends() {
+        let offset = match backend {
+            Backend::Sqlite => SQLITE,
+            Backend::Postgres(_) => POSTGRES,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        both_releases(&backend, &previous, &binary, &data, offset, dir.path()).await;
+    }
+}
+
+async fn both_releases(
+    backend: &Backend,
+    previous: &str,
+    binary: &Path,
+    data: &Path,
+    offset: i32,
+    scratch: &Path,
+) {
+    let name = backend.name();
+    let mut args = vec!["--blue-bin".to_owned(), binary.display().to_string()];
+    let mut orders_db = format!("sqlite:{}", data.join("orders").join("orders.db").display());
+    if let Backend::Postgres(_) = backend {
+        for service in ["auth", "orders", "payments", "notifications"] {
+            let url = testkit::database(backend, scratch, service).await;
+            for color in ["--blue-env", "--green-env"] {
+                args.push(color.to_owned());
+                args.push(format!("{service}:DATABASE_URL={url}"));
+            }
+            if service == "orders" {
+                orders_db = url;
+            }
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _platform = common::up_with(data, offset, &[], &args);
+
+    // Each color runs the release it should, and says so.
+    let status = Command::new(env!("CARGO_BIN_EXE_platformctl"))
+        .args(["status", "--data-dir"])
+        .arg(data)
+        .arg(format!(
+            "--admin-url=http://127.0.0.1:{}",
+            port(offset, 9901)
+        ))
+        .output()
+        .expect("status");
+    let table = String::from_utf8_lossy(&status.stdout).into_owned();
+    let orders_rows: Vec<&str> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("orders"))
+        .take(2)
+        .collect();
+    assert!(
+        orders_rows[0].contains(&format!(" {previous} ")),
+        "{name}: {table}"
+    );
+    assert!(
+        orders_rows[1].contains(&format!(" {} ", env!("CARGO_PKG_VERSION"))),
+        "{name}: {table}"
+    );
+
+    let gateway = addr(offset, 8080);
+    let bearer = common::bearer(gateway, "n-1@example.com").await;
+    let client = Client {
+        gateway,
+        token: bearer.trim_start_matches("Bearer ").to_owned(),
+        bearer,
+        preview: std::fs::read_to_string(data.join("preview-token"))
+            .expect("preview token")
+            .trim()
+            .to_owned(),
+    };
+
+    // REST through the gateway, to each color: an old client (the price it
+    // sends, no expected total), a new client (the expected total), a list
+    // and a cancel of an order the other color wrote.
+    let old_body = r#"{"items":[{"sku":"book-1","quantity":2,"unitPriceMinor":1250}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
+    let new_body = r#"{"items":[{"sku":"book-1","quantity":2,"unitPriceMinor":1250}],"currency":"EUR","paymentMethod":"pm_card_visa","expectedTotalMinor":"2500"}"#;
+    let mut written = Vec::new();
+    for color in ["blue", "green"] {
+        for (client_kind, body) in [("old", old_body), ("new", new_body)] {
+            let (status, order) = client.rest(color, "POST", "/v1/orders", body).await;
+            assert_eq!(
+                status, 200,
+                "{name}: {client_kind} client to {color}: {order}"
+            );
+            assert_eq!(
+                (order["status"].as_str(), order["totalMinor"].as_str()),
+                (Some("ORDER_STATUS_PAID"), Some("2500")),
+                "{name}: {client_kind} client to {color}"
+            );
+            written.push((color, order["id"].as_str().expect("id").to_owned()));
+        }
+    }
+    // What differs: the previous release trusts the client's price, this
+    // one charges the catalog's.
+    let cheat = r#"{"items":[{"sku":"book-1","quantity":2,"unitPriceMinor":1}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
+    let (_, cheap) = client.rest("blue", "POST", "/v1/orders", cheat).await;
+    let (_, priced) = client.rest("green", "POST", "/v1/orders", cheat).await;
+    assert_eq!(
+        (cheap["totalMinor"].as_str(), priced["totalMinor"].as_str()),
+        (Some("2"), Some("2500")),
+        "{name}"
+    );
+    for color in ["blue", "green"] {
+        let (status, list) = client
+            .rest(color, "GET", "/v1/orders?pageSize=100", "")
+            .await;
+        assert_eq!(status, 200, "{name}: list on {color}: {list}");
+        let ids: Vec<&str> = list["orders"]
+            .as_array()
+            .expect("orders")
+            .iter()
+            .filter_map(|o| o["id"].as_str())
+            .collect();
+        for (_, id) in &written {
+            assert!(ids.contains(&id.as_str()), "{name}: {color} lists {id}");
+        }
+    }
+
+    // The way back: an order this release wrote, read and cancelled by the
+    // previous one, keeps what only this release writes.
+    let by_green = written[2].1.clone();
+    assert_eq!(
+        payment_token(&orders_db, &by_green).await.as_deref(),
+        Some("pm_card_visa"),
+        "{name}"
+    );
+    let (status, seen) = client
+        .rest("blue", "GET", &format!("/v1/orders/{by_green}"), "")
+        .await;
+    assert_eq!(status, 200, "{name}: {seen}");
+    assert_eq!(seen["totalMinor"], "2500", "{name}");
+    assert_eq!(seen["items"][0]["unitPriceMinor"], "1250", "{name}");
+    let (status, cancelled) = client
+        .rest(
+            "blue",
+            "POST",
+            &format!("/v1/orders/{by_green}:cancel"),
+            "{}",
+        )
+        .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("ORDER_STATUS_CANCELLED")),
+        "{name}: {cancelled}"
+    );
+    assert_eq!(
+        payment_token(&orders_db, &by_green).await.as_deref(),
+        Some("pm_card_visa"),
+        "{name}: the previous release's update kept the new column"
+    );
+    // And forward: an order of the previous release, cancelled by this one.
+    let by_blue = written[0].1.clone();
+    let (status, cancelled) = client
+        .rest(
+            "green",
+            "POST",
+            &format!("/v1/orders/{by_blue}:cancel"),
+            "{}",
+        )
+        .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("ORDER_STATUS_CANCELLED")),
+        "{name}: {cancelled}"
+    );
+
+    // A price change through the CLI reaches this release's next order.
+    let set = Command::new(env!("CARGO_BIN_EXE_platformctl"))
+        .args([
+            "catalog",
+            "set",
+            "lamp-5",
+            "--currency",
+            "EUR",
+            "--price",
+            "2100",
+        ])
+        .arg(format!("--database-url={orders_db}"))
+        .output()
+        .expect("catalog set");
+    assert!(
+        set.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let lamp = r#"{"items":[{"sku":"lamp-5","quantity":1,"unitPriceMinor":1999}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
+    let (status, repriced) = client.rest("green", "POST", "/v1/orders", lamp).await;
+    assert_eq!(
+        (status, repriced["totalMinor"].as_str()),
+        (200, Some("2100")),
+        "{name}: {repriced}"
+    );
+
+    // gRPC to each color directly, with a live stream of notifications open
+    // on each color's notifications service.
+    for (color, orders_port, notifications_port) in
+        [("blue", 50052, 50054), ("green", 50152, 50154)]
+    {
+        let mut stream = NotificationServiceClient::new(channel(addr(offset, notifications_port)))
+            .stream_notifications(authed(StreamNotificationsRequest::default(), &client.token))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: stream on {color}: {e}"))
+            .into_inner();
+        let mut orders = OrderServiceClient::new(channel(addr(offset, orders_port)));
+        for expected_total_minor in [0, 700] {
+            let order = orders
+                .create_order(authed(
+                    CreateOrderRequest {
+                        items: vec![item("mug-3", 1, 700)],
+                        currency: "EUR".into(),
+                        payment_method: "pm_card_visa".into(),
+                        expected_total_minor,
+                        ..Default::default()
+                    },
+                    &client.token,
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("{name}: gRPC create on {color}: {e}"))
+                .into_inner();
+            assert_eq!(
+                (order.status, order.total_minor),
+                (i32::from(OrderStatus::Paid), 700),
+                "{name}: {color}"
+            );
+        }
+        let listed = orders
+            .list_orders(authed(ListOrdersRequest::default(), &client.token))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: gRPC list on {color}: {e}"))
+            .into_inner();
+        assert!(!listed.orders.is_empty(), "{name}: {color}");
+        let note = tokio::time::timeout(Duration::from_secs(15), stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: no notification on {color}'s stream in 15 s"))
+            .unwrap_or_else(|e| panic!("{name}: stream on {color}: {e}"))
+            .unwrap_or_else(|| panic!("{name}: {color}'s stream ended"));
+        assert!(note.kind.starts_with("order."), "{name}: {color}: {note:?}");
+    }
+}
