@@ -10,7 +10,10 @@ cd "$(dirname "$0")/.."
 
 command -v k6 >/dev/null || { echo "error: k6 is missing: run scripts/install-tools.sh" >&2; exit 1; }
 cargo build --release -q -p platformctl -p load-lab
-# The release drill runs the previous release of releases.toml on blue,
-# built from its commit (once; cached under target/releases).
-previous="$(target/release/platformctl releases build previous --release)"
-exec target/release/drill --platformctl target/release/platformctl --previous "$previous" "$@"
+# The release drill runs the two releases of releases.toml before this one,
+# each built from its commit (once; cached under target/releases).
+previous=()
+for version in $(target/release/platformctl releases list | awk -v v="$(target/release/platformctl --version | cut -d' ' -f2)" '$1 != v {print $1}' | tail -n 2); do
+    previous+=(--previous "$(target/release/platformctl releases build "$version" --release)")
+done
+exec target/release/drill --platformctl target/release/platformctl "${previous[@]}" "$@"

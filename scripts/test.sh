@@ -32,9 +32,14 @@ echo "PostgreSQL for tests at $TEST_DATABASE_URL"
 bash scripts/check-charts.sh
 bash scripts/check-workflows.sh
 bash scripts/check-compat.sh
-# The previous release, built from its recorded commit into target/releases
-# for the N-1 test (platformctl/tests/compat.rs); built once, then cached.
-cargo run --quiet -p platformctl -- releases build previous
+# The two releases before this one, built from their recorded commits into
+# target/releases: the N-1 test (platformctl/tests/compat.rs) runs the
+# last, the release drill both; built once, then cached.
+cargo build --quiet -p platformctl
+current="$(target/debug/platformctl --version | cut -d' ' -f2)"
+for version in $(target/debug/platformctl releases list | awk -v v="$current" '$1 != v {print $1}' | tail -n 2); do
+    target/debug/platformctl releases build "$version" >/dev/null
+done
 bash scripts/check-observability.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

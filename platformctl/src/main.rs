@@ -41,6 +41,10 @@ enum Command {
     },
     /// Run the edge gateway in the foreground, configured from the environment.
     Gateway,
+    /// Which migrations a service's database lacks; --contract applies the
+    /// contract steps once every endpoint runs a release that knows them.
+    #[command(after_help = release::exit::HELP)]
+    Migrate(release::MigrateArgs),
     /// The releases recorded in releases.toml; build one to run beside the current.
     Releases(releases::ReleasesArgs),
     /// The prices orders are charged at: list them, or set one.
@@ -86,6 +90,7 @@ async fn main() -> ExitCode {
         Command::Gateway => {
             ExitCode::from(u8::try_from(gateway::main_from_env().await).unwrap_or(1))
         }
+        Command::Migrate(args) => release::exit::finish(release::migrate(args).await),
         Command::Releases(args) => failed_with_line(releases::run(args)),
         Command::Catalog(args) => failed_with_line(catalog::run(args).await),
         Command::Status(args) => release::exit::finish(release::status(args).await),

@@ -6,7 +6,9 @@
 //! color: sign-up, orders from old clients (no new field) and new ones,
 //! lists, cancels and live streams; and the way back that a rollback needs:
 //! orders written by this release are read and updated by the previous one,
-//! which keeps what it does not know. On SQLite and on PostgreSQL.
+//! which keeps what it does not know; and this release's contract step,
+//! refused while the previous release runs, applied under traffic once
+//! both colors run this one. On SQLite and on PostgreSQL.
 
 mod common;
 
@@ -177,15 +179,14 @@ async fn both_releases(
             written.push((color, order["id"].as_str().expect("id").to_owned()));
         }
     }
-    // What differs: the previous release trusts the client's price, this
-    // one charges the catalog's.
+    // A client that names its own price is charged the catalog's by this
+    // release (0.1.0 trusted it; 0.2.0 already did not).
     let cheat = r#"{"items":[{"sku":"book-1","quantity":2,"unitPriceMinor":1}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
-    let (_, cheap) = client.rest("blue", "POST", "/v1/orders", cheat).await;
-    let (_, priced) = client.rest("green", "POST", "/v1/orders", cheat).await;
+    let (status, priced) = client.rest("green", "POST", "/v1/orders", cheat).await;
     assert_eq!(
-        (cheap["totalMinor"].as_str(), priced["totalMinor"].as_str()),
-        (Some("2"), Some("2500")),
-        "{name}"
+        (status, priced["totalMinor"].as_str()),
+        (200, Some("2500")),
+        "{name}: {priced}"
     );
     for color in ["blue", "green"] {
         let (status, list) = client
@@ -323,4 +324,174 @@ async fn both_releases(
             .unwrap_or_else(|| panic!("{name}: {color}'s stream ended"));
         assert!(note.kind.starts_with("order."), "{name}: {color}: {note:?}");
     }
+
+    // This release's contract step waits while the previous one runs: the
+    // command refuses, names the endpoint and its release, and applies
+    // nothing.
+    let refused = contract(data, offset, &orders_db);
+    assert_eq!(refused.status.code(), Some(4), "{name}: {refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains(&format!(
+            "blue 127.0.0.1:{} runs {previous}",
+            port(offset, 50052)
+        )),
+        "{name}: {said}"
+    );
+    assert!(!applied(&orders_db, CONTRACT).await, "{name}");
 }
+
+/// Orders' contract step (migration 4 drops payment_method).
+const CONTRACT: i64 = 4;
+
+/// `platformctl migrate orders --contract` against the platform at `offset`.
+fn contract(data: &Path, offset: i32, orders_db: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_platformctl"))
+        .args(["migrate", "orders", "--contract", "--data-dir"])
+        .arg(data)
+        .arg(format!(
+            "--admin-url=http://127.0.0.1:{}",
+            port(offset, 9901)
+        ))
+        .arg(format!("--database-url={orders_db}"))
+        .output()
+        .expect("platformctl migrate")
+}
+
+/// Whether migration `version` is applied to `database`.
+async fn applied(database: &str, version: i64) -> bool {
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(database)
+        .await
+        .expect("connect");
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM schema_migrations WHERE version = $1")
+            .bind(version)
+            .fetch_one(&mut conn)
+            .await
+            .expect("schema_migrations");
+    let _ = sqlx::Connection::close(conn).await;
+    count == 1
+}
+
+/// Once both colors run this release, its contract step is applied under
+/// traffic to both colors without a failed call (the running processes
+/// notice and switch to the new shape), every order keeps its payment
+/// method, and the previous release then refuses to start on the database
+/// with one line that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_step_is_applied_live_once_every_endpoint_knows_it() {
+    let Some((_, previous)) = common::previous_release() else {
+        return;
+    };
+    for backend in backends() {
+        let name = backend.name();
+        let offset = match backend {
+            Backend::Sqlite => CONTRACT_SQLITE,
+            Backend::Postgres(_) => CONTRACT_POSTGRES,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let mut args = Vec::new();
+        let mut orders_db = format!("sqlite:{}", data.join("orders").join("orders.db").display());
+        if let Backend::Postgres(_) = backend {
+            for service in ["auth", "orders", "payments", "notifications"] {
+                let url = testkit::database(&backend, dir.path(), service).await;
+                for color in ["--blue-env", "--green-env"] {
+                    args.push(color.to_owned());
+                    args.push(format!("{service}:DATABASE_URL={url}"));
+                }
+                if service == "orders" {
+                    orders_db = url;
+                }
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let _platform = common::up_with(&data, offset, &[], &args);
+        let gateway = addr(offset, 8080);
+        let bearer = common::bearer(gateway, "contract@example.com").await;
+        let client = std::sync::Arc::new(Client {
+            gateway,
+            token: bearer.trim_start_matches("Bearer ").to_owned(),
+            bearer,
+            preview: std::fs::read_to_string(data.join("preview-token"))
+                .expect("preview token")
+                .trim()
+                .to_owned(),
+        });
+        // Orders to both colors, one after the other, until told to stop.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let traffic = {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let body = r#"{"items":[{"sku":"pen-7","quantity":3}],"currency":"EUR","paymentMethod":"pm_card_visa"}"#;
+                for n in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) && n % 2 == 0 {
+                        break;
+                    }
+                    let color = if n % 2 == 0 { "blue" } else { "green" };
+                    let (status, order) = client.rest(color, "POST", "/v1/orders", body).await;
+                    let id = order["id"].as_str().unwrap_or_default().to_owned();
+                    let (read, _) = client
+                        .rest(color, "GET", &format!("/v1/orders/{id}"), "")
+                        .await;
+                    seen.push((status, read, id));
+                }
+                seen
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let done = contract(&data, offset, &orders_db);
+        assert!(done.status.success(), "{name}: {done:?}");
+        assert!(applied(&orders_db, CONTRACT).await, "{name}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = traffic.await.expect("traffic");
+        let failed: Vec<_> = seen
+            .iter()
+            .filter(|(c, r, _)| (*c, *r) != (200, 200))
+            .collect();
+        assert!(
+            seen.len() >= 4 && failed.is_empty(),
+            "{name}: {} calls, failed: {failed:?}",
+            seen.len()
+        );
+        // Every order, from before and after the step, has its method.
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&orders_db)
+            .await
+            .expect("connect");
+        let (missing,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM orders WHERE payment_token IS NULL OR payment_token <> 'pm_card_visa'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+        assert_eq!(missing, 0, "{name}");
+        let _ = sqlx::Connection::close(conn).await;
+
+        // The previous release refuses the contracted schema, saying why.
+        let refused = Command::new(&previous)
+            .args(["service", "orders"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &orders_db)
+            .env("SERVICE_CLIENT_SECRET", "unused")
+            .env("GRPC_ADDR", "127.0.0.1:0")
+            .env("METRICS_ADDR", "127.0.0.1:0")
+            .output()
+            .expect("previous release runs");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success()
+                && said.contains(
+                    "the database has migration 4 (drop_payment_method), a contract step"
+                ),
+            "{name}: {said}"
+        );
+    }
+}
+
+const CONTRACT_SQLITE: i32 = 11_025;
+const CONTRACT_POSTGRES: i32 = 11_075;

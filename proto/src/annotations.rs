@@ -5,12 +5,15 @@
 
 use prost_reflect::{FieldDescriptor, Value};
 
-/// `google.api.FieldBehavior.REQUIRED`.
+/// `google.api.FieldBehavior.REQUIRED` and `OUTPUT_ONLY`.
 const REQUIRED: i32 = 2;
+const OUTPUT_ONLY: i32 = 3;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Annotations {
     pub required: bool,
+    /// Set by the server only; ignored in requests (AIP-203).
+    pub output_only: bool,
     pub min_len: Option<u32>,
     pub max_len: Option<u32>,
     pub min: Option<i64>,
@@ -23,16 +26,16 @@ impl Annotations {
     pub fn of(field: &FieldDescriptor) -> Self {
         let pool = field.parent_pool();
         let options = field.options();
-        let required = pool
+        let behaviors: Vec<i32> = pool
             .get_extension_by_name("google.api.field_behavior")
-            .is_some_and(|ext| match &*options.get_extension(&ext) {
-                Value::List(values) => values
-                    .iter()
-                    .any(|v| matches!(v, Value::EnumNumber(n) if *n == REQUIRED)),
-                _ => false,
-            });
+            .map(|ext| match &*options.get_extension(&ext) {
+                Value::List(values) => values.iter().filter_map(Value::as_enum_number).collect(),
+                _ => Vec::new(),
+            })
+            .unwrap_or_default();
         let mut found = Self {
-            required,
+            required: behaviors.contains(&REQUIRED),
+            output_only: behaviors.contains(&OUTPUT_ONLY),
             ..Self::default()
         };
         let Some(ext) = pool

@@ -203,10 +203,16 @@ fn schema_ref(message: &MessageDescriptor, schemas: &mut Map<String, Value>) -> 
         let mut properties = Map::new();
         let mut required = Vec::new();
         for field in message.fields() {
-            if Rules::of(&field).required {
+            let rules = Rules::of(&field);
+            if rules.required {
                 required.push(Value::from(field.json_name()));
             }
-            properties.insert(field.json_name().to_owned(), field_schema(&field, schemas));
+            let mut property = field_schema(&field, schemas);
+            if rules.output_only {
+                // Answered, never read from a request.
+                property["readOnly"] = Value::Bool(true);
+            }
+            properties.insert(field.json_name().to_owned(), property);
         }
         let mut schema = json!({"type": "object", "properties": properties});
         if !required.is_empty() {

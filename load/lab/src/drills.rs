@@ -11,10 +11,14 @@
 //!   the gateway, covered meanwhile by a standby sharing its ports.
 //! - `database-restart`: the platform on PostgreSQL; the database is stopped
 //!   (fast shutdown) and started again.
-//! - `release`: orders from the previous release (blue, built from its
-//!   commit) to this one (green, its migration applied): a canary rolled
-//!   back at 50%, rolled forward and promoted; then a canary rollout of
-//!   payments, all through `platformctl`.
+//! - `release`: three real releases, built from their commits. Orders from
+//!   the oldest (blue) to the expand release (green, its migration applied
+//!   at start): a canary rolled back at 50%, rolled forward and promoted;
+//!   then the contract release replaces blue (each process restarted on
+//!   the new binary, as `helm upgrade` of a color does), takes the traffic
+//!   in steps, replaces green, and its contract step is applied
+//!   (`platformctl migrate orders --contract`); then a canary rollout of
+//!   payments; all under load, through `platformctl`.
 //!
 //! Pass: no failed request and nothing lost, inconsistent, charged twice or
 //! duplicated; for the database drill, failures only while it is down, each
@@ -76,10 +80,12 @@ pub struct Settings {
     pub write_rate: u32,
     /// Fewer faults, for CI.
     pub short: bool,
-    /// The previous release's platformctl, run by the blue services in the
-    /// release drill (`platformctl releases build previous`); without it
-    /// both colors run `platformctl`.
-    pub previous: Option<PathBuf>,
+    /// The releases before this one, oldest first, for the release drill
+    /// (`platformctl releases build <version>`): with two or more, blue
+    /// starts on the next-to-last, green on the last, and this release (a
+    /// contract release) replaces both in turn; with fewer, both colors run
+    /// `platformctl` and the drill is a canary of orders only.
+    pub previous: Vec<PathBuf>,
 }
 
 /// What one drill saw.
@@ -274,8 +280,40 @@ async fn replica_kill(platform: &Platform, kills: usize) -> anyhow::Result<(Stri
     ))
 }
 
-/// SIGTERM to every process of every service, both colors, one at a time;
-/// the next only once the restarted one serves.
+/// SIGTERM to every process of every service of `color`, one at a time,
+/// the next only once the restarted one serves (the supervisor starts it
+/// again from its binary's path, so a binary replaced there is the one that
+/// comes back). The processes restarted, and the longest any took.
+async fn restart_color(platform: &Platform, color: &str) -> anyhow::Result<(usize, f64)> {
+    let mut restarted = 0;
+    let mut slowest = 0.0f64;
+    for service in SERVICES {
+        for replica in 0..2 {
+            let name = process_name(service, color, replica);
+            let old = pid(platform, &name)?;
+            let since = Instant::now();
+            signal(old, nix::sys::signal::Signal::SIGTERM)?;
+            // Restarted (a new pid) and both replicas SERVING again.
+            loop {
+                let new = pid(platform, &name).ok();
+                if new.is_some_and(|p| p != old) && healthy(platform, service, color).await? == 2 {
+                    break;
+                }
+                anyhow::ensure!(
+                    since.elapsed() < Duration::from_secs(60),
+                    "{name} did not come back after SIGTERM"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            slowest = slowest.max(since.elapsed().as_secs_f64());
+            restarted += 1;
+        }
+    }
+    Ok((restarted, slowest))
+}
+
+/// SIGTERM to every process of every service of `colors`, one at a time,
+/// then the gateway.
 async fn rolling_restart(
     platform: &Platform,
     colors: &[&str],
@@ -283,31 +321,10 @@ async fn rolling_restart(
 ) -> anyhow::Result<(String, Vec<String>)> {
     let mut restarted = 0;
     let mut slowest = 0.0f64;
-    for service in SERVICES {
-        for color in colors {
-            for replica in 0..2 {
-                let name = process_name(service, color, replica);
-                let old = pid(platform, &name)?;
-                let since = Instant::now();
-                signal(old, nix::sys::signal::Signal::SIGTERM)?;
-                // Restarted (a new pid) and both replicas SERVING again.
-                loop {
-                    let new = pid(platform, &name).ok();
-                    if new.is_some_and(|p| p != old)
-                        && healthy(platform, service, color).await? == 2
-                    {
-                        break;
-                    }
-                    anyhow::ensure!(
-                        since.elapsed() < Duration::from_secs(60),
-                        "{name} did not come back after SIGTERM"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                slowest = slowest.max(since.elapsed().as_secs_f64());
-                restarted += 1;
-            }
-        }
+    for color in colors {
+        let (count, longest) = restart_color(platform, color).await?;
+        restarted += count;
+        slowest = slowest.max(longest);
     }
     let gateway = gateway_restart(platform, work).await?;
     Ok((
@@ -457,13 +474,65 @@ async fn ended(mut child: std::process::Child) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Orders from the previous release (blue, when the drill has one) to this
-/// one (green, its migration applied at start): a canary rolled back at
-/// 50%, rolled forward and promoted at 50%; then payments rolled out to
-/// green in steps.
+/// Where each color's binary lives (a copy `up` runs the color from), and
+/// the release that replaces them.
+pub struct Upgrade {
+    blue: PathBuf,
+    green: PathBuf,
+    to: PathBuf,
+    version: String,
+}
+
+impl Upgrade {
+    /// Copies of the next-to-last and last of `previous` for blue and
+    /// green under `work`; `to` replaces them later.
+    fn prepare(previous: &[PathBuf], to: &Path, work: &Path) -> anyhow::Result<Option<Self>> {
+        let [.., older, newer] = previous else {
+            return Ok(None);
+        };
+        let upgrade = Self {
+            blue: work.join("blue").join("platformctl"),
+            green: work.join("green").join("platformctl"),
+            to: to.to_path_buf(),
+            version: version_of(to)?,
+        };
+        for (from, at) in [(older, &upgrade.blue), (newer, &upgrade.green)] {
+            copy_binary(from, at)?;
+        }
+        Ok(Some(upgrade))
+    }
+
+    /// Puts the new release where `color`'s processes start from.
+    fn install(&self, color: Color) -> anyhow::Result<()> {
+        let at = match color {
+            Color::Blue => &self.blue,
+            Color::Green => &self.green,
+        };
+        copy_binary(&self.to, at)
+    }
+}
+
+/// Copies an executable into place atomically (a process starting from
+/// `to` never sees half a file).
+fn copy_binary(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let dir = to.parent().context("binary path")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let partial = dir.join(".platformctl.partial");
+    std::fs::copy(from, &partial)
+        .and_then(|_| std::fs::rename(&partial, to))
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+/// Orders from the older release on blue to the newer on green (its
+/// migration applied at start): a canary rolled back at 50%, rolled
+/// forward and promoted at 50%; with an `upgrade`, the contract release
+/// then replaces both colors in turn and its contract step is applied;
+/// then payments rolled out to green in steps.
 async fn release(
     platform: &Platform,
     binary: &Path,
+    upgrade: Option<&Upgrade>,
     short: bool,
 ) -> anyhow::Result<(String, Vec<String>)> {
     let interval = if short { "3s" } else { "10s" };
@@ -486,6 +555,44 @@ async fn release(
         bail!("after the promotion green has {promoted}% of orders");
     }
     let orders_took = since.elapsed().as_secs_f64();
+    let mut done =
+        "orders: canary 10/50% rolled back at 50%, rolled forward, promoted at 50%".to_owned();
+    let mut notes = vec![format!("orders' release took {orders_took:.0} s")];
+    if let Some(upgrade) = upgrade {
+        let since = Instant::now();
+        // The contract release replaces blue (idle now), takes orders in
+        // steps, replaces green, and then its contract step is applied.
+        upgrade.install(Color::Blue)?;
+        restart_color(platform, "blue").await?;
+        run_platformctl(
+            platform,
+            binary,
+            &[
+                "rollout",
+                "orders",
+                "--to",
+                "blue",
+                "--steps",
+                "10,50,100",
+                "--interval",
+                interval,
+                "--min-requests",
+                "5",
+            ],
+        )?;
+        upgrade.install(Color::Green)?;
+        restart_color(platform, "green").await?;
+        run_platformctl(platform, binary, &["migrate", "orders", "--contract"])?;
+        done.push_str(&format!(
+            "; then {} replaced blue, took orders in steps 10/50/100%, replaced green, and its \
+             contract step was applied",
+            upgrade.version
+        ));
+        notes.push(format!(
+            "the contract release took {:.0} s",
+            since.elapsed().as_secs_f64()
+        ));
+    }
     let since = Instant::now();
     run_platformctl(
         platform,
@@ -503,19 +610,14 @@ async fn release(
             "5",
         ],
     )?;
-    Ok((
-        format!(
-            "orders: canary 10/50% rolled back at 50%, rolled forward, promoted at 50%; \
-             payments rolled out to green in steps 10/50/100% every {interval}"
-        ),
-        vec![
-            format!("orders' release took {orders_took:.0} s"),
-            format!(
-                "the payments rollout took {:.0} s",
-                since.elapsed().as_secs_f64()
-            ),
-        ],
-    ))
+    done.push_str(&format!(
+        "; payments rolled out to green in steps 10/50/100% every {interval}"
+    ));
+    notes.push(format!(
+        "the payments rollout took {:.0} s",
+        since.elapsed().as_secs_f64()
+    ));
+    Ok((done, notes))
 }
 
 /// What `platformctl --version` says, without the name.
@@ -546,10 +648,19 @@ pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<O
         extra_args.extend(["--postgres".to_owned(), cluster.url()]);
     }
     let (mut blue_version, mut green_version) = ("1.0.0".to_owned(), "1.1.0".to_owned());
-    if let (Drill::Release, Some(previous)) = (drill, &args.previous) {
-        extra_args.extend(["--blue-bin".to_owned(), previous.display().to_string()]);
-        blue_version = version_of(previous)?;
-        green_version = version_of(&args.platformctl)?;
+    let upgrade = match drill {
+        Drill::Release => Upgrade::prepare(&args.previous, &args.platformctl, work)?,
+        _ => None,
+    };
+    if let Some(upgrade) = &upgrade {
+        for (flag, at) in [
+            ("--blue-bin", &upgrade.blue),
+            ("--green-bin", &upgrade.green),
+        ] {
+            extra_args.extend([flag.to_owned(), at.display().to_string()]);
+        }
+        blue_version = version_of(&upgrade.blue)?;
+        green_version = version_of(&upgrade.green)?;
     }
     let config = platform::Config {
         platformctl: args.platformctl.clone(),
@@ -561,6 +672,20 @@ pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<O
         ready_timeout: Duration::from_secs(120),
     };
     let platform = Platform::start(&config, work).await?;
+    // The gateway is ready before the services are: wait until every
+    // replica of every service and color serves.
+    let since = Instant::now();
+    for service in SERVICES {
+        for color in ["blue", "green"] {
+            while healthy(&platform, service, color).await? < 2 {
+                anyhow::ensure!(
+                    since.elapsed() < Duration::from_secs(120),
+                    "{service} {color} is not SERVING 120 s after the start"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
     let token = sign_up(
         platform.gateway_port,
         &format!("drill-{}@example.com", writer::now_ms()),
@@ -619,7 +744,8 @@ pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<O
             )
         }
         Drill::Release => {
-            let (faults, more) = release(&platform, &args.platformctl, args.short).await?;
+            let (faults, more) =
+                release(&platform, &args.platformctl, upgrade.as_ref(), args.short).await?;
             notes.extend(more);
             faults
         }

@@ -7,6 +7,7 @@ mod analysis;
 mod client;
 mod drive;
 pub mod exit;
+mod migrate;
 mod smoke;
 mod status;
 
@@ -23,6 +24,7 @@ use serde_json::json;
 
 use client::Admin;
 use exit::{CtlError, ENDED, REFUSED, UNHEALTHY, parse_duration};
+pub use migrate::{MigrateArgs, migrate};
 
 /// Where the gateway is, and the admin token.
 #[derive(Debug, Clone, Args)]
@@ -50,7 +52,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn admin(&self) -> Result<Admin, CtlError> {
+    pub(crate) fn admin(&self) -> Result<Admin, CtlError> {
         Admin::new(&self.admin_url, self.admin_token.clone(), &self.data_dir)
     }
 }

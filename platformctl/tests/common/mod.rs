@@ -145,6 +145,13 @@ pub fn prometheus_missing() -> bool {
 /// releases.toml before this version), which scripts/test.sh builds before
 /// the tests; None, with a note, when it is not built, which CI forbids.
 pub fn previous_release() -> Option<(String, std::path::PathBuf)> {
+    earlier_releases(1).and_then(|mut found| found.pop())
+}
+
+/// The last `count` releases of releases.toml before this version, oldest
+/// first, each with its built binary (scripts/test.sh builds them before
+/// the tests); None, with a note, when one is not built, which CI forbids.
+pub fn earlier_releases(count: usize) -> Option<Vec<(String, std::path::PathBuf)>> {
     let ctl = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_platformctl"))
             .args(args)
@@ -158,20 +165,31 @@ pub fn previous_release() -> Option<(String, std::path::PathBuf)> {
         String::from_utf8(out.stdout).expect("utf-8")
     };
     let listed = ctl(&["releases", "list"]);
-    let line = listed
+    let earlier: Vec<&str> = listed
         .lines()
-        .rfind(|line| !line.starts_with(&format!("{} ", env!("CARGO_PKG_VERSION"))))
-        .expect("releases.toml records a release before this one");
-    let version = line.split_whitespace().next().expect("version").to_owned();
-    if !line.ends_with("(built)") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "release {version} is not built: run `platformctl releases build previous` \
-             before the tests (scripts/test.sh does)"
-        );
-        eprintln!("note: release {version} is not built (platformctl releases build previous)");
-        return None;
+        .filter(|line| !line.starts_with(&format!("{} ", env!("CARGO_PKG_VERSION"))))
+        .collect();
+    assert!(
+        earlier.len() >= count,
+        "releases.toml records {} releases before this one, not {count}",
+        earlier.len()
+    );
+    let mut found = Vec::new();
+    for line in &earlier[earlier.len() - count..] {
+        let version = line.split_whitespace().next().expect("version").to_owned();
+        if !line.ends_with("(built)") {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "release {version} is not built: run `platformctl releases build {version}` \
+                 before the tests (scripts/test.sh does)"
+            );
+            eprintln!(
+                "note: release {version} is not built (platformctl releases build {version})"
+            );
+            return None;
+        }
+        let path = ctl(&["releases", "build", &version]);
+        found.push((version, std::path::PathBuf::from(path.trim())));
     }
-    let path = ctl(&["releases", "build", "previous"]);
-    Some((version, std::path::PathBuf::from(path.trim())))
+    Some(found)
 }

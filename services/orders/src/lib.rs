@@ -45,6 +45,13 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/0003_catalog.sql"),
         contract: false,
     },
+    Migration {
+        version: 4,
+        name: "drop_payment_method",
+        sqlite: include_str!("../migrations/0004_drop_payment_method.sql"),
+        postgres: include_str!("../migrations/0004_drop_payment_method.sql"),
+        contract: true,
+    },
 ];
 
 /// Opens the database, binds the listeners, starts the sweeper and serves.

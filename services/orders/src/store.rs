@@ -51,21 +51,66 @@ pub const PAID: &str = "paid";
 pub const PAYMENT_FAILED: &str = "payment_failed";
 pub const CANCELLED: &str = "cancelled";
 
-/// The payment method is stored under two names while releases 0.1.0
-/// (`payment_method` only) and 0.2.0 (both) share the table: it is read from
-/// `payment_token` where that is set and from `payment_method` on rows 0.1.0
-/// wrote (until the backfill reaches them).
-const ORDER_COLUMNS: &str = "id, user_id, request_id, status, total_minor, currency, \
+/// Where the payment method is: under two names from migration 3 (expand:
+/// `payment_token` beside `payment_method`) until migration 4 (contract)
+/// drops `payment_method`. Release 0.3.0 runs on either side of migration 4:
+/// before it, it writes both names and reads `payment_token` falling back to
+/// `payment_method` (rows release 0.1.0 wrote, until the backfill reaches
+/// them), as 0.2.0 does; after it, `payment_token` only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Both,
+    TokenOnly,
+}
+
+/// Migration 4, the contract step that drops `payment_method`.
+pub const CONTRACTED_AT: i64 = 4;
+
+const ORDER_COLUMNS_BOTH: &str = "id, user_id, request_id, status, total_minor, currency, \
      COALESCE(payment_token, payment_method), payment_id, failure_reason, created_at_ms, \
      updated_at_ms, request_fingerprint";
-/// What an insert writes: the method under both names.
-const INSERTED_COLUMNS: &str = "id, user_id, request_id, status, total_minor, currency, payment_method, \
-     payment_id, failure_reason, created_at_ms, updated_at_ms, request_fingerprint, payment_token";
+const ORDER_COLUMNS_TOKEN: &str = "id, user_id, request_id, status, total_minor, currency, \
+     payment_token, payment_id, failure_reason, created_at_ms, updated_at_ms, request_fingerprint";
 /// The order columns qualified for a join with its items, in the same order.
-const JOINED_ORDER: &str = "SELECT o.id, o.user_id, o.request_id, o.status, o.total_minor, o.currency, \
+const JOINED_ORDER_BOTH: &str = "SELECT o.id, o.user_id, o.request_id, o.status, o.total_minor, o.currency, \
      COALESCE(o.payment_token, o.payment_method), o.payment_id, o.failure_reason, o.created_at_ms, \
      o.updated_at_ms, o.request_fingerprint, i.sku, i.quantity, i.unit_price_minor \
      FROM orders o LEFT JOIN order_items i ON i.order_id = o.id";
+const JOINED_ORDER_TOKEN: &str = "SELECT o.id, o.user_id, o.request_id, o.status, o.total_minor, o.currency, \
+     o.payment_token, o.payment_id, o.failure_reason, o.created_at_ms, \
+     o.updated_at_ms, o.request_fingerprint, i.sku, i.quantity, i.unit_price_minor \
+     FROM orders o LEFT JOIN order_items i ON i.order_id = o.id";
+/// An insert: the method under both names ($7 twice), or the new one only.
+const INSERT_BOTH: &str = "INSERT INTO orders (id, user_id, request_id, status, total_minor, currency, \
+     payment_token, payment_id, failure_reason, created_at_ms, updated_at_ms, request_fingerprint, \
+     payment_method) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $7)";
+const INSERT_TOKEN: &str = "INSERT INTO orders (id, user_id, request_id, status, total_minor, currency, \
+     payment_token, payment_id, failure_reason, created_at_ms, updated_at_ms, request_fingerprint) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+impl Shape {
+    fn columns(self) -> &'static str {
+        match self {
+            Shape::Both => ORDER_COLUMNS_BOTH,
+            Shape::TokenOnly => ORDER_COLUMNS_TOKEN,
+        }
+    }
+
+    fn joined(self) -> &'static str {
+        match self {
+            Shape::Both => JOINED_ORDER_BOTH,
+            Shape::TokenOnly => JOINED_ORDER_TOKEN,
+        }
+    }
+
+    fn insert(self) -> &'static str {
+        match self {
+            Shape::Both => INSERT_BOTH,
+            Shape::TokenOnly => INSERT_TOKEN,
+        }
+    }
+}
+
 const OUTBOX_COLUMNS: &str =
     "id, order_id, user_id, kind, subject, body, attempts, next_attempt_at_ms";
 
@@ -124,11 +169,60 @@ pub enum Created {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Db,
+    /// Migration 4 applied: `payment_method` is gone.
+    contracted: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        let contracted = db.schema().database >= CONTRACTED_AT;
+        Self {
+            db,
+            contracted: std::sync::Arc::new(contracted.into()),
+        }
+    }
+
+    fn shape(&self) -> Shape {
+        if self.contracted.load(std::sync::atomic::Ordering::Relaxed) {
+            Shape::TokenOnly
+        } else {
+            Shape::Both
+        }
+    }
+
+    /// Runs `query` in the current shape; when it fails in the old shape
+    /// because migration 4 was applied meanwhile (`platformctl migrate
+    /// --contract` while this process runs), notes it and runs it again in
+    /// the new shape, so the contract step costs no failed call.
+    async fn shaped<T, Fut>(&self, query: impl Fn(Shape) -> Fut) -> Result<T, sqlx::Error>
+    where
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let shape = self.shape();
+        match query(shape).await {
+            Err(_) if shape == Shape::Both && self.contracted_now().await => {
+                query(Shape::TokenOnly).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// Whether migration 4 is applied now (remembered once it is).
+    async fn contracted_now(&self) -> bool {
+        let applied: Result<i64, _> =
+            sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations WHERE version = $1")
+                .bind(CONTRACTED_AT)
+                .fetch_one(self.db.pool())
+                .await;
+        let contracted = matches!(applied, Ok(1));
+        if contracted {
+            tracing::info!(
+                "migration {CONTRACTED_AT} applied: payment_method is gone; reading and writing payment_token only"
+            );
+            self.contracted
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        contracted
     }
 
     pub fn pool(&self) -> &sqlx::AnyPool {
@@ -139,13 +233,21 @@ impl Store {
     pub async fn create(&self, row: &OrderRow) -> Result<Created, sqlx::Error> {
         let row = std::sync::Arc::new(row.clone());
         let written = self
-            .db
+            .shaped(|shape| self.insert(shape, std::sync::Arc::clone(&row)))
+            .await;
+        match written {
+            Ok(()) => Ok(Created::New),
+            Err(err) if storage::is_unique_violation(&err) => Ok(Created::Duplicate),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn insert(&self, shape: Shape, row: std::sync::Arc<OrderRow>) -> Result<(), sqlx::Error> {
+        self.db
             .write(move |conn| {
                 let row = std::sync::Arc::clone(&row);
                 Box::pin(async move {
-                    sqlx::query(&format!(
-                        "INSERT INTO orders ({INSERTED_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $7)"
-                    ))
+                    sqlx::query(shape.insert())
                     .bind(&row.id)
                     .bind(&row.user_id)
                     .bind(row.request_id.as_deref())
@@ -175,12 +277,7 @@ impl Store {
                     Ok(())
                 })
             })
-            .await;
-        match written {
-            Ok(()) => Ok(Created::New),
-            Err(err) if storage::is_unique_violation(&err) => Ok(Created::Duplicate),
-            Err(err) => Err(err),
-        }
+            .await
     }
 
     /// `rows` of orders with their items, read in one query.
@@ -243,13 +340,18 @@ impl Store {
         user_id: Option<&str>,
     ) -> Result<Option<OrderRow>, sqlx::Error> {
         // One query for the order and its items.
-        let rows = sqlx::query(&format!(
-            "{JOINED_ORDER} WHERE o.id = $1 AND ($2 = '' OR o.user_id = $2) ORDER BY i.line"
-        ))
-        .bind(id)
-        .bind(user_id.unwrap_or(""))
-        .fetch_all(self.db.pool())
-        .await?;
+        let rows = self
+            .shaped(|shape| async move {
+                sqlx::query(&format!(
+                    "{} WHERE o.id = $1 AND ($2 = '' OR o.user_id = $2) ORDER BY i.line",
+                    shape.joined()
+                ))
+                .bind(id)
+                .bind(user_id.unwrap_or(""))
+                .fetch_all(self.db.pool())
+                .await
+            })
+            .await?;
         Self::joined(&rows)
     }
 
@@ -258,13 +360,18 @@ impl Store {
         user_id: &str,
         request_id: &str,
     ) -> Result<Option<OrderRow>, sqlx::Error> {
-        let rows = sqlx::query(&format!(
-            "{JOINED_ORDER} WHERE o.user_id = $1 AND o.request_id = $2 ORDER BY i.line"
-        ))
-        .bind(user_id)
-        .bind(request_id)
-        .fetch_all(self.db.pool())
-        .await?;
+        let rows = self
+            .shaped(|shape| async move {
+                sqlx::query(&format!(
+                    "{} WHERE o.user_id = $1 AND o.request_id = $2 ORDER BY i.line",
+                    shape.joined()
+                ))
+                .bind(user_id)
+                .bind(request_id)
+                .fetch_all(self.db.pool())
+                .await
+            })
+            .await?;
         Self::joined(&rows)
     }
 
@@ -275,14 +382,19 @@ impl Store {
         before: Option<&str>,
         limit: i64,
     ) -> Result<Vec<OrderRow>, sqlx::Error> {
-        let rows = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3"
-        ))
-        .bind(user_id)
-        .bind(before.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(self.db.pool())
-        .await?;
+        let rows = self
+            .shaped(|shape| async move {
+                sqlx::query(&format!(
+                    "SELECT {} FROM orders WHERE user_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3",
+                    shape.columns()
+                ))
+                .bind(user_id)
+                .bind(before.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(self.db.pool())
+                .await
+            })
+            .await?;
         self.all_with_items(&rows).await
     }
 
@@ -355,14 +467,19 @@ impl Store {
         before_ms: i64,
         limit: i64,
     ) -> Result<Vec<OrderRow>, sqlx::Error> {
-        let rows = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE status = $1 AND updated_at_ms < $2 ORDER BY updated_at_ms LIMIT $3"
-        ))
-        .bind(PENDING)
-        .bind(before_ms)
-        .bind(limit)
-        .fetch_all(self.db.pool())
-        .await?;
+        let rows = self
+            .shaped(|shape| async move {
+                sqlx::query(&format!(
+                    "SELECT {} FROM orders WHERE status = $1 AND updated_at_ms < $2 ORDER BY updated_at_ms LIMIT $3",
+                    shape.columns()
+                ))
+                .bind(PENDING)
+                .bind(before_ms)
+                .bind(limit)
+                .fetch_all(self.db.pool())
+                .await
+            })
+            .await?;
         self.all_with_items(&rows).await
     }
 
@@ -463,7 +580,7 @@ impl Store {
             .await
     }
 
-    /// One step of the backfill of `payment_token`: copies `payment_method`
+    /// One step of the backfill of `payment_token` (until migration 4): copies `payment_method`
     /// into it on at most `batch` rows after the id `after` that lack it, in
     /// a short transaction of its own, so the table is never locked for the
     /// whole backfill. Answers the last id looked at (the next step's
@@ -475,6 +592,10 @@ impl Store {
         after: &str,
         batch: i64,
     ) -> Result<Option<String>, sqlx::Error> {
+        if self.shape() == Shape::TokenOnly || self.contracted_now().await {
+            // Migration 4 copied what was left and dropped the old column.
+            return Ok(None);
+        }
         let after = after.to_owned();
         self.db
             .write(move |conn| {

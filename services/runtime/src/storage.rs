@@ -85,7 +85,8 @@ pub enum StorageError {
 
 /// The schema a release runs on: the highest migration it knows, and the
 /// highest the database has (higher during a rollout or after a rollback,
-/// when the other release expanded it).
+/// when the other release expanded it; lower while a contract step of this
+/// release waits for `platformctl migrate --contract`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Schema {
     pub release: i64,
@@ -102,14 +103,35 @@ pub struct Db {
     schema: Schema,
 }
 
+/// Which migrations opening a database applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Steps {
+    /// Expand steps, up to the first contract step not applied yet: what a
+    /// service applies at start (a contract step removes what the other
+    /// color may still read, so it waits for an operator).
+    Expand,
+    /// Every step, contract steps included (`platformctl migrate --contract`,
+    /// once no release that reads what they remove runs).
+    All,
+}
+
 /// How long a call waits for a database connection before UNAVAILABLE.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Db {
-    /// Opens the database and brings its schema up to date.
+    /// Opens the database and applies the expand steps it lacks.
     pub async fn open(
         config: &DatabaseConfig,
         migrations: &[Migration],
+    ) -> Result<Self, StorageError> {
+        Self::open_with(config, migrations, Steps::Expand).await
+    }
+
+    /// Opens the database and applies the `steps` it lacks.
+    pub async fn open_with(
+        config: &DatabaseConfig,
+        migrations: &[Migration],
+        steps: Steps,
     ) -> Result<Self, StorageError> {
         sqlx::any::install_default_drivers();
         let (url, backend, max) = match config {
@@ -163,7 +185,7 @@ impl Db {
             writer: None,
             schema: Schema::default(),
         };
-        db.schema = db.migrate(migrations).await?;
+        db.schema = db.migrate(migrations, steps).await?;
         if backend == Backend::Sqlite {
             db.writer = Some(crate::writer::Writer::start(db.pool.clone()));
         }
@@ -205,9 +227,13 @@ impl Db {
         }
     }
 
-    async fn migrate(&self, migrations: &[Migration]) -> Result<Schema, StorageError> {
+    async fn migrate(
+        &self,
+        migrations: &[Migration],
+        steps: Steps,
+    ) -> Result<Schema, StorageError> {
         let mut conn = self.pool.acquire().await.map_err(StorageError::Open)?;
-        let result = migrate_locked(&mut conn, self.backend, migrations).await;
+        let result = migrate_locked(&mut conn, self.backend, migrations, steps).await;
         if result.is_err() {
             // Never hand a connection with an open transaction back to the pool.
             let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
@@ -230,6 +256,7 @@ async fn migrate_locked(
     conn: &mut AnyConnection,
     backend: Backend,
     migrations: &[Migration],
+    steps: Steps,
 ) -> Result<Schema, StorageError> {
     let failed = |m: &Migration| {
         let (version, name) = (m.version, m.name);
@@ -321,6 +348,8 @@ async fn migrate_locked(
             known,
         });
     }
+    let mut newest_applied = applied.last().map_or(0, |(version, ..)| *version);
+    let mut pending = None;
     for migration in migrations {
         let checksum = migration.checksum(backend);
         match applied.iter().find(|(v, ..)| *v == migration.version) {
@@ -332,6 +361,11 @@ async fn migrate_locked(
                 });
             }
             None => {}
+        }
+        if pending.is_some() || (migration.contract && steps == Steps::Expand) {
+            // Steps apply in order: nothing after a contract step that waits.
+            pending.get_or_insert(migration);
+            continue;
         }
         sqlx::raw_sql(migration.sql(backend))
             .execute(&mut *conn)
@@ -354,6 +388,17 @@ async fn migrate_locked(
             name = migration.name,
             "applied migration"
         );
+        newest_applied = newest_applied.max(migration.version);
+    }
+    if let Some(step) = pending {
+        tracing::warn!(
+            version = step.version,
+            name = step.name,
+            "migration {} ({}) is a contract step and waits: apply it with `platformctl migrate \
+             <service> --contract` once no release older than this one runs",
+            step.version,
+            step.name
+        );
     }
     if let Some((newest, ..)) = applied.last()
         && migrations.iter().all(|m| m.version < *newest)
@@ -367,10 +412,9 @@ async fn migrate_locked(
         .execute(&mut *conn)
         .await
         .map_err(failed(&setup))?;
-    let newest_applied = applied.last().map_or(0, |(version, ..)| *version);
     Ok(Schema {
         release: known,
-        database: known.max(newest_applied),
+        database: newest_applied,
     })
 }
 

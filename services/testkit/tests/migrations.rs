@@ -1,14 +1,15 @@
 //! The migration runner as releases meet it, on every backend: a release
 //! runs beside expand steps it does not know (the previous release during a
-//! rollout, or after a rollback), refuses to start on a contract step it
-//! does not know with one line naming it, and on PostgreSQL a schema change
+//! rollout, or after a rollback), leaves its own contract steps for the
+//! operator to apply, refuses to start on a contract step it does not know
+//! with one line naming it, and on PostgreSQL a schema change
 //! that cannot get its table's lock (a long transaction holds it) gives up
 //! after the runner's lock timeout rather than queueing every call.
 
 use std::time::{Duration, Instant};
 
 use platform_runtime::config::DatabaseConfig;
-use platform_runtime::storage::{Db, Migration, StorageError};
+use platform_runtime::storage::{Db, Migration, Steps, StorageError};
 use sqlx::Connection;
 use testkit::Backend;
 
@@ -59,10 +60,26 @@ async fn releases_run_beside_expand_steps_and_refuse_contract_steps_they_do_not_
         Db::open(&config, &[CREATE])
             .await
             .unwrap_or_else(|e| panic!("{}: v1 beside an expand step: {e}", backend.name()));
-        // v3 contracts; v1 and v2 now refuse, naming the step.
-        Db::open(&config, &[CREATE, EXPAND, CONTRACT])
+        // v3 starts with its contract step waiting (v1 and v2 may still
+        // run), and runs on either side of it.
+        let waiting = Db::open(&config, &[CREATE, EXPAND, CONTRACT])
             .await
             .expect("v3");
+        assert_eq!(
+            (waiting.schema().release, waiting.schema().database),
+            (3, 2),
+            "{}: the contract step waits",
+            backend.name()
+        );
+        Db::open(&config, &[CREATE])
+            .await
+            .unwrap_or_else(|e| panic!("{}: v1 while the step waits: {e}", backend.name()));
+        // Applied by the operator (`platformctl migrate --contract`): v1 and
+        // v2 now refuse, naming the step.
+        let contracted = Db::open_with(&config, &[CREATE, EXPAND, CONTRACT], Steps::All)
+            .await
+            .expect("v3 contracts");
+        assert_eq!(contracted.schema().database, 3, "{}", backend.name());
         for (release, known) in [(&[CREATE][..], 1), (&[CREATE, EXPAND][..], 2)] {
             let refused = Db::open(&config, release)
                 .await
@@ -106,7 +123,7 @@ async fn a_database_of_an_earlier_runner_is_brought_up_to_date() {
         Db::open(&config, &[CREATE, EXPAND])
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", backend.name()));
-        Db::open(&config, &[CREATE, EXPAND, CONTRACT])
+        Db::open_with(&config, &[CREATE, EXPAND, CONTRACT], Steps::All)
             .await
             .expect("and on from there");
         assert!(Db::open(&config, &[CREATE]).await.is_err());

@@ -36,10 +36,12 @@ struct Args {
     /// Fewer faults, for CI.
     #[arg(long)]
     short: bool,
-    /// The previous release's platformctl, for the blue services of the
-    /// release drill (`platformctl releases build previous --release`).
+    /// The platformctl of a release before this one, oldest first (give it
+    /// once per release): the release drill starts blue and green on the
+    /// last two and upgrades both to --platformctl
+    /// (`platformctl releases build <version> --release`).
     #[arg(long)]
-    previous: Option<PathBuf>,
+    previous: Vec<PathBuf>,
     /// Write the results as Markdown here (for example load/reports/drills.md).
     #[arg(long)]
     report: Option<PathBuf>,
