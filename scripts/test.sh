@@ -37,9 +37,11 @@ bash scripts/check-compat.sh
 # last, the release drill both; built once, then cached.
 cargo build --quiet -p platformctl
 current="$(target/debug/platformctl --version | cut -d' ' -f2)"
+started=$SECONDS
 for version in $(target/debug/platformctl releases list | awk -v v="$current" '$1 != v {print $1}' | tail -n 2); do
     target/debug/platformctl releases build "$version" >/dev/null
 done
+echo "releases: the two before $current built (or found built) in $((SECONDS - started)) s"
 bash scripts/check-observability.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
