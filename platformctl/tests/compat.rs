@@ -37,7 +37,60 @@ struct Client {
     preview: String,
 }
 
+/// `platformctl up` at `offset` with `args`; on PostgreSQL each service
+/// gets a fresh database that both colors share. The orders database's URL.
+async fn start(
+    backend: &Backend,
+    data: &Path,
+    scratch: &Path,
+    offset: i32,
+    mut args: Vec<String>,
+) -> (common::Up, String) {
+    let mut orders_db = format!("sqlite:{}", data.join("orders").join("orders.db").display());
+    if let Backend::Postgres(_) = backend {
+        for service in ["auth", "orders", "payments", "notifications"] {
+            let url = testkit::database(backend, scratch, service).await;
+            for color in ["--blue-env", "--green-env"] {
+                args.push(color.to_owned());
+                args.push(format!("{service}:DATABASE_URL={url}"));
+            }
+            if service == "orders" {
+                orders_db = url;
+            }
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (common::up_with(data, offset, &[], &args), orders_db)
+}
+
 impl Client {
+    /// Cancels `order` through `color`, which must answer it CANCELLED.
+    async fn cancel(&self, color: &str, order: &str, backend: &str) {
+        let path = format!("/v1/orders/{order}:cancel");
+        let (status, cancelled) = self.rest(color, "POST", &path, "{}").await;
+        assert_eq!(
+            (status, cancelled["status"].as_str()),
+            (200, Some("ORDER_STATUS_CANCELLED")),
+            "{backend}: {color}: {cancelled}"
+        );
+    }
+
+    /// A new user of the platform at `offset`, signed up through the
+    /// gateway, with the preview credential that forces a color.
+    async fn sign_up(data: &Path, offset: i32, email: &str) -> Self {
+        let gateway = addr(offset, 8080);
+        let bearer = common::bearer(gateway, email).await;
+        Client {
+            gateway,
+            token: bearer.trim_start_matches("Bearer ").to_owned(),
+            bearer,
+            preview: std::fs::read_to_string(data.join("preview-token"))
+                .expect("preview token")
+                .trim()
+                .to_owned(),
+        }
+    }
+
     /// A REST call pinned to `color` (a preview: `x-color` with its token).
     async fn rest(&self, color: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
         let headers = [
@@ -104,22 +157,8 @@ async fn both_releases(
     scratch: &Path,
 ) {
     let name = backend.name();
-    let mut args = vec!["--blue-bin".to_owned(), binary.display().to_string()];
-    let mut orders_db = format!("sqlite:{}", data.join("orders").join("orders.db").display());
-    if let Backend::Postgres(_) = backend {
-        for service in ["auth", "orders", "payments", "notifications"] {
-            let url = testkit::database(backend, scratch, service).await;
-            for color in ["--blue-env", "--green-env"] {
-                args.push(color.to_owned());
-                args.push(format!("{service}:DATABASE_URL={url}"));
-            }
-            if service == "orders" {
-                orders_db = url;
-            }
-        }
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _platform = common::up_with(data, offset, &[], &args);
+    let blue = vec!["--blue-bin".to_owned(), binary.display().to_string()];
+    let (_platform, orders_db) = start(backend, data, scratch, offset, blue).await;
 
     // Each color runs the release it should, and says so.
     let status = Command::new(env!("CARGO_BIN_EXE_platformctl"))
@@ -146,17 +185,7 @@ async fn both_releases(
         "{name}: {table}"
     );
 
-    let gateway = addr(offset, 8080);
-    let bearer = common::bearer(gateway, "n-1@example.com").await;
-    let client = Client {
-        gateway,
-        token: bearer.trim_start_matches("Bearer ").to_owned(),
-        bearer,
-        preview: std::fs::read_to_string(data.join("preview-token"))
-            .expect("preview token")
-            .trim()
-            .to_owned(),
-    };
+    let client = Client::sign_up(data, offset, "n-1@example.com").await;
 
     // REST through the gateway, to each color: an old client (the price it
     // sends, no expected total), a new client (the expected total), a list
@@ -218,19 +247,7 @@ async fn both_releases(
     assert_eq!(status, 200, "{name}: {seen}");
     assert_eq!(seen["totalMinor"], "2500", "{name}");
     assert_eq!(seen["items"][0]["unitPriceMinor"], "1250", "{name}");
-    let (status, cancelled) = client
-        .rest(
-            "blue",
-            "POST",
-            &format!("/v1/orders/{by_green}:cancel"),
-            "{}",
-        )
-        .await;
-    assert_eq!(
-        (status, cancelled["status"].as_str()),
-        (200, Some("ORDER_STATUS_CANCELLED")),
-        "{name}: {cancelled}"
-    );
+    client.cancel("blue", &by_green, name).await;
     assert_eq!(
         payment_token(&orders_db, &by_green).await.as_deref(),
         Some("pm_card_visa"),
@@ -238,19 +255,7 @@ async fn both_releases(
     );
     // And forward: an order of the previous release, cancelled by this one.
     let by_blue = written[0].1.clone();
-    let (status, cancelled) = client
-        .rest(
-            "green",
-            "POST",
-            &format!("/v1/orders/{by_blue}:cancel"),
-            "{}",
-        )
-        .await;
-    assert_eq!(
-        (status, cancelled["status"].as_str()),
-        (200, Some("ORDER_STATUS_CANCELLED")),
-        "{name}: {cancelled}"
-    );
+    client.cancel("green", &by_blue, name).await;
 
     // A price change through the CLI reaches this release's next order.
     let set = Command::new(env!("CARGO_BIN_EXE_platformctl"))
@@ -392,33 +397,9 @@ async fn contract_step_is_applied_live_once_every_endpoint_knows_it() {
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
-        let mut args = Vec::new();
-        let mut orders_db = format!("sqlite:{}", data.join("orders").join("orders.db").display());
-        if let Backend::Postgres(_) = backend {
-            for service in ["auth", "orders", "payments", "notifications"] {
-                let url = testkit::database(&backend, dir.path(), service).await;
-                for color in ["--blue-env", "--green-env"] {
-                    args.push(color.to_owned());
-                    args.push(format!("{service}:DATABASE_URL={url}"));
-                }
-                if service == "orders" {
-                    orders_db = url;
-                }
-            }
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let _platform = common::up_with(&data, offset, &[], &args);
-        let gateway = addr(offset, 8080);
-        let bearer = common::bearer(gateway, "contract@example.com").await;
-        let client = std::sync::Arc::new(Client {
-            gateway,
-            token: bearer.trim_start_matches("Bearer ").to_owned(),
-            bearer,
-            preview: std::fs::read_to_string(data.join("preview-token"))
-                .expect("preview token")
-                .trim()
-                .to_owned(),
-        });
+        let (_platform, orders_db) = start(&backend, &data, dir.path(), offset, Vec::new()).await;
+        let client =
+            std::sync::Arc::new(Client::sign_up(&data, offset, "contract@example.com").await);
         // Orders to both colors, one after the other, until told to stop.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let traffic = {

@@ -225,16 +225,7 @@ async fn healthy(platform: &Platform, service: &str, color: &str) -> anyhow::Res
     else {
         return Ok(0);
     };
-    if reply.status != 200 {
-        bail!("/admin/status answered {}: {}", reply.status, reply.body);
-    }
-    let status: view::Status =
-        serde_json::from_str(&reply.body).context("/admin/status: not a status document")?;
-    let entry = status
-        .services
-        .get(service)
-        .with_context(|| format!("/admin/status has no service {service:?}"))?;
-    Ok(entry.colors.of(color).healthy)
+    Ok(color_status(&reply, service, color)?.healthy)
 }
 
 /// The name of replica `replica` (0 first) of a service's color, as `up`
@@ -428,13 +419,42 @@ async fn weight(platform: &Platform, service: &str, color: Color) -> anyhow::Res
         Duration::from_secs(5),
     )
     .await?;
+    Ok(color_status(&reply, service, color)?.weight)
+}
+
+/// `service`'s `color` in an answer of `/admin/status`.
+fn color_status(
+    reply: &http::Reply,
+    service: &str,
+    color: Color,
+) -> anyhow::Result<view::ColorStatus> {
+    if reply.status != 200 {
+        bail!("/admin/status answered {}: {}", reply.status, reply.body);
+    }
     let status: view::Status =
         serde_json::from_str(&reply.body).context("/admin/status: not a status document")?;
     let entry = status
         .services
         .get(service)
         .with_context(|| format!("/admin/status has no service {service:?}"))?;
-    Ok(entry.colors.of(color).weight)
+    Ok(entry.colors.of(color).clone())
+}
+
+/// The arguments of `platformctl rollout <service> --to <color>` in steps
+/// of 10/50/100% every `interval`, each judged on at least 5 calls.
+fn in_steps<'a>(service: &'a str, to: &'a str, interval: &'a str) -> [&'a str; 10] {
+    [
+        "rollout",
+        service,
+        "--to",
+        to,
+        "--steps",
+        "10,50,100",
+        "--interval",
+        interval,
+        "--min-requests",
+        "5",
+    ]
 }
 
 /// Starts `platformctl rollout orders --to green` in steps 10/50/100 and
@@ -445,8 +465,7 @@ async fn canary_to_half(
     interval: &str,
 ) -> anyhow::Result<std::process::Child> {
     let child = std::process::Command::new(binary)
-        .args(["rollout", "orders", "--to", "green", "--steps", "10,50,100"])
-        .args(["--interval", interval, "--min-requests", "5"])
+        .args(in_steps("orders", "green", interval))
         .arg("--data-dir")
         .arg(&platform.data_dir)
         .arg(format!("--admin-url={}", platform.admin_url()))
@@ -564,22 +583,7 @@ async fn release(
         // steps, replaces green, and then its contract step is applied.
         upgrade.install(Color::Blue)?;
         restart_color(platform, "blue").await?;
-        run_platformctl(
-            platform,
-            binary,
-            &[
-                "rollout",
-                "orders",
-                "--to",
-                "blue",
-                "--steps",
-                "10,50,100",
-                "--interval",
-                interval,
-                "--min-requests",
-                "5",
-            ],
-        )?;
+        run_platformctl(platform, binary, &in_steps("orders", "blue", interval))?;
         upgrade.install(Color::Green)?;
         restart_color(platform, "green").await?;
         run_platformctl(platform, binary, &["migrate", "orders", "--contract"])?;
@@ -594,22 +598,7 @@ async fn release(
         ));
     }
     let since = Instant::now();
-    run_platformctl(
-        platform,
-        binary,
-        &[
-            "rollout",
-            "payments",
-            "--to",
-            "green",
-            "--steps",
-            "10,50,100",
-            "--interval",
-            interval,
-            "--min-requests",
-            "5",
-        ],
-    )?;
+    run_platformctl(platform, binary, &in_steps("payments", "green", interval))?;
     done.push_str(&format!(
         "; payments rolled out to green in steps 10/50/100% every {interval}"
     ));
