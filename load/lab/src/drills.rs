@@ -610,7 +610,7 @@ async fn release(
 }
 
 /// What `platformctl --version` says, without the name.
-fn version_of(binary: &Path) -> anyhow::Result<String> {
+pub fn version_of(binary: &Path) -> anyhow::Result<String> {
     let out = std::process::Command::new(binary)
         .arg("--version")
         .output()

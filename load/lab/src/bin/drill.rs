@@ -60,6 +60,20 @@ fn markdown(outcomes: &[Outcome], args: &Args) -> String {
         "Load: {} user journeys/s from k6 and {} orders/s from the writer.\n\n",
         args.rate, args.write_rate
     ));
+    if let [.., older, newer] = &args.previous[..] {
+        let version = |binary: &PathBuf| {
+            drills::version_of(binary).unwrap_or_else(|e| format!("unknown ({e})"))
+        };
+        out.push_str(&format!(
+            "The release drill runs real releases, each built from its commit in releases.toml: blue starts on {}, \
+             green on {} (the expand release: migration 3 applied at its start), and {} (the contract release) \
+             replaces each color in turn, every process restarted on the new binary, before its contract step is \
+             applied with `platformctl migrate orders --contract`.\n\n",
+            version(older),
+            version(newer),
+            version(&args.platformctl)
+        ));
+    }
     out.push_str(
         "The rolling restart ends with the gateway: a standby gateway with the same command line and environment \
          shares its ports (`LISTEN_REUSEPORT`, which `platformctl up` turns on), the gateway drains and comes \
