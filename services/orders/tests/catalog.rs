@@ -1,4 +1,4 @@
-//! Release 0.2.0's orders: priced from the catalog whatever the client
+//! Orders since release 0.2.0: priced from the catalog whatever the client
 //! says, refused when the client expected another total, and rows in
 //! release 0.1.0's shape read, driven and backfilled, on every backend.
 
