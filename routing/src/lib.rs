@@ -5,8 +5,10 @@
 //! invariants; [`release`] is every transition a release makes, as pure
 //! functions of one service's routing; [`view`] is the gateway's status
 //! document (`/admin/status`), the routing seen next to each color's health
-//! and traffic.
+//! and traffic; [`judge`] is the release judge's arithmetic, a sequential
+//! test of a target color's server errors against the live color's.
 
+pub mod judge;
 pub mod model;
 pub mod release;
 pub mod view;
