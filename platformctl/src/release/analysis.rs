@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use gateway::proxy::stats::{Counts, StatsView, Traffic};
+use platform_routing::judge as sequential;
 use platform_routing::release::Thresholds;
 use platform_runtime::Color;
 
@@ -48,14 +49,89 @@ pub const RELATIVE_SLACK: f64 = 0.005;
 pub enum Verdict {
     /// Enough requests, every gate passed.
     Pass,
+    /// Every gate passed and the sequential test says the target is no
+    /// worse than the live color by its margin: the step may end now.
+    Ahead(String),
+    /// Both colors fail beyond the limit alike: the platform, not the
+    /// release, is in trouble; the rollout should pause, not roll back.
+    Incident(String),
     /// Not enough requests yet.
     Wait { have: u64, need: u64 },
     /// A gate failed: which metric, its value and the limit.
     Fail(String),
 }
 
-/// Judges the target against the gates and against the current color.
-pub fn judge(target: &Window, current: &Window, gates: &Thresholds) -> Verdict {
+/// Judges the target against the current color with the sequential test of
+/// `platform_routing::judge` when the target gets `weight` of the live
+/// calls (it may fail a step after every call, before `min_requests`), and
+/// against the gates.
+pub fn judge(
+    target: &Window,
+    current: &Window,
+    weight: Option<f64>,
+    gates: &Thresholds,
+) -> Verdict {
+    let counts = |w: &Window| sequential::Counts {
+        calls: w.requests,
+        errors: w.server_errors,
+    };
+    let settings = sequential::Settings::default();
+    let mut ahead = None;
+    if let Some(weight) = weight {
+        let versus = || {
+            format!(
+                "error ratio {:.2}% ({} server errors in {} requests) against the current color's {:.2}% ({} in {})",
+                target.error_ratio() * 100.0,
+                target.server_errors,
+                target.requests,
+                current.error_ratio() * 100.0,
+                current.server_errors,
+                current.requests
+            )
+        };
+        match sequential::errors(counts(target), counts(current), weight, settings) {
+            sequential::Verdict::Fail { evidence } => {
+                return Verdict::Fail(format!(
+                    "{}: worse, e-value {evidence:.0} >= {:.0} (sequential test, {:.0}% false alarms at most)",
+                    versus(),
+                    1.0 / settings.alpha,
+                    settings.alpha * 100.0
+                ));
+            }
+            sequential::Verdict::Pass { evidence } => {
+                ahead = Some(format!(
+                    "{}: no worse than {:.1}x, e-value {evidence:.0} >= {:.0}",
+                    versus(),
+                    1.0 + settings.margin,
+                    1.0 / settings.beta
+                ));
+            }
+            sequential::Verdict::Watch => {}
+        }
+    }
+    if current.requests >= gates.min_requests.max(1)
+        && current.error_ratio() > gates.max_error_ratio
+        && target.error_ratio() > gates.max_error_ratio
+    {
+        return Verdict::Incident(format!(
+            "both colors fail beyond {:.2}%: the target {:.2}% ({} of {}), the current color {:.2}% ({} of {})",
+            gates.max_error_ratio * 100.0,
+            target.error_ratio() * 100.0,
+            target.server_errors,
+            target.requests,
+            current.error_ratio() * 100.0,
+            current.server_errors,
+            current.requests
+        ));
+    }
+    match gates_only(target, current, gates) {
+        Verdict::Pass => ahead.map_or(Verdict::Pass, Verdict::Ahead),
+        other => other,
+    }
+}
+
+/// The gates alone: absolute limits, and the current color times a factor.
+fn gates_only(target: &Window, current: &Window, gates: &Thresholds) -> Verdict {
     if target.requests < gates.min_requests.max(1) {
         return Verdict::Wait {
             have: target.requests,
@@ -287,21 +363,21 @@ mod tests {
     fn gates_in_order() {
         let quiet = Window::default();
         assert_eq!(
-            judge(&window(10, 5, 1.0), &quiet, &gates()),
+            judge(&window(10, 5, 1.0), &quiet, None, &gates()),
             Verdict::Wait { have: 10, need: 50 }
         );
         assert_eq!(
-            judge(&window(100, 0, 10.0), &quiet, &gates()),
+            judge(&window(100, 0, 10.0), &quiet, None, &gates()),
             Verdict::Pass
         );
-        let Verdict::Fail(why) = judge(&window(100, 20, 10.0), &quiet, &gates()) else {
+        let Verdict::Fail(why) = judge(&window(100, 20, 10.0), &quiet, None, &gates()) else {
             panic!("20% errors must fail");
         };
         assert!(
             why.starts_with("error ratio 20.00% > max 1.00% (20.0x the limit)"),
             "{why}"
         );
-        let Verdict::Fail(why) = judge(&window(100, 0, 900.0), &quiet, &gates()) else {
+        let Verdict::Fail(why) = judge(&window(100, 0, 900.0), &quiet, None, &gates()) else {
             panic!("slow must fail");
         };
         assert!(
@@ -315,19 +391,59 @@ mod tests {
         let mut loose = gates();
         loose.max_error_ratio = 0.5;
         // 8% against 1%: above 2x + 0.5 points.
-        let Verdict::Fail(why) = judge(&window(100, 8, 1.0), &window(1000, 10, 1.0), &loose) else {
+        let Verdict::Fail(why) = judge(&window(100, 8, 1.0), &window(1000, 10, 1.0), None, &loose)
+        else {
             panic!("8x the current color must fail");
         };
         assert!(why.contains("2.0x the current color's 1.00%"), "{why}");
         // 2% against 1%: within 2x + 0.5 points.
         assert_eq!(
-            judge(&window(100, 2, 1.0), &window(1000, 10, 1.0), &loose),
+            judge(&window(100, 2, 1.0), &window(1000, 10, 1.0), None, &loose),
             Verdict::Pass
         );
         // A quiet current color is not compared.
         assert_eq!(
-            judge(&window(100, 8, 1.0), &window(3, 0, 1.0), &loose),
+            judge(&window(100, 8, 1.0), &window(3, 0, 1.0), None, &loose),
             Verdict::Pass
         );
+    }
+
+    #[test]
+    fn the_sequential_test_fails_early_passes_early_and_spares_an_incident() {
+        // Two errors in the target's first six calls at 5%, none on the
+        // current color: failed before min_requests.
+        let Verdict::Fail(why) = judge(
+            &window(6, 2, 1.0),
+            &window(114, 0, 1.0),
+            Some(0.05),
+            &gates(),
+        ) else {
+            panic!("two early errors at 5% must fail");
+        };
+        assert!(why.contains("sequential test"), "{why}");
+        assert!(why.starts_with("error ratio 33.33%"), "{why}");
+        // As many errors as the current color, in proportion, over many
+        // calls: ahead of the interval.
+        let mut loose = gates();
+        loose.max_error_ratio = 0.05;
+        assert!(matches!(
+            judge(
+                &window(10_000, 200, 1.0),
+                &window(10_000, 200, 1.0),
+                Some(0.5),
+                &loose
+            ),
+            Verdict::Ahead(_)
+        ));
+        // Both colors failing one call in five: an incident, not a rollback.
+        let Verdict::Incident(why) = judge(
+            &window(100, 20, 1.0),
+            &window(1_900, 380, 1.0),
+            Some(0.05),
+            &gates(),
+        ) else {
+            panic!("a platform-wide failure must not fail the target");
+        };
+        assert!(why.starts_with("both colors fail beyond 1.00%"), "{why}");
     }
 }

@@ -173,7 +173,10 @@ async fn drive_rollout(
             .windows(admin, since, service, target, traffic)
             .await?;
 
-        let verdict = judge(&tested, &current, gates);
+        // The sequential test compares live calls at a known split.
+        let weight = (now.phase == Phase::Shifting && share > 0 && share < 100)
+            .then(|| f64::from(share) / 100.0);
+        let verdict = judge(&tested, &current, weight, gates);
         progress.show(
             &format!(
                 "{service} → {target}: {step_name}, {}s left | {target} {} | {} {}",
@@ -203,6 +206,22 @@ async fn drive_rollout(
                         "rollout of {service} to {target} failed at {reason}; rolled back: {weights}"
                     ),
                 ));
+            }
+            Verdict::Ahead(why) => {
+                progress.event(&format!(
+                    "{service} → {target}: {step_name} passed early: {why}"
+                ));
+                act(admin, service, "advance", &advance).await?;
+            }
+            Verdict::Incident(why) => {
+                // Refused: someone acted first; the next look shows what.
+                let paused = act(admin, service, "pause", &json!({})).await?;
+                if paused {
+                    progress.event(&format!(
+                        "{service} → {target}: {step_name} paused, not rolled back: {why}; \
+                         `platformctl resume {service}` once the platform recovers, or `platformctl abort {service}`"
+                    ));
+                }
             }
             Verdict::Pass if elapsed >= interval => {
                 progress.event(&format!(
