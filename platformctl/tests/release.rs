@@ -715,6 +715,28 @@ async fn bad_release_is_caught_through_prometheus() {
     }
     let load = Load::start(addr(PROMQL, 8080), "promql@example.com").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // A Prometheus that does not answer stops the rollout before any weight
+    // moves (exit 3), and leaves no rollout behind.
+    let nowhere = run(
+        data,
+        PROMQL,
+        &[
+            "rollout",
+            "orders",
+            "--to",
+            "green",
+            "--prometheus",
+            "http://127.0.0.1:9",
+        ],
+    );
+    let said = text(&nowhere);
+    assert_eq!(nowhere.status.code(), Some(3), "{said}");
+    assert!(said.contains("nothing was changed"), "{said}");
+    assert_eq!(weights(data, PROMQL, "orders").await, (100, 0));
+    assert!(
+        admin(data, PROMQL, "/admin/routes").await["services"]["orders"]["rollout"].is_null(),
+        "no rollout left running"
+    );
     let url = format!("http://{prometheus_addr}");
     let output = run(
         data,

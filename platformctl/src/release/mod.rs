@@ -24,6 +24,7 @@ use serde_json::json;
 
 use client::Admin;
 use exit::{CtlError, ENDED, REFUSED, UNHEALTHY, parse_duration};
+use gateway::proxy::stats::Traffic;
 pub use migrate::{MigrateArgs, migrate};
 
 /// Where the gateway is, and the admin token.
@@ -433,6 +434,18 @@ pub async fn rollout(args: RolloutArgs) -> Result<(), CtlError> {
     let status: Status = admin.get_as("/admin/status").await?;
     let entry = service_status(&status, &args.service)?;
     check_target(entry, &args.service, to)?;
+    // Every source of the judgement answers before the first weight moves:
+    // a rollout that cannot read its numbers never starts.
+    let mark = source.mark(&admin).await?;
+    source
+        .windows(&admin, &mark, &args.service, to, Traffic::Live)
+        .await
+        .map_err(|e| {
+            CtlError::new(
+                e.code,
+                format!("{}; nothing was changed: the rollout needs its numbers before it moves any traffic", e.message),
+            )
+        })?;
     let controller = controller_id();
     let plan = json!({
         "to": to,
