@@ -407,6 +407,19 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
         .map(|c| c["after"]["green"].as_u64().expect("green"))
         .collect();
     assert_eq!(steps, vec![0, 10, 50], "walked back 50 -> 10 -> 0");
+    // Each step back lasts an interval (2 s), the last one included.
+    let at: Vec<i64> = routes["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .rev()
+        .take(3)
+        .map(|c| c["at_ms"].as_i64().expect("at_ms"))
+        .collect();
+    assert!(
+        at[0] - at[1] >= 1_900 && at[1] - at[2] >= 1_900,
+        "each step back lasts an interval: {at:?}"
+    );
     assert_eq!(
         controller.wait().expect("exit").code(),
         Some(7),

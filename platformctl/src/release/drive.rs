@@ -28,6 +28,9 @@ struct Position {
     phase: Phase,
     step: usize,
     paused: bool,
+    /// The target's share: walking back down (a gradual abort) changes it
+    /// without changing the step, and each share lasts an interval.
+    weight: u32,
 }
 
 /// How long the controller keeps trying while the gateway cannot be
@@ -121,6 +124,10 @@ async fn drive_rollout(
             phase: rollout.phase,
             step: rollout.step,
             paused: rollout.paused,
+            weight: routes
+                .services
+                .get(service)
+                .map_or(0, |s| s.weights.of(rollout.target)),
         };
         if position.as_ref() != Some(&now) {
             mark = Some((source.mark(admin).await?, Instant::now()));
