@@ -426,6 +426,48 @@ async fn healthy_rollout_goes_through_every_step_with_no_failed_request() {
         "the first controller stops once taken over"
     );
 
+    // A rollout whose `platformctl` was stopped with Ctrl-C is taken over
+    // by `resume` at once, not left with nobody judging it.
+    let mut interrupted = spawn(
+        data,
+        HEALTHY,
+        &[
+            "rollout",
+            "orders",
+            "--to",
+            "green",
+            "--steps",
+            "10,50,100",
+            "--interval",
+            "2s",
+            "--min-requests",
+            "5",
+            "--max-p99-ms",
+            "2000",
+        ],
+    );
+    orders_green_at(data, HEALTHY, 10).await;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(interrupted.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = interrupted.wait();
+    let output = run(data, HEALTHY, &["resume", "orders"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("took the rollout of orders over"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(weights(data, HEALTHY, "orders").await, (0, 100));
+    // Back to blue for what follows.
+    assert_eq!(
+        run(data, HEALTHY, &["switch", "orders", "--to", "blue"])
+            .status
+            .code(),
+        Some(0)
+    );
+
     // promote skips to 100% at once.
     let mut controller = spawn(
         data,

@@ -491,8 +491,8 @@ pub async fn resume(args: ResumeArgs) -> Result<(), CtlError> {
             format!("no rollout of {} is running", args.service),
         ));
     };
-    let alive = platform_runtime::time::now_ms().saturating_sub(rollout.heartbeat_ms) < 3_000;
-    if alive {
+    let recent = platform_runtime::time::now_ms().saturating_sub(rollout.heartbeat_ms) < 3_000;
+    if recent && beats(&admin, &args.service, rollout.heartbeat_ms).await? {
         // Its controller is still there: resume it and let it drive.
         admin
             .post(
@@ -519,6 +519,32 @@ pub async fn resume(args: ResumeArgs) -> Result<(), CtlError> {
     );
     let release = drive::drive(&admin, &args.service, &controller, &source).await?;
     outcome(&release, &args.service, &["completed", "promoted"])
+}
+
+/// Whether the controller of `service`'s rollout is alive: a live one beats
+/// every second, so one that has not beaten again within 2.5 s of
+/// `last_beat` is gone (a `platformctl rollout` stopped with Ctrl-C), and
+/// the rollout is taken over rather than left with nobody judging it.
+async fn beats(admin: &Admin, service: &str, last_beat: i64) -> Result<bool, CtlError> {
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let routes: RoutingConfig = admin.get_as("/admin/routes").await?;
+        match routes
+            .services
+            .get(service)
+            .and_then(|r| r.rollout.as_ref())
+        {
+            Some(rollout) if rollout.heartbeat_ms != last_beat => return Ok(true),
+            Some(_) => {}
+            None => {
+                return Err(CtlError::new(
+                    REFUSED,
+                    format!("the rollout of {service} ended meanwhile"),
+                ));
+            }
+        }
+    }
+    Ok(false)
 }
 
 pub async fn simple(args: ServiceArgs, action: &str) -> Result<(), CtlError> {
