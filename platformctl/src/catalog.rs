@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use orders::catalog::{self, Price};
+use platform_runtime::config::DatabaseConfig;
 use sqlx::{AnyConnection, Connection, Executor};
 
 #[derive(Debug, clap::Args)]
@@ -46,23 +47,14 @@ enum CatalogCommand {
 
 async fn connect(args: &CatalogArgs) -> anyhow::Result<(AnyConnection, String)> {
     sqlx::any::install_default_drivers();
-    let url = match &args.database_url {
-        Some(url) => url.clone(),
-        None => {
-            let path = args.data_dir.join("orders").join("orders.db");
-            anyhow::ensure!(
-                path.is_file(),
-                "no orders database at {}: start the platform with `platformctl up` \
-                 (or pass --data-dir or --database-url)",
-                path.display()
-            );
-            format!("sqlite://{}?mode=rw", path.display())
-        }
-    };
+    let database =
+        crate::databases::of_service(args.database_url.as_deref(), &args.data_dir, "orders")
+            .map_err(anyhow::Error::msg)?;
+    let url = database.existing_url();
     let mut conn = AnyConnection::connect(&url)
         .await
         .with_context(|| format!("cannot open the orders database {url}"))?;
-    if url.starts_with("sqlite:") {
+    if let DatabaseConfig::Sqlite(_) = database {
         // The services write too: wait for them rather than fail.
         conn.execute("PRAGMA busy_timeout = 10000").await?;
     }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
+use platform_runtime::config::DatabaseConfig;
 use sqlx::Connection;
 
 /// The server part of `--postgres`, or what to fix in it.
@@ -50,4 +51,28 @@ pub async fn prepare(url: &str, services: &[&str]) -> anyhow::Result<HashMap<Str
         urls.insert((*service).to_owned(), format!("{server}/{name}"));
     }
     Ok(urls)
+}
+
+/// The database of `service` that a platformctl command works on: the one
+/// `--database-url` names, or the SQLite file `platformctl up` keeps for it
+/// in `data_dir` (which must exist); or what to fix.
+pub fn of_service(
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+    service: &str,
+) -> Result<DatabaseConfig, String> {
+    if let Some(url) = database_url {
+        return DatabaseConfig::from_url(url).map_err(|_| {
+            format!("--database-url {url:?}: expected postgres://user:password@host/db or sqlite:path/to/file.db")
+        });
+    }
+    let local = DatabaseConfig::in_dir(&data_dir.join(service), service);
+    match &local {
+        DatabaseConfig::Sqlite(path) if !path.is_file() => Err(format!(
+            "no {service} database at {}: start the platform with `platformctl up` \
+             (or pass --data-dir or --database-url)",
+            path.display()
+        )),
+        _ => Ok(local),
+    }
 }

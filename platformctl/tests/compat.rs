@@ -116,12 +116,16 @@ fn item(sku: &str, quantity: i32, client_price: i64) -> OrderItem {
     }
 }
 
+async fn connect(database: &str) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    <sqlx::AnyConnection as sqlx::Connection>::connect(database)
+        .await
+        .expect("connect")
+}
+
 /// The stored payment token of an order (None: not set).
 async fn payment_token(database: &str, order: &str) -> Option<String> {
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(database)
-        .await
-        .expect("connect");
+    let mut conn = connect(database).await;
     let (token,): (Option<String>,) =
         sqlx::query_as("SELECT payment_token FROM orders WHERE id = $1")
             .bind(order)
@@ -365,10 +369,7 @@ fn contract(data: &Path, offset: i32, orders_db: &str) -> std::process::Output {
 
 /// Whether migration `version` is applied to `database`.
 async fn applied(database: &str, version: i64) -> bool {
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(database)
-        .await
-        .expect("connect");
+    let mut conn = connect(database).await;
     let (count,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM schema_migrations WHERE version = $1")
             .bind(version)
@@ -439,10 +440,7 @@ async fn contract_step_is_applied_live_once_every_endpoint_knows_it() {
             seen.len()
         );
         // Every order, from before and after the step, has its method.
-        sqlx::any::install_default_drivers();
-        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&orders_db)
-            .await
-            .expect("connect");
+        let mut conn = connect(&orders_db).await;
         let (missing,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM orders WHERE payment_token IS NULL OR payment_token <> 'pm_card_visa'",
         )

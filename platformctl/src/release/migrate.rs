@@ -6,12 +6,9 @@
 //! gateway's probes report; otherwise nothing is applied and the line says
 //! which endpoint runs what.
 
-use std::path::PathBuf;
-
 use clap::Args;
 use platform_routing::view::Status;
 use platform_runtime::Color;
-use platform_runtime::config::DatabaseConfig;
 use platform_runtime::storage::{Db, Migration, Steps};
 use sqlx::Connection;
 
@@ -49,35 +46,6 @@ fn migrations(service: &str) -> Result<&'static [Migration], CtlError> {
             ));
         }
     })
-}
-
-fn database(args: &MigrateArgs) -> Result<(String, DatabaseConfig), CtlError> {
-    if let Some(url) = &args.database_url {
-        let config = match url.strip_prefix("sqlite:") {
-            Some(path) => DatabaseConfig::Sqlite(PathBuf::from(path.trim_start_matches("//"))),
-            None => DatabaseConfig::Postgres(url.clone()),
-        };
-        return Ok((url.clone(), config));
-    }
-    let path = args
-        .target
-        .data_dir
-        .join(&args.service)
-        .join(format!("{}.db", args.service));
-    if !path.is_file() {
-        return Err(CtlError::new(
-            REFUSED,
-            format!(
-                "no {} database at {}: pass --database-url (or the --data-dir of `platformctl up`)",
-                args.service,
-                path.display()
-            ),
-        ));
-    }
-    Ok((
-        format!("sqlite:{}", path.display()),
-        DatabaseConfig::Sqlite(path),
-    ))
 }
 
 /// The versions of the migrations the database has.
@@ -132,8 +100,13 @@ fn behind(status: &Status, service: &str, version: i64) -> Vec<String> {
 
 pub async fn migrate(args: MigrateArgs) -> Result<(), CtlError> {
     let steps = migrations(&args.service)?;
-    let (url, config) = database(&args)?;
-    let have = applied(&url).await?;
+    let config = crate::databases::of_service(
+        args.database_url.as_deref(),
+        &args.target.data_dir,
+        &args.service,
+    )
+    .map_err(|e| CtlError::new(REFUSED, e))?;
+    let have = applied(&config.existing_url()).await?;
     let missing: Vec<&Migration> = steps
         .iter()
         .filter(|m| !have.contains(&m.version))

@@ -592,11 +592,21 @@ impl Store {
         after: &str,
         batch: i64,
     ) -> Result<Option<String>, sqlx::Error> {
-        if self.shape() == Shape::TokenOnly || self.contracted_now().await {
-            // Migration 4 copied what was left and dropped the old column.
-            return Ok(None);
-        }
-        let after = after.to_owned();
+        self.shaped(|shape| async move {
+            match shape {
+                // Migration 4 copied what was left and dropped the old column.
+                Shape::TokenOnly => Ok(None),
+                Shape::Both => self.backfill_step(after.to_owned(), batch).await,
+            }
+        })
+        .await
+    }
+
+    async fn backfill_step(
+        &self,
+        after: String,
+        batch: i64,
+    ) -> Result<Option<String>, sqlx::Error> {
         self.db
             .write(move |conn| {
                 let after = after.clone();

@@ -198,6 +198,39 @@ pub enum DatabaseConfig {
     Postgres(String),
 }
 
+impl DatabaseConfig {
+    /// The database a `DATABASE_URL` names.
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseConfig::Postgres(url.to_owned()))
+        } else if url.starts_with("sqlite:") {
+            Ok(DatabaseConfig::Sqlite(PathBuf::from(
+                url.trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:"),
+            )))
+        } else {
+            Err(ConfigError::new(
+                "DATABASE_URL",
+                "expected postgres://user:password@host/db or sqlite:path/to/file.db",
+            ))
+        }
+    }
+
+    /// The SQLite file `service` keeps in its data directory when no
+    /// `DATABASE_URL` is set.
+    pub fn in_dir(data_dir: &std::path::Path, service: &str) -> Self {
+        DatabaseConfig::Sqlite(data_dir.join(format!("{service}.db")))
+    }
+
+    /// A URL to connect to it that never creates a SQLite file.
+    pub fn existing_url(&self) -> String {
+        match self {
+            DatabaseConfig::Sqlite(path) => format!("sqlite://{}?mode=rw", path.display()),
+            DatabaseConfig::Postgres(url) => url.clone(),
+        }
+    }
+}
+
 /// Injected faults, for demos of a bad release and for chaos tests.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct FaultConfig {
@@ -259,20 +292,8 @@ impl ServiceConfig {
         )?;
         let data_dir = PathBuf::from(env.string_or("DATA_DIR", &format!(".data/{service}")));
         let database = match env.string("DATABASE_URL") {
-            None => DatabaseConfig::Sqlite(data_dir.join(format!("{service}.db"))),
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                DatabaseConfig::Postgres(url)
-            }
-            Some(url) if url.starts_with("sqlite:") => DatabaseConfig::Sqlite(PathBuf::from(
-                url.trim_start_matches("sqlite://")
-                    .trim_start_matches("sqlite:"),
-            )),
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "DATABASE_URL",
-                    "expected postgres://user:password@host/db or sqlite:path/to/file.db",
-                ));
-            }
+            None => DatabaseConfig::in_dir(&data_dir, service),
+            Some(url) => DatabaseConfig::from_url(&url)?,
         };
         let log_format = match env.string_or("LOG_FORMAT", "json").as_str() {
             "json" => LogFormat::Json,
