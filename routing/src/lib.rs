@@ -6,11 +6,14 @@
 //! functions of one service's routing; [`view`] is the gateway's status
 //! document (`/admin/status`), the routing seen next to each color's health
 //! and traffic; [`judge`] is the release judge's arithmetic, a sequential
-//! test of a target color's server errors against the live color's.
+//! test of a target color's server errors against the live color's;
+//! [`verdict`] is a rollout step's whole judgement, those tests and the
+//! rollout's gates.
 
 pub mod judge;
 pub mod model;
 pub mod release;
+pub mod verdict;
 pub mod view;
 
 pub use model::{Change, ColorEndpoints, ColorWeights, RoutingConfig, ServiceRouting};

@@ -24,6 +24,19 @@ pub struct Thresholds {
     pub max_relative_error: f64,
     /// Requests the target must have served before a step is judged.
     pub min_requests: u64,
+    /// How a step is judged: the sequential tests and the gates, or the
+    /// gates alone (the judgement before the sequential tests, kept to
+    /// compare them).
+    #[serde(default)]
+    pub judge: Judge,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Judge {
+    #[default]
+    Sequential,
+    Gates,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -766,6 +779,7 @@ mod tests {
                 max_p99_ms: 500.0,
                 max_relative_error: 2.0,
                 min_requests: 10,
+                judge: Judge::Sequential,
             },
             mirror_percent,
             timeout_ms: 5_000,

@@ -8,176 +8,51 @@
 use std::collections::BTreeMap;
 
 use gateway::proxy::stats::{Counts, StatsView, Traffic};
-use platform_routing::judge as sequential;
-use platform_routing::release::Thresholds;
 use platform_runtime::Color;
 
 use super::client::{Admin, Http};
 use super::exit::{CtlError, UNREACHABLE, USAGE};
 
-/// What one color did in the window being judged.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Window {
-    pub requests: u64,
-    pub server_errors: u64,
-    pub p99_ms: Option<f64>,
-}
+pub use platform_routing::verdict::{Look, Verdict, Window, judge};
 
-impl Window {
-    pub fn error_ratio(&self) -> f64 {
-        if self.requests == 0 {
-            0.0
-        } else {
-            self.server_errors as f64 / self.requests as f64
-        }
-    }
+/// The share of the live color's calls that sets a step's latency bound:
+/// calls slower than its p90 before the step are "slow", and the latency
+/// test compares how often each color is slow.
+const SLOW_QUANTILE: f64 = 0.9;
+/// Fewer timed calls than this on the live color before a step set no
+/// bound: latency is then left to the p99 gate.
+const MIN_BASELINE: u64 = 50;
 
-    fn from_counts(counts: &Counts) -> Self {
-        Self {
-            requests: counts.requests,
-            server_errors: counts.server_errors,
-            p99_ms: counts.quantile_ms(0.99),
-        }
+/// What `counts` did, with its calls slower than `slow` (a bucket index of
+/// the gateway's counters) counted as slow.
+fn window_of(counts: &Counts, slow: Option<usize>) -> Window {
+    let timed: u64 = counts.buckets.iter().sum();
+    Window {
+        requests: counts.requests,
+        server_errors: counts.server_errors,
+        p99_ms: counts.quantile_ms(0.99),
+        timed: slow.map_or(0, |_| timed),
+        slow: slow.map_or(0, |i| counts.buckets.iter().skip(i + 1).sum()),
     }
 }
 
-/// Tolerance added to the relative gate, so a handful of errors on a quiet
-/// current color cannot fail a step by itself.
-pub const RELATIVE_SLACK: f64 = 0.005;
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    /// Enough requests, every gate passed.
-    Pass,
-    /// Every gate passed and the sequential test says the target is no
-    /// worse than the live color by its margin: the step may end now.
-    Ahead(String),
-    /// Both colors fail beyond the limit alike: the platform, not the
-    /// release, is in trouble; the rollout should pause, not roll back.
-    Incident(String),
-    /// Not enough requests yet.
-    Wait { have: u64, need: u64 },
-    /// A gate failed: which metric, its value and the limit.
-    Fail(String),
-}
-
-/// Judges the target against the current color with the sequential test of
-/// `platform_routing::judge` when the target gets `weight` of the live
-/// calls (it may fail a step after every call, before `min_requests`), and
-/// against the gates.
-pub fn judge(
-    target: &Window,
-    current: &Window,
-    weight: Option<f64>,
-    gates: &Thresholds,
-) -> Verdict {
-    let counts = |w: &Window| sequential::Counts {
-        calls: w.requests,
-        errors: w.server_errors,
-    };
-    let settings = sequential::Settings::default();
-    let mut ahead = None;
-    if let Some(weight) = weight {
-        let versus = || {
-            format!(
-                "error ratio {:.2}% ({} server errors in {} requests) against the current color's {:.2}% ({} in {})",
-                target.error_ratio() * 100.0,
-                target.server_errors,
-                target.requests,
-                current.error_ratio() * 100.0,
-                current.server_errors,
-                current.requests
-            )
-        };
-        match sequential::errors(counts(target), counts(current), weight, settings) {
-            sequential::Verdict::Fail { evidence } => {
-                return Verdict::Fail(format!(
-                    "{}: worse, e-value {evidence:.0} >= {:.0} (sequential test, {:.0}% false alarms at most)",
-                    versus(),
-                    1.0 / settings.alpha,
-                    settings.alpha * 100.0
-                ));
-            }
-            sequential::Verdict::Pass { evidence } => {
-                ahead = Some(format!(
-                    "{}: no worse than {:.1}x, e-value {evidence:.0} >= {:.0}",
-                    versus(),
-                    1.0 + settings.margin,
-                    1.0 / settings.beta
-                ));
-            }
-            sequential::Verdict::Watch => {}
+/// The bucket (index, upper bound in ms) at the live color's p90 over the
+/// last minute of `view`, when it timed enough calls.
+fn slow_bucket(view: &StatsView, service: &str, live: Color) -> Option<(usize, f64)> {
+    let minute = view.series(service, live, Traffic::Live).last_minute;
+    let timed: u64 = minute.buckets.iter().sum();
+    if timed < MIN_BASELINE {
+        return None;
+    }
+    let rank = (SLOW_QUANTILE * timed as f64).ceil() as u64;
+    let mut seen = 0;
+    for (i, n) in minute.buckets.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return view.bounds_ms.get(i).map(|b| (i, *b));
         }
     }
-    if current.requests >= gates.min_requests.max(1)
-        && current.error_ratio() > gates.max_error_ratio
-        && target.error_ratio() > gates.max_error_ratio
-    {
-        return Verdict::Incident(format!(
-            "both colors fail beyond {:.2}%: the target {:.2}% ({} of {}), the current color {:.2}% ({} of {})",
-            gates.max_error_ratio * 100.0,
-            target.error_ratio() * 100.0,
-            target.server_errors,
-            target.requests,
-            current.error_ratio() * 100.0,
-            current.server_errors,
-            current.requests
-        ));
-    }
-    match gates_only(target, current, gates) {
-        Verdict::Pass => ahead.map_or(Verdict::Pass, Verdict::Ahead),
-        other => other,
-    }
-}
-
-/// The gates alone: absolute limits, and the current color times a factor.
-fn gates_only(target: &Window, current: &Window, gates: &Thresholds) -> Verdict {
-    if target.requests < gates.min_requests.max(1) {
-        return Verdict::Wait {
-            have: target.requests,
-            need: gates.min_requests.max(1),
-        };
-    }
-    let ratio = target.error_ratio();
-    if ratio > gates.max_error_ratio {
-        let times = if gates.max_error_ratio > 0.0 {
-            format!(" ({:.1}x the limit)", ratio / gates.max_error_ratio)
-        } else {
-            String::new()
-        };
-        return Verdict::Fail(format!(
-            "error ratio {:.2}% > max {:.2}%{times}: {} server errors in {} requests",
-            ratio * 100.0,
-            gates.max_error_ratio * 100.0,
-            target.server_errors,
-            target.requests
-        ));
-    }
-    if let Some(p99) = target.p99_ms
-        && p99 > gates.max_p99_ms
-    {
-        return Verdict::Fail(format!(
-            "p99 latency {p99:.1} ms > max {:.1} ms ({:.1}x the limit) over {} requests",
-            gates.max_p99_ms,
-            p99 / gates.max_p99_ms,
-            target.requests
-        ));
-    }
-    if current.requests >= gates.min_requests.max(1) {
-        let limit = current.error_ratio() * gates.max_relative_error + RELATIVE_SLACK;
-        if ratio > limit {
-            return Verdict::Fail(format!(
-                "error ratio {:.2}% > {:.1}x the current color's {:.2}% (+{:.1} points): {} server errors in {} requests",
-                ratio * 100.0,
-                gates.max_relative_error,
-                current.error_ratio() * 100.0,
-                RELATIVE_SLACK * 100.0,
-                target.server_errors,
-                target.requests
-            ));
-        }
-    }
-    Verdict::Pass
+    None
 }
 
 /// Where the numbers come from.
@@ -191,11 +66,29 @@ pub enum Source {
     },
 }
 
-/// The start of a window: the counters then (gateway) or the time (Prometheus).
+/// The start of a window: the counters then (gateway) or the time
+/// (Prometheus), and the latency bound of the window's latency test.
 #[derive(Debug, Clone)]
 pub struct Mark {
     stats: Option<StatsView>,
     at: std::time::Instant,
+    slow: Option<Slow>,
+}
+
+/// A latency bound: in milliseconds, with the gateway's bucket index or
+/// the Prometheus histogram's `le` it was read from.
+#[derive(Debug, Clone)]
+struct Slow {
+    ms: f64,
+    bucket: Option<usize>,
+    le: Option<String>,
+}
+
+impl Mark {
+    /// The latency bound the window's slow counts are taken against.
+    pub fn slow_ms(&self) -> Option<f64> {
+        self.slow.as_ref().map(|s| s.ms)
+    }
 }
 
 pub const DEFAULT_QUERIES: &str = include_str!("../../../observability/analysis-queries.json");
@@ -227,14 +120,40 @@ impl Source {
         })
     }
 
-    pub async fn mark(&self, admin: &Admin) -> Result<Mark, CtlError> {
-        let stats = match self {
-            Source::Gateway => Some(stats(admin).await?),
-            Source::Prometheus { .. } => None,
+    /// Starts a window of `service`'s rollout to `target`: the counters now,
+    /// and the latency bound from the live color's last minute.
+    pub async fn mark(
+        &self,
+        admin: &Admin,
+        service: &str,
+        target: Color,
+    ) -> Result<Mark, CtlError> {
+        let live = target.other();
+        let (stats, slow) = match self {
+            Source::Gateway => {
+                let view = stats(admin).await?;
+                let slow = slow_bucket(&view, service, live).map(|(i, ms)| Slow {
+                    ms,
+                    bucket: Some(i),
+                    le: None,
+                });
+                (Some(view), slow)
+            }
+            Source::Prometheus { url, queries } => {
+                let slow = match queries.get("latency_buckets") {
+                    Some(q) => {
+                        let q = fill(q, service, live, Traffic::Live, "1m");
+                        prometheus_slow(&query_vector(&admin.http, url, &q).await?)
+                    }
+                    None => None,
+                };
+                (None, slow)
+            }
         };
         Ok(Mark {
             stats,
             at: std::time::Instant::now(),
+            slow,
         })
     }
 
@@ -257,7 +176,11 @@ impl Source {
                         .as_ref()
                         .map(|s| s.series(service, color, traffic).total)
                         .unwrap_or_default();
-                    Window::from_counts(&now.series(service, color, traffic).total.since(&before))
+                    let slow = mark.slow.as_ref().and_then(|s| s.bucket);
+                    window_of(
+                        &now.series(service, color, traffic).total.since(&before),
+                        slow,
+                    )
                 };
                 Ok((since(target, traffic), since(target.other(), Traffic::Live)))
             }
@@ -284,22 +207,69 @@ async fn prometheus_window(
     color: Color,
     traffic: Traffic,
 ) -> Result<Window, CtlError> {
-    let seconds = mark.at.elapsed().as_secs().max(10);
-    let fill = |q: &str| {
-        q.replace("$service", service)
-            .replace("$color", color.as_str())
-            .replace("$traffic", traffic.as_str())
-            .replace("$window", &format!("{seconds}s"))
-    };
+    let seconds = format!("{}s", mark.at.elapsed().as_secs().max(10));
+    let fill = |q: &str| fill(q, service, color, traffic, &seconds);
     let http = &admin.http;
     let requests = query(http, url, &fill(&queries["requests"])).await?;
     let errors = query(http, url, &fill(&queries["server_errors"])).await?;
     let p99 = query(http, url, &fill(&queries["p99_seconds"])).await?;
+    let (mut timed, mut slow) = (0, 0);
+    if let (Some(bound), Some(q)) = (&mark.slow, queries.get("latency_buckets")) {
+        let buckets = query_vector(http, url, &fill(q)).await?;
+        let count = |le: &str| {
+            buckets
+                .iter()
+                .find(|(l, _)| l == le)
+                .map_or(0, |(_, v)| v.round() as u64)
+        };
+        timed = count("+Inf");
+        let fast = match bound.le.as_deref() {
+            Some(le) => count(le),
+            None => timed,
+        };
+        slow = timed.saturating_sub(fast);
+    }
     Ok(Window {
         requests: requests.unwrap_or(0.0).round() as u64,
         server_errors: errors.unwrap_or(0.0).round() as u64,
         p99_ms: p99.filter(|v| v.is_finite()).map(|s| s * 1000.0),
+        timed,
+        slow,
     })
+}
+
+fn fill(q: &str, service: &str, color: Color, traffic: Traffic, window: &str) -> String {
+    q.replace("$service", service)
+        .replace("$color", color.as_str())
+        .replace("$traffic", traffic.as_str())
+        .replace("$window", window)
+}
+
+/// The bound at the live color's p90 from its cumulative buckets (`le`,
+/// count) over the last minute, when it timed enough calls.
+fn prometheus_slow(buckets: &[(String, f64)]) -> Option<Slow> {
+    let mut finite: Vec<(f64, &str, f64)> = buckets
+        .iter()
+        .filter_map(|(le, n)| {
+            le.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .map(|v| (v, le.as_str(), *n))
+        })
+        .collect();
+    finite.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let timed = buckets.iter().find(|(le, _)| le == "+Inf")?.1;
+    if timed < MIN_BASELINE as f64 {
+        return None;
+    }
+    finite
+        .iter()
+        .find(|(_, _, n)| *n >= SLOW_QUANTILE * timed)
+        .map(|(seconds, le, _)| Slow {
+            ms: seconds * 1000.0,
+            bucket: None,
+            le: Some((*le).to_owned()),
+        })
 }
 
 async fn stats(admin: &Admin) -> Result<StatsView, CtlError> {
@@ -312,8 +282,40 @@ async fn stats(admin: &Admin) -> Result<StatsView, CtlError> {
     })
 }
 
+/// One instant query of series by `le`: (le, value) for each.
+async fn query_vector(
+    http: &Http,
+    base: &str,
+    promql: &str,
+) -> Result<Vec<(String, f64)>, CtlError> {
+    let json = query_json(http, base, promql).await?;
+    Ok(json["data"]["result"]
+        .as_array()
+        .map(|series| {
+            series
+                .iter()
+                .filter_map(|s| {
+                    let le = s["metric"]["le"].as_str()?.to_owned();
+                    let value = s["value"][1].as_str()?.parse::<f64>().ok()?;
+                    Some((le, value)).filter(|(_, v)| !v.is_nan())
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// One instant query; None when it matched no series.
 async fn query(http: &Http, base: &str, promql: &str) -> Result<Option<f64>, CtlError> {
+    let json = query_json(http, base, promql).await?;
+    Ok(json["data"]["result"]
+        .as_array()
+        .and_then(|r| r.first())
+        .and_then(|s| s["value"][1].as_str())
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| !v.is_nan()))
+}
+
+async fn query_json(http: &Http, base: &str, promql: &str) -> Result<serde_json::Value, CtlError> {
     let encoded = percent_encoding::utf8_percent_encode(promql, percent_encoding::NON_ALPHANUMERIC);
     let url = format!("{base}/api/v1/query?query={encoded}");
     let answer = http
@@ -330,120 +332,61 @@ async fn query(http: &Http, base: &str, promql: &str) -> Result<Option<f64>, Ctl
             ),
         ));
     }
-    Ok(json["data"]["result"]
-        .as_array()
-        .and_then(|r| r.first())
-        .and_then(|s| s["value"][1].as_str())
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|v| !v.is_nan()))
+    Ok(json)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn gates() -> Thresholds {
-        Thresholds {
-            max_error_ratio: 0.01,
-            max_p99_ms: 500.0,
-            max_relative_error: 2.0,
-            min_requests: 50,
-        }
-    }
-
-    fn window(requests: u64, server_errors: u64, p99: f64) -> Window {
-        Window {
-            requests,
-            server_errors,
-            p99_ms: Some(p99),
-        }
+    #[test]
+    fn the_latency_bound_is_the_live_colors_p90_before_the_step() {
+        let mut view = StatsView {
+            bounds_ms: gateway::proxy::stats::bounds_ms(),
+            ..StatsView::default()
+        };
+        let mut minute = Counts {
+            requests: 100,
+            ..Counts::default()
+        };
+        minute.buckets = vec![0; view.bounds_ms.len()];
+        minute.buckets[10] = 85;
+        minute.buckets[12] = 10;
+        minute.buckets[20] = 5;
+        let series = gateway::proxy::stats::SeriesView {
+            total: minute.clone(),
+            last_minute: minute.clone(),
+        };
+        view.services.insert(
+            "orders".into(),
+            [(Color::Blue, [(Traffic::Live, series)].into())].into(),
+        );
+        let (bucket, ms) = slow_bucket(&view, "orders", Color::Blue).expect("a bound");
+        assert_eq!(bucket, 12);
+        assert!((ms - view.bounds_ms[12]).abs() < 1e-9);
+        // The calls above it are slow; green has no baseline.
+        let window = window_of(&minute, Some(bucket));
+        assert_eq!((window.timed, window.slow), (100, 5));
+        assert_eq!(slow_bucket(&view, "orders", Color::Green), None);
     }
 
     #[test]
-    fn gates_in_order() {
-        let quiet = Window::default();
-        assert_eq!(
-            judge(&window(10, 5, 1.0), &quiet, None, &gates()),
-            Verdict::Wait { have: 10, need: 50 }
-        );
-        assert_eq!(
-            judge(&window(100, 0, 10.0), &quiet, None, &gates()),
-            Verdict::Pass
-        );
-        let Verdict::Fail(why) = judge(&window(100, 20, 10.0), &quiet, None, &gates()) else {
-            panic!("20% errors must fail");
-        };
-        assert!(
-            why.starts_with("error ratio 20.00% > max 1.00% (20.0x the limit)"),
-            "{why}"
-        );
-        let Verdict::Fail(why) = judge(&window(100, 0, 900.0), &quiet, None, &gates()) else {
-            panic!("slow must fail");
-        };
-        assert!(
-            why.starts_with("p99 latency 900.0 ms > max 500.0 ms"),
-            "{why}"
-        );
-    }
-
-    #[test]
-    fn relative_gate_compares_with_the_current_color() {
-        let mut loose = gates();
-        loose.max_error_ratio = 0.5;
-        // 8% against 1%: above 2x + 0.5 points.
-        let Verdict::Fail(why) = judge(&window(100, 8, 1.0), &window(1000, 10, 1.0), None, &loose)
-        else {
-            panic!("8x the current color must fail");
-        };
-        assert!(why.contains("2.0x the current color's 1.00%"), "{why}");
-        // 2% against 1%: within 2x + 0.5 points.
-        assert_eq!(
-            judge(&window(100, 2, 1.0), &window(1000, 10, 1.0), None, &loose),
-            Verdict::Pass
-        );
-        // A quiet current color is not compared.
-        assert_eq!(
-            judge(&window(100, 8, 1.0), &window(3, 0, 1.0), None, &loose),
-            Verdict::Pass
-        );
-    }
-
-    #[test]
-    fn the_sequential_test_fails_early_passes_early_and_spares_an_incident() {
-        // Two errors in the target's first six calls at 5%, none on the
-        // current color: failed before min_requests.
-        let Verdict::Fail(why) = judge(
-            &window(6, 2, 1.0),
-            &window(114, 0, 1.0),
-            Some(0.05),
-            &gates(),
-        ) else {
-            panic!("two early errors at 5% must fail");
-        };
-        assert!(why.contains("sequential test"), "{why}");
-        assert!(why.starts_with("error ratio 33.33%"), "{why}");
-        // As many errors as the current color, in proportion, over many
-        // calls: ahead of the interval.
-        let mut loose = gates();
-        loose.max_error_ratio = 0.05;
-        assert!(matches!(
-            judge(
-                &window(10_000, 200, 1.0),
-                &window(10_000, 200, 1.0),
-                Some(0.5),
-                &loose
-            ),
-            Verdict::Ahead(_)
-        ));
-        // Both colors failing one call in five: an incident, not a rollback.
-        let Verdict::Incident(why) = judge(
-            &window(100, 20, 1.0),
-            &window(1_900, 380, 1.0),
-            Some(0.05),
-            &gates(),
-        ) else {
-            panic!("a platform-wide failure must not fail the target");
-        };
-        assert!(why.starts_with("both colors fail beyond 1.00%"), "{why}");
+    fn prometheus_buckets_give_the_same_bound() {
+        let buckets: Vec<(String, f64)> = [
+            ("0.001", 20.0),
+            ("0.0025", 85.0),
+            ("0.005", 95.0),
+            ("0.01", 100.0),
+            ("+Inf", 100.0),
+        ]
+        .iter()
+        .map(|(le, n)| ((*le).to_owned(), *n))
+        .collect();
+        let slow = prometheus_slow(&buckets).expect("a bound");
+        assert_eq!(slow.le.as_deref(), Some("0.005"));
+        assert!((slow.ms - 5.0).abs() < 1e-9);
+        // Too few calls to set one.
+        let few: Vec<(String, f64)> = buckets.iter().map(|(l, n)| (l.clone(), n / 10.0)).collect();
+        assert!(prometheus_slow(&few).is_none());
     }
 }

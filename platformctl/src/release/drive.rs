@@ -13,7 +13,7 @@ use platform_routing::release::{Phase, Release, Rollout, Thresholds};
 use platform_runtime::Color;
 use serde_json::{Value, json};
 
-use super::analysis::{Mark, Source, Verdict, Window, judge};
+use super::analysis::{Look, Mark, Source, Verdict, Window, judge};
 use super::client::Admin;
 use super::exit::{ANALYSIS_FAILED, CtlError, ENDED, REFUSED, UNREACHABLE};
 
@@ -130,7 +130,10 @@ async fn drive_rollout(
                 .map_or(0, |s| s.weights.of(rollout.target)),
         };
         if position.as_ref() != Some(&now) {
-            mark = Some((source.mark(admin).await?, Instant::now()));
+            mark = Some((
+                source.mark(admin, service, rollout.target).await?,
+                Instant::now(),
+            ));
             position = Some(now.clone());
         }
         let Some((since, started)) = &mark else {
@@ -183,7 +186,11 @@ async fn drive_rollout(
         // The sequential test compares live calls at a known split.
         let weight = (now.phase == Phase::Shifting && share > 0 && share < 100)
             .then(|| f64::from(share) / 100.0);
-        let verdict = judge(&tested, &current, weight, gates);
+        let look = Look {
+            weight,
+            slow_ms: since.slow_ms(),
+        };
+        let verdict = judge(&tested, &current, look, gates);
         progress.show(
             &format!(
                 "{service} → {target}: {step_name}, {}s left | {target} {} | {} {}",

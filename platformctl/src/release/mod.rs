@@ -189,6 +189,10 @@ pub struct RolloutArgs {
     /// First copy this share of reads to the target for one interval, answers discarded.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     mirror: Option<u32>,
+    /// sequential: the sequential tests of errors and latency against the current color,
+    /// then the gates; gates: the gates alone, judged once a step has --min-requests.
+    #[arg(long, value_enum, default_value = "sequential")]
+    judge: JudgeArg,
     /// The gateway aborts the rollout when this command is silent this long.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     timeout: Duration,
@@ -218,6 +222,13 @@ pub struct AbortArgs {
     /// Why, for the history.
     #[arg(long)]
     reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum JudgeArg {
+    Sequential,
+    Gates,
 }
 
 #[derive(Debug, Clone)]
@@ -436,7 +447,7 @@ pub async fn rollout(args: RolloutArgs) -> Result<(), CtlError> {
     check_target(entry, &args.service, to)?;
     // Every source of the judgement answers before the first weight moves:
     // a rollout that cannot read its numbers never starts.
-    let mark = source.mark(&admin).await?;
+    let mark = source.mark(&admin, &args.service, to).await?;
     source
         .windows(&admin, &mark, &args.service, to, Traffic::Live)
         .await
@@ -456,6 +467,7 @@ pub async fn rollout(args: RolloutArgs) -> Result<(), CtlError> {
             "max_p99_ms": args.max_p99_ms,
             "max_relative_error": args.max_relative_error,
             "min_requests": args.min_requests,
+            "judge": args.judge,
         },
         "mirror_percent": args.mirror.unwrap_or(0),
         "timeout_ms": args.timeout.as_millis() as u64,

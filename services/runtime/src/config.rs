@@ -236,6 +236,8 @@ impl DatabaseConfig {
 pub struct FaultConfig {
     pub error_rate: f64,
     pub latency: Duration,
+    /// The share of calls `latency` is added to (1 = every call).
+    pub latency_share: f64,
 }
 
 /// How access tokens are checked.
@@ -333,6 +335,10 @@ impl ServiceConfig {
             faults: FaultConfig {
                 error_rate: env.fraction("FAULT_ERROR_RATE")?,
                 latency: env.millis("FAULT_LATENCY_MS", Duration::ZERO, Duration::from_secs(60))?,
+                latency_share: match env.string_or("FAULT_LATENCY_SHARE", "").as_str() {
+                    "" => 1.0,
+                    _ => env.fraction("FAULT_LATENCY_SHARE")?,
+                },
             },
             tokens: TokenConfig {
                 issuer: env.string_or("AUTH_ISSUER", "platform-auth"),

@@ -1,5 +1,6 @@
 //! Fault injection, off by default: a share of the service's own calls is
-//! answered UNAVAILABLE or INTERNAL, and every call can be slowed down. Health
+//! answered UNAVAILABLE or INTERNAL, and every call (or a share of them)
+//! can be slowed down. Health
 //! and reflection are never touched, so a faulty release still looks alive,
 //! as a real bad release would.
 
@@ -57,7 +58,8 @@ where
         let config = self.config;
         let exempt = request.uri().path().starts_with("/grpc.");
         let fail = !exempt && config.error_rate > 0.0 && draw() < config.error_rate;
-        let latency = if exempt {
+        let slowed = config.latency_share >= 1.0 || draw() < config.latency_share;
+        let latency = if exempt || !slowed {
             std::time::Duration::ZERO
         } else {
             config.latency
