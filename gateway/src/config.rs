@@ -42,6 +42,11 @@ pub struct GatewayConfig {
     pub color_override: ColorOverride,
     /// The credential of previews (`PREVIEW_TOKEN`), when they are allowed.
     pub preview_token: Option<String>,
+    /// `STICKY_CANARY`: a caller the gateway can tell apart (token subject,
+    /// affinity cookie) keeps its color while the weights stay; off (the
+    /// default), every request is drawn by weight, which is what the release
+    /// judge's tests assume (the target gets the weight's share of calls).
+    pub sticky_canary: bool,
     /// `METHOD /path-template` pairs that need no token.
     pub public_routes: Vec<(Method, String)>,
     pub tokens: TokenConfig,
@@ -244,6 +249,9 @@ impl GatewayConfig {
             color_header,
             color_override,
             preview_token,
+            sticky_canary: env
+                .parse::<bool>("STICKY_CANARY", "true or false")?
+                .unwrap_or(false),
             public_routes,
             tokens: TokenConfig {
                 issuer: env.string_or("AUTH_ISSUER", "platform-auth"),

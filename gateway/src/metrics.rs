@@ -57,7 +57,14 @@ pub struct RolloutLabels {
     pub state: &'static str,
 }
 
-const ROLLOUT_STATES: [&str; 5] = ["idle", "mirroring", "shifting", "aborting", "paused"];
+const ROLLOUT_STATES: [&str; 6] = [
+    "idle",
+    "mirroring",
+    "shifting",
+    "baking",
+    "aborting",
+    "paused",
+];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShedLabels {
@@ -227,6 +234,7 @@ impl GatewayMetrics {
                     platform_routing::release::Phase::Mirroring => ("mirroring", 0),
                     platform_routing::release::Phase::Shifting => ("shifting", r.step + 1),
                     platform_routing::release::Phase::Aborting => ("aborting", r.step + 1),
+                    platform_routing::release::Phase::Baking => ("baking", r.step + 1),
                 },
             };
             for candidate in ROLLOUT_STATES {

@@ -85,15 +85,17 @@ impl Snapshot {
         Self { config, pools }
     }
 
-    /// Chooses the color (by weight, or `forced`) and an endpoint of it that
-    /// was not `tried`, preferring endpoints that are not `ejected`. When
-    /// every endpoint of the color is ejected, one is used anyway (a color is
-    /// never emptied by ejection) unless `failover` allows the other color.
-    /// Returns the color, the endpoint and whether the whole color is ejected.
+    /// Chooses the color (as `choice` says: forced, by the caller's point,
+    /// or by a draw) and an endpoint of it that was not `tried`, preferring
+    /// endpoints that are not `ejected`. When every endpoint of the color is
+    /// ejected, one is used anyway (a color is never emptied by ejection)
+    /// unless `failover` allows the other color, which a forced color never
+    /// does. Returns the color, the endpoint and whether the whole color is
+    /// ejected.
     pub fn pick_where(
         &self,
         service: &str,
-        forced: Option<Color>,
+        choice: Choice,
         tried: &[String],
         ejected: impl Fn(&str) -> bool,
         failover: bool,
@@ -107,17 +109,22 @@ impl Snapshot {
             .pools
             .get(service)
             .ok_or_else(|| format!("no routing for service {service:?}"))?;
-        let mut color = forced.unwrap_or_else(|| {
-            if draw_percent() < routing.weights.blue {
-                Color::Blue
-            } else {
-                Color::Green
+        let mut color = match choice {
+            Choice::Forced(color) => color,
+            Choice::Sticky(point) => sticky_color(routing.weights, point),
+            Choice::Random => {
+                if draw_percent() < routing.weights.blue {
+                    Color::Blue
+                } else {
+                    Color::Green
+                }
             }
-        });
+        };
         let pool = |c: Color| &pools[usize::from(c == Color::Green)];
         let all_ejected = |c: Color| pool(c).endpoints.iter().all(|e| ejected(e));
         let color_down = !pool(color).endpoints.is_empty() && all_ejected(color);
-        if color_down && failover && forced.is_none() {
+        let forced = matches!(choice, Choice::Forced(_));
+        if color_down && failover && !forced {
             let other = if color == Color::Blue {
                 Color::Green
             } else {
@@ -143,6 +150,39 @@ impl Snapshot {
             .or_else(|| candidates.first())
             .ok_or_else(|| format!("{service} ({color}): every endpoint was tried"))?;
         Ok((color, (*endpoint).clone(), color_down))
+    }
+}
+
+/// How a request's color is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// This color whatever the weights say: a preview, a mirrored copy, the
+    /// retry of an attempt that already has its color.
+    Forced(Color),
+    /// The caller's point, a stable hash of who it is (see
+    /// [`sticky_color`]): the same caller gets the same color while the
+    /// weights stay.
+    Sticky(u64),
+    /// A draw by weight, for a caller the gateway cannot tell apart.
+    Random,
+}
+
+/// The color of the caller at `point` (a position in the whole `u64`
+/// range, read as a fraction u in [0, 1)): green when u is below green's
+/// share, blue above it. The boundary is the only thing a weight change
+/// moves, and always in the same order of callers, so raising a color's
+/// share keeps every caller it had and lowering it gives callers back; a
+/// rollback (or any 100/0) puts everyone on one color. The order is fixed
+/// rather than the target color's, so it cannot flip mid-release whoever
+/// the target is: a release to blue takes the callers at the top of the
+/// range first.
+pub fn sticky_color(weights: ColorWeights, point: u64) -> Color {
+    // floor(u * 100), in 0..100: u < green / 100 exactly when this < green.
+    let percentile = u32::try_from((u128::from(point) * 100) >> 64).unwrap_or(99);
+    if percentile < weights.green {
+        Color::Green
+    } else {
+        Color::Blue
     }
 }
 
@@ -256,8 +296,9 @@ mod tests {
         service: &str,
         forced: Option<Color>,
     ) -> Result<(Color, String), String> {
+        let choice = forced.map_or(Choice::Random, Choice::Forced);
         snapshot
-            .pick_where(service, forced, &[], |_| false, false)
+            .pick_where(service, choice, &[], |_| false, false)
             .map(|(color, endpoint, _)| (color, endpoint))
     }
 
@@ -308,5 +349,74 @@ mod tests {
             pick(&routing.snapshot(), "orders", None).expect("pick").0,
             Color::Green
         );
+    }
+
+    /// The point of u = `percent` / 100 exactly (rounded up).
+    fn at(percent: u32) -> u64 {
+        u64::try_from((u128::from(percent) << 64).div_ceil(100)).unwrap_or(u64::MAX)
+    }
+
+    #[test]
+    fn a_sticky_point_is_green_below_greens_share() {
+        let weights = |green: u32| ColorWeights {
+            blue: 100 - green,
+            green,
+        };
+        for (green, point, want) in [
+            (0, 0, Color::Blue),
+            (0, u64::MAX, Color::Blue),
+            (100, 0, Color::Green),
+            (100, u64::MAX, Color::Green),
+            (5, at(5) - 1, Color::Green),
+            (5, at(5), Color::Blue),
+            (25, at(5), Color::Green),
+            (50, at(50) - 1, Color::Green),
+            (50, at(50), Color::Blue),
+            (99, u64::MAX, Color::Blue),
+            (1, 0, Color::Green),
+        ] {
+            assert_eq!(
+                sticky_color(weights(green), point),
+                want,
+                "green {green}%, point {point}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sticky_caller_fails_over_and_a_forced_one_does_not() {
+        let routing = Routing::new(RoutingConfig::parse(&doc(50, 50)).expect("valid"));
+        let snapshot = routing.snapshot();
+        let blue_down = |e: &str| e == "127.0.0.1:50052";
+        let on_blue = Choice::Sticky(u64::MAX);
+        let pick = |choice, failover| {
+            snapshot
+                .pick_where("orders", choice, &[], blue_down, failover)
+                .expect("pick")
+        };
+        assert_eq!(
+            pick(on_blue, false).0,
+            Color::Blue,
+            "no failover: its color"
+        );
+        let (color, _, down) = pick(on_blue, true);
+        assert_eq!((color, down), (Color::Green, true), "failover");
+        let (color, _, down) = pick(Choice::Forced(Color::Blue), true);
+        assert_eq!((color, down), (Color::Blue, true), "a forced color stays");
+        assert_eq!(pick(Choice::Sticky(0), true).0, Color::Green);
+        // The same caller, the same color, pick after pick.
+        let healthy = |_: &str| false;
+        for point in [1, at(30), at(70), u64::MAX - 1] {
+            let first = snapshot
+                .pick_where("orders", Choice::Sticky(point), &[], healthy, false)
+                .expect("pick")
+                .0;
+            for _ in 0..20 {
+                let again = snapshot
+                    .pick_where("orders", Choice::Sticky(point), &[], healthy, false)
+                    .expect("pick");
+                assert_eq!(again.0, first);
+            }
+        }
     }
 }

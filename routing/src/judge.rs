@@ -68,25 +68,93 @@ pub enum Verdict {
 /// Judges `target` against `live` when the target gets `weight` (0 to 1,
 /// exclusive) of the calls.
 pub fn errors(target: Counts, live: Counts, weight: f64, settings: Settings) -> Verdict {
-    if !(weight > 0.0 && weight < 1.0) {
-        return Verdict::Watch;
-    }
-    let (k, rest) = (target.errors as f64, live.errors as f64);
-    let worse = e_value_above(k, rest, theta(weight, 1.0));
+    let worse = worse(target, live, weight);
     if worse >= 1.0 / settings.alpha {
         return Verdict::Fail { evidence: worse };
     }
-    let fine = e_value_below(k, rest, theta(weight, 1.0 + settings.margin));
+    let fine = fine(target, live, weight, settings.margin);
     if fine >= 1.0 / settings.beta {
         return Verdict::Pass { evidence: fine };
     }
     Verdict::Watch
 }
 
+/// The evidence that the target is worse than the live color (the e-value
+/// of the test against "no worse"); 1 when there is no split to test at.
+/// The e-values of successive steps multiply: each step's test starts
+/// afresh at its own split, and their product is still an e-process, so
+/// one `alpha` holds for a whole rollout.
+pub fn worse(target: Counts, live: Counts, weight: f64) -> f64 {
+    if !(weight > 0.0 && weight < 1.0) {
+        return 1.0;
+    }
+    e_value_above(target.errors as f64, live.errors as f64, theta(weight, 1.0))
+}
+
+/// The evidence that the target is no worse than `1 + margin` times the
+/// live color.
+pub fn fine(target: Counts, live: Counts, weight: f64, margin: f64) -> f64 {
+    if !(weight > 0.0 && weight < 1.0) {
+        return 1.0;
+    }
+    e_value_below(
+        target.errors as f64,
+        live.errors as f64,
+        theta(weight, 1.0 + margin),
+    )
+}
+
+/// Judges `observed` against a fixed rate `limit` (0 to 1, exclusive): fails
+/// once its errors make "the rate is at most `limit`" untenable. Used after
+/// promotion, when no live color runs beside the target to compare with,
+/// against the rate the old color had (the calls are then the coin flips).
+pub fn rate(observed: Counts, limit: f64, settings: Settings) -> Verdict {
+    let worse = above(observed, limit);
+    if worse >= 1.0 / settings.alpha {
+        return Verdict::Fail { evidence: worse };
+    }
+    Verdict::Watch
+}
+
+/// The evidence that `observed`'s error rate is above `limit`; 1 when the
+/// limit is not a rate strictly between 0 and 1.
+pub fn above(observed: Counts, limit: f64) -> f64 {
+    if !(limit > 0.0 && limit < 1.0) {
+        return 1.0;
+    }
+    e_value_above(
+        observed.errors as f64,
+        observed.calls.saturating_sub(observed.errors) as f64,
+        limit,
+    )
+}
+
+/// A rate that `events` in `calls` is unlikely to be above by chance
+/// (about a 97.5% upper bound, from the Poisson approximation): what a
+/// baseline measured over a few hundred calls is taken to be, so its noise
+/// is not counted as a regression of what is compared with it.
+pub fn upper_rate(events: u64, calls: u64) -> f64 {
+    let e = events as f64;
+    ((e + 2.0 + 2.0 * (e + 1.0).sqrt()) / calls.max(1) as f64).min(1.0)
+}
+
 /// The chance that an error comes from the target when it gets `weight`
 /// of the calls and fails `ratio` times as often as the live color.
 pub fn theta(weight: f64, ratio: f64) -> f64 {
     weight * ratio / (weight * ratio + 1.0 - weight)
+}
+
+/// Calls a step must have before the target's observed share of them is
+/// used as its split (when callers keep their color, so the weight is not
+/// the share): below it, the share is too noisy to test against.
+pub const MIN_SPLIT_CALLS: u64 = 40;
+
+/// The target's share of a step's calls, when callers keep their color (a
+/// sticky canary): the split to test at, once there are enough calls.
+pub fn observed_split(target: Counts, live: Counts) -> Option<f64> {
+    let all = target.calls + live.calls;
+    (all >= MIN_SPLIT_CALLS && target.calls > 0 && live.calls > 0)
+        .then(|| target.calls as f64 / all as f64)
 }
 
 /// The uniform prior over the alternative: Beta(1, 1) truncated to it.
@@ -333,6 +401,30 @@ mod tests {
             caught >= 190 && passed <= 5,
             "caught {caught}, passed {passed} of 200"
         );
+    }
+
+    #[test]
+    fn the_rate_test_holds_its_false_alarms_after_every_call_and_catches_a_fivefold_rate() {
+        let mut rng = Rng(11);
+        let settings = Settings::default();
+        let run = |rng: &mut Rng, rate: f64| {
+            let mut counts = Counts::default();
+            for _ in 0..5_000 {
+                counts.calls += 1;
+                if rng.unit() < rate {
+                    counts.errors += 1;
+                }
+                if let Verdict::Fail { .. } = super::rate(counts, 0.01, settings) {
+                    return true;
+                }
+            }
+            false
+        };
+        // At the limit itself, looked at after every call.
+        let false_alarms = (0..400).filter(|_| run(&mut rng, 0.01)).count();
+        assert!(false_alarms <= 8, "{false_alarms} of 400");
+        let caught = (0..100).filter(|_| run(&mut rng, 0.05)).count();
+        assert!(caught >= 97, "{caught} of 100");
     }
 
     #[test]

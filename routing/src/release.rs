@@ -48,6 +48,10 @@ pub enum Phase {
     Shifting,
     /// Traffic moves back to the baseline step by step (`abort --gradual`).
     Aborting,
+    /// The target has all the traffic; the old color stays up and the
+    /// target is still judged, against what the old color did, for
+    /// `bake_ms`: an abort now is an instant rollback.
+    Baking,
 }
 
 /// What a rollout is asked to do; `POST /admin/routes/{service}/rollout`.
@@ -63,6 +67,10 @@ pub struct Plan {
     /// Abort when the controller has not sent a heartbeat for this long.
     pub timeout_ms: u64,
     pub controller: String,
+    /// How long the target keeps being judged at 100% before the rollout
+    /// completes (0: it completes with its last step).
+    #[serde(default)]
+    pub bake_ms: u64,
 }
 
 /// A rollout in progress.
@@ -86,6 +94,8 @@ pub struct Rollout {
     pub heartbeat_ms: i64,
     pub timeout_ms: u64,
     pub who: String,
+    #[serde(default)]
+    pub bake_ms: u64,
 }
 
 impl Rollout {
@@ -413,6 +423,7 @@ pub fn start(
         heartbeat_ms: now_ms,
         timeout_ms: plan.timeout_ms,
         who: who.to_owned(),
+        bake_ms: plan.bake_ms,
     };
     if mirroring {
         routing.mirror = Some(Mirror {
@@ -473,6 +484,7 @@ fn ended(
 fn peak(rollout: &Rollout, weights: &ColorWeights) -> u32 {
     let reached = match rollout.phase {
         Phase::Mirroring => 0,
+        Phase::Baking => 100,
         Phase::Shifting | Phase::Aborting => rollout.steps.get(rollout.step).copied().unwrap_or(0),
     };
     reached.max(weights.of(rollout.target))
@@ -515,7 +527,18 @@ pub fn advance(
             rollout.step += 1;
             Some(rollout.steps[rollout.step])
         }
-        Phase::Shifting => None,
+        Phase::Shifting if rollout.bake_ms > 0 => {
+            rollout.phase = Phase::Baking;
+            rollout.step_started_ms = now_ms;
+            rollout.heartbeat_ms = now_ms;
+            return Ok(Moved {
+                action: "rollout-bake",
+                before,
+                after: weights,
+                release: None,
+            });
+        }
+        Phase::Shifting | Phase::Baking => None,
         Phase::Aborting => {
             // Down one step; steps below the current share, then the baseline.
             let now = weights.of(target);
@@ -784,7 +807,49 @@ mod tests {
             mirror_percent,
             timeout_ms: 5_000,
             controller: "c1".into(),
+            bake_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_bake_keeps_the_rollout_open_at_100_and_an_abort_rolls_back() {
+        let mut r = orders();
+        let baked = Plan {
+            bake_ms: 60_000,
+            ..plan(0)
+        };
+        start(&mut r, "orders", &baked, "op", 0).expect("start");
+        advance(&mut r, "orders", "c1", Phase::Shifting, 0, 10).expect("step 2");
+        advance(&mut r, "orders", "c1", Phase::Shifting, 1, 20).expect("step 3");
+        let bake = advance(&mut r, "orders", "c1", Phase::Shifting, 2, 30).expect("bake");
+        assert_eq!((bake.action, bake.release), ("rollout-bake", None));
+        assert_eq!(r.weights.green, 100);
+        assert_eq!(r.rollout.as_ref().map(|r| r.phase), Some(Phase::Baking));
+        // A regression in the window: the baseline back in one change.
+        let back = abort(&mut r, "orders", "regressed", true, None, 40).expect("abort");
+        assert_eq!(
+            back.after,
+            ColorWeights {
+                blue: 100,
+                green: 0
+            }
+        );
+        let release = back.release.expect("release");
+        assert_eq!(
+            (release.outcome.as_str(), release.peak_weight),
+            ("failed", 100)
+        );
+        // A quiet window completes it.
+        start(&mut r, "orders", &baked, "op", 50).expect("start again");
+        for step in 0..3 {
+            advance(&mut r, "orders", "c1", Phase::Shifting, step, 60).expect("step");
+        }
+        let done = advance(&mut r, "orders", "c1", Phase::Baking, 2, 90).expect("baked");
+        assert_eq!(
+            done.release.map(|r| r.outcome),
+            Some("completed".to_owned())
+        );
+        assert!(r.rollout.is_none());
     }
 
     #[test]

@@ -41,13 +41,55 @@ fn ratio(part: u64, whole: u64) -> f64 {
 
 /// What the sequential tests need besides the counts: the target's share
 /// of live calls (None when it is not a known split, as when mirroring or
-/// at 100%), and the latency bound the `slow` counts were taken against
-/// (None when there was no baseline to set it from).
+/// at 100%), the latency bound the `slow` counts were taken against (None
+/// when there was no baseline to set it from), and the evidence carried
+/// over from the rollout's earlier steps.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Look {
     pub weight: Option<f64>,
     pub slow_ms: Option<f64>,
+    pub carried: Evidence,
 }
+
+/// The evidence that the target is worse, from the errors test and the
+/// latency test: e-values, which multiply from one step to the next (see
+/// [`sequential::worse`]), so the rollout as a whole keeps each test's
+/// false-alarm bound however many steps it has.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evidence {
+    pub errors: f64,
+    pub latency: f64,
+}
+
+impl Default for Evidence {
+    fn default() -> Self {
+        Self {
+            errors: 1.0,
+            latency: 1.0,
+        }
+    }
+}
+
+/// The false-rollback budget of a whole rollout, 1%, shared by its tests
+/// (each bound holds however often the test is read, and the bounds add
+/// up): the errors test 0.75% (two errors in a row on a 5% target with
+/// none on the live color are still enough: an e-value of 140); the
+/// latency test 0.1% (slow calls come by the tens, so its evidence grows
+/// fast); each test of the bake and the absolute limit 0.05%. And the
+/// evidence of a color being over the limit that makes an incident.
+pub const ERRORS: Settings = Settings {
+    alpha: 0.0075,
+    beta: 0.05,
+    margin: 0.5,
+};
+pub const LATENCY: Settings = Settings {
+    alpha: 0.001,
+    beta: 0.05,
+    margin: 0.5,
+};
+pub const BAKE_ALPHA: f64 = 0.0005;
+pub const LIMIT_ALPHA: f64 = 0.0005;
+pub const INCIDENT_EVIDENCE: f64 = 20.0;
 
 /// Tolerance added to the relative gate, so a handful of errors on a quiet
 /// current color cannot fail a step by itself.
@@ -69,17 +111,49 @@ pub enum Verdict {
     Fail(String),
 }
 
+fn errors_of(w: &Window) -> Counts {
+    Counts {
+        calls: w.requests,
+        errors: w.server_errors,
+    }
+}
+
+fn slow_of(w: &Window) -> Counts {
+    Counts {
+        calls: w.timed,
+        errors: w.slow,
+    }
+}
+
+/// The evidence against the target after this window, the earlier steps'
+/// included: what the next step carries.
+pub fn evidence(target: &Window, current: &Window, look: Look) -> Evidence {
+    let Some(weight) = look.weight else {
+        return look.carried;
+    };
+    let latency = if look.slow_ms.is_some() {
+        sequential::worse(slow_of(target), slow_of(current), weight)
+    } else {
+        1.0
+    };
+    Evidence {
+        errors: look.carried.errors
+            * sequential::worse(errors_of(target), errors_of(current), weight),
+        latency: look.carried.latency * latency,
+    }
+}
+
 /// Judges the target against the current color: with the sequential tests
 /// when the split is known (they may fail a step after any call, before
-/// `min_requests`), then against the gates.
+/// `min_requests`), then against the safety net of absolute limits.
 pub fn judge(target: &Window, current: &Window, look: Look, gates: &Thresholds) -> Verdict {
     if gates.judge == Judge::Gates {
         return gates_only(target, current, gates);
     }
-    let settings = Settings::default();
     let mut errors_fine = None;
     let mut latency_fine = None;
     if let Some(weight) = look.weight {
+        let now = evidence(target, current, look);
         let versus = format!(
             "error ratio {:.2}% ({} server errors in {} requests) against the current color's {:.2}% ({} in {})",
             target.error_ratio() * 100.0,
@@ -89,21 +163,13 @@ pub fn judge(target: &Window, current: &Window, look: Look, gates: &Thresholds) 
             current.server_errors,
             current.requests
         );
-        let counts = |w: &Window| Counts {
-            calls: w.requests,
-            errors: w.server_errors,
-        };
-        match sequential::errors(counts(target), counts(current), weight, settings) {
-            sequential::Verdict::Fail { evidence } => {
-                return Verdict::Fail(failed(&versus, evidence, settings));
-            }
-            sequential::Verdict::Pass { evidence } => {
-                errors_fine = Some(passed(&versus, evidence, settings));
-            }
-            sequential::Verdict::Watch => {}
+        if now.errors >= 1.0 / ERRORS.alpha {
+            return Verdict::Fail(failed(&versus, now.errors, look.carried.errors, ERRORS));
         }
-        if errors_fine.is_none()
-            && target.server_errors == 0
+        let fine = sequential::fine(errors_of(target), errors_of(current), weight, ERRORS.margin);
+        if fine >= 1.0 / ERRORS.beta {
+            errors_fine = Some(passed(&versus, fine, ERRORS));
+        } else if target.server_errors == 0
             && gates.max_error_ratio > 0.0
             && target.requests as f64 >= 3.0 / gates.max_error_ratio
         {
@@ -122,28 +188,22 @@ pub fn judge(target: &Window, current: &Window, look: Look, gates: &Thresholds) 
                 current.slow,
                 current.timed
             );
-            let slow = |w: &Window| Counts {
-                calls: w.timed,
-                errors: w.slow,
-            };
-            match sequential::errors(slow(target), slow(current), weight, settings) {
-                sequential::Verdict::Fail { evidence } => {
-                    return Verdict::Fail(format!(
-                        "latency: {}",
-                        failed(&versus, evidence, settings)
-                    ));
-                }
-                sequential::Verdict::Pass { evidence } => {
-                    latency_fine = Some(passed(&versus, evidence, settings));
-                }
-                sequential::Verdict::Watch => {}
+            if now.latency >= 1.0 / LATENCY.alpha {
+                return Verdict::Fail(format!(
+                    "latency: {}",
+                    failed(&versus, now.latency, look.carried.latency, LATENCY)
+                ));
+            }
+            let fine = sequential::fine(slow_of(target), slow_of(current), weight, LATENCY.margin);
+            if fine >= 1.0 / LATENCY.beta {
+                latency_fine = Some(passed(&versus, fine, LATENCY));
             }
         }
     }
     if let Some(why) = incident(target, current, gates) {
         return Verdict::Incident(why);
     }
-    match gates_only(target, current, gates) {
+    match safety_net(target, gates) {
         Verdict::Pass => match (errors_fine, latency_fine, look.slow_ms) {
             (Some(errors), Some(latency), Some(_)) => {
                 Verdict::Ahead(format!("{errors}; latency: {latency}"))
@@ -155,9 +215,14 @@ pub fn judge(target: &Window, current: &Window, look: Look, gates: &Thresholds) 
     }
 }
 
-fn failed(versus: &str, evidence: f64, settings: Settings) -> String {
+fn failed(versus: &str, evidence: f64, carried: f64, settings: Settings) -> String {
+    let earlier = if carried == 1.0 {
+        String::new()
+    } else {
+        format!(", {carried:.2} of it from earlier steps")
+    };
     format!(
-        "{versus}: worse, e-value {evidence:.0} >= {:.0} (sequential test, {:.0}% false alarms at most)",
+        "{versus}: worse, e-value {evidence:.0} >= {:.0}{earlier} (sequential test, {}% false alarms at most)",
         1.0 / settings.alpha,
         settings.alpha * 100.0
     )
@@ -171,13 +236,18 @@ fn passed(versus: &str, evidence: f64, settings: Settings) -> String {
     )
 }
 
-/// Both colors beyond an absolute limit alike: not the release's doing.
+/// Both colors beyond an absolute limit alike, with evidence (not one
+/// unlucky error): not the release's doing.
 fn incident(target: &Window, current: &Window, gates: &Thresholds) -> Option<String> {
     let enough = current.requests >= gates.min_requests.max(1);
-    if enough
-        && current.error_ratio() > gates.max_error_ratio
-        && target.error_ratio() > gates.max_error_ratio
-    {
+    // One color with evidence of a rate over the limit, the other over it
+    // too (its ratio: the evidence of the color with fewer calls comes
+    // later), so an incident is called before the target's own evidence
+    // can reach the safety net's.
+    let shown =
+        |w: &Window| sequential::above(errors_of(w), gates.max_error_ratio) >= INCIDENT_EVIDENCE;
+    let over = |w: &Window| w.server_errors >= 3 && w.error_ratio() > gates.max_error_ratio;
+    if enough && over(current) && over(target) && (shown(current) || shown(target)) {
         return Some(format!(
             "both colors fail beyond {:.2}%: the target {:.2}% ({} of {}), the current color {:.2}% ({} of {})",
             gates.max_error_ratio * 100.0,
@@ -200,8 +270,100 @@ fn incident(target: &Window, current: &Window, gates: &Thresholds) -> Option<Str
     }
 }
 
+/// The absolute limits beside the sequential tests: the error limit when
+/// the target's errors are evidence of a rate above it (one unlucky error
+/// among the first calls is not), the p99 limit once there are
+/// `min_requests` calls. The tests compare the colors far better than a
+/// factor of the current color's ratio does, so that gate is left out.
+fn safety_net(target: &Window, gates: &Thresholds) -> Verdict {
+    let beyond = sequential::above(errors_of(target), gates.max_error_ratio);
+    if beyond >= 1.0 / LIMIT_ALPHA {
+        return Verdict::Fail(format!(
+            "error ratio {:.2}% > max {:.2}% ({:.1}x the limit): {} server errors in {} requests, e-value {beyond:.0} >= {:.0}",
+            target.error_ratio() * 100.0,
+            gates.max_error_ratio * 100.0,
+            target.error_ratio() / gates.max_error_ratio,
+            target.server_errors,
+            target.requests,
+            1.0 / LIMIT_ALPHA
+        ));
+    }
+    let latency_only = Thresholds {
+        max_error_ratio: 1.0,
+        ..gates.clone()
+    };
+    limits(target, &Window::default(), &latency_only, false)
+}
+
+/// Judges the target after promotion (the bake window), when it serves
+/// everything, against `baseline`: what the old color did over the last
+/// step it shared (its slow calls counted against the same latency bound,
+/// `slow_ms`). The target fails when its error rate, or its share of slow
+/// calls, is shown above what the baseline's allows (its rate's upper
+/// bound, times the margin), by the one-sample sequential test; and by the
+/// safety net. A bake never ends early: it passes when its window is over.
+pub fn bake(
+    target: &Window,
+    baseline: &Window,
+    slow_ms: Option<f64>,
+    gates: &Thresholds,
+) -> Verdict {
+    if gates.judge == Judge::Gates {
+        return match gates_only(target, baseline, gates) {
+            Verdict::Wait { .. } => Verdict::Pass,
+            other => other,
+        };
+    }
+    let limit =
+        |events: u64, calls: u64| sequential::upper_rate(events, calls) * (1.0 + LATENCY.margin);
+    let error_limit = limit(baseline.server_errors, baseline.requests);
+    let errors = sequential::above(errors_of(target), error_limit);
+    if errors >= 1.0 / BAKE_ALPHA {
+        return Verdict::Fail(format!(
+            "error ratio {:.2}% ({} server errors in {} requests) against {:.2}% before promotion ({} in {}): above {:.2}%, e-value {errors:.0} >= {:.0}",
+            target.error_ratio() * 100.0,
+            target.server_errors,
+            target.requests,
+            baseline.error_ratio() * 100.0,
+            baseline.server_errors,
+            baseline.requests,
+            error_limit * 100.0,
+            1.0 / BAKE_ALPHA
+        ));
+    }
+    if let Some(bound) = slow_ms
+        && baseline.timed > 0
+    {
+        let slow_limit = limit(baseline.slow, baseline.timed);
+        let slow = sequential::above(slow_of(target), slow_limit);
+        if slow >= 1.0 / BAKE_ALPHA {
+            return Verdict::Fail(format!(
+                "latency: {:.1}% of calls slower than {bound:.1} ms ({} of {}) against {:.1}% before promotion ({} of {}): above {:.1}%, e-value {slow:.0} >= {:.0}",
+                target.slow_ratio() * 100.0,
+                target.slow,
+                target.timed,
+                baseline.slow_ratio() * 100.0,
+                baseline.slow,
+                baseline.timed,
+                slow_limit * 100.0,
+                1.0 / BAKE_ALPHA
+            ));
+        }
+    }
+    match safety_net(target, gates) {
+        Verdict::Wait { .. } => Verdict::Pass,
+        other => other,
+    }
+}
+
 /// The gates alone: absolute limits, and the current color times a factor.
 pub fn gates_only(target: &Window, current: &Window, gates: &Thresholds) -> Verdict {
+    limits(target, current, gates, true)
+}
+
+/// The gates: the error and p99 limits over `min_requests` calls, and the
+/// current color times a factor (if `relative`).
+fn limits(target: &Window, current: &Window, gates: &Thresholds, relative: bool) -> Verdict {
     if target.requests < gates.min_requests.max(1) {
         return Verdict::Wait {
             have: target.requests,
@@ -233,7 +395,7 @@ pub fn gates_only(target: &Window, current: &Window, gates: &Thresholds) -> Verd
             target.requests
         ));
     }
-    if current.requests >= gates.min_requests.max(1) {
+    if relative && current.requests >= gates.min_requests.max(1) {
         let limit = current.error_ratio() * gates.max_relative_error + RELATIVE_SLACK;
         if ratio > limit {
             return Verdict::Fail(format!(
@@ -276,14 +438,47 @@ mod tests {
     fn at(weight: f64) -> Look {
         Look {
             weight: Some(weight),
-            slow_ms: None,
+            ..Look::default()
         }
+    }
+
+    fn old() -> Thresholds {
+        Thresholds {
+            judge: Judge::Gates,
+            ..gates()
+        }
+    }
+
+    #[test]
+    fn the_safety_net_needs_evidence_and_the_old_gates_do_not() {
+        let quiet = Window::default();
+        let none = Look::default();
+        // One error among the first 50 calls is 2% > 1% for the old gates;
+        // for the safety net it is no evidence of a rate above 1%.
+        let Verdict::Fail(why) = judge(&window(50, 1, 1.0), &quiet, none, &old()) else {
+            panic!("the old gate fails one early error");
+        };
+        assert!(why.starts_with("error ratio 2.00% > max 1.00%"), "{why}");
+        assert_eq!(
+            judge(&window(50, 1, 1.0), &quiet, none, &gates()),
+            Verdict::Pass
+        );
+        // Five errors in ten calls are evidence enough, before min_requests.
+        let Verdict::Fail(why) = judge(&window(10, 5, 1.0), &quiet, none, &gates()) else {
+            panic!("half the calls failing must fail the limit");
+        };
+        assert!(
+            why.starts_with("error ratio 50.00% > max 1.00% (50.0x the limit)"),
+            "{why}"
+        );
+        assert!(why.contains("e-value"), "{why}");
     }
 
     #[test]
     fn gates_in_order() {
         let quiet = Window::default();
         let none = Look::default();
+        let gates = old;
         assert_eq!(
             judge(&window(10, 5, 1.0), &quiet, none, &gates()),
             Verdict::Wait { have: 10, need: 50 }
@@ -310,7 +505,7 @@ mod tests {
 
     #[test]
     fn relative_gate_compares_with_the_current_color() {
-        let mut loose = gates();
+        let mut loose = old();
         loose.max_error_ratio = 0.5;
         let none = Look::default();
         // 8% against 1%: above 2x + 0.5 points.
@@ -393,6 +588,40 @@ mod tests {
             panic!("a platform-wide failure must not fail the target");
         };
         assert!(why.starts_with("both colors fail beyond 1.00%"), "{why}");
+        // The target over the limit a moment before the current color,
+        // which is failing too: no rollback on the absolute limit alone.
+        let early = judge(
+            &window(100, 2, 1.0),
+            &window(1_900, 15, 1.0),
+            at(0.05),
+            &gates(),
+        );
+        assert!(!matches!(early, Verdict::Fail(_)), "{early:?}");
+        // Evidence carries over from earlier steps: a step that alone would
+        // go on fails once the earlier ones' evidence is counted.
+        let look = Look {
+            carried: Evidence {
+                errors: 20.0,
+                latency: 1.0,
+            },
+            ..at(0.5)
+        };
+        let (target, live) = (window(400, 18, 1.0), window(400, 6, 1.0));
+        let mut loose = gates();
+        loose.max_error_ratio = 0.1;
+        assert!(!matches!(
+            judge(&target, &live, at(0.5), &loose),
+            Verdict::Fail(_)
+        ));
+        let Verdict::Fail(why) = judge(&target, &live, look, &loose) else {
+            panic!("the earlier steps' evidence counts");
+        };
+        assert!(why.contains("20.00 of it from earlier steps"), "{why}");
+        let carried = evidence(&target, &live, look);
+        assert!(
+            carried.errors >= 100.0 && carried.latency == 1.0,
+            "{carried:?}"
+        );
         // Both colors slow beyond the p99 limit: an incident too.
         assert!(matches!(
             judge(
@@ -403,6 +632,45 @@ mod tests {
             ),
             Verdict::Incident(_)
         ));
+    }
+
+    #[test]
+    fn a_bake_fails_a_regression_against_the_baseline_and_passes_the_same() {
+        let baseline = Window {
+            timed: 2_000,
+            slow: 200,
+            ..window(2_000, 2, 5.0)
+        };
+        let slow_ms = Some(4.2);
+        // Errors jump from 0.1% to 5% after promotion.
+        let Verdict::Fail(why) = bake(&window(300, 15, 5.0), &baseline, slow_ms, &gates()) else {
+            panic!("a regression in the bake window must fail");
+        };
+        assert!(why.contains("before promotion (2 in 2000)"), "{why}");
+        // Half the calls slow, against one in ten before.
+        let slowed = Window {
+            timed: 200,
+            slow: 100,
+            ..window(200, 0, 60.0)
+        };
+        let Verdict::Fail(why) = bake(&slowed, &baseline, slow_ms, &gates()) else {
+            panic!("a latency regression in the bake window must fail");
+        };
+        assert!(
+            why.starts_with("latency: 50.0% of calls slower than 4.2 ms"),
+            "{why}"
+        );
+        // Like the baseline: never failed, whatever the count.
+        let alike = Window {
+            timed: 20_000,
+            slow: 2_000,
+            ..window(20_000, 20, 5.0)
+        };
+        assert_eq!(bake(&alike, &baseline, slow_ms, &gates()), Verdict::Pass);
+        assert_eq!(
+            bake(&window(10, 0, 5.0), &baseline, slow_ms, &gates()),
+            Verdict::Pass
+        );
     }
 
     fn timed(requests: u64, slow: u64) -> Window {
@@ -420,6 +688,7 @@ mod tests {
         let look = Look {
             weight: Some(0.25),
             slow_ms: Some(4.2),
+            ..Look::default()
         };
         // Half the target's calls slower than the bound (+50 ms on half of
         // them) against one in ten on the current color: failed, with the

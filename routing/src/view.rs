@@ -21,6 +21,11 @@ pub struct Status {
     /// The generation of the routing document the gateway serves from.
     pub generation: u64,
     pub services: BTreeMap<String, ServiceStatus>,
+    /// Whether the gateway keeps a caller on one color (`STICKY_CANARY`):
+    /// the target's share of calls is then the canary users' share, not
+    /// the weight, and the release judge uses the share it observes.
+    #[serde(default)]
+    pub sticky: bool,
 }
 
 /// One service: its routing and the status of each color.
@@ -115,6 +120,7 @@ mod tests {
     const DOCUMENT: &str = r#"{
       "at_ms": 1700000000250,
       "generation": 12,
+      "sticky": false,
       "services": {
         "orders": {
           "weights": {"blue": 75, "green": 25},
@@ -123,9 +129,9 @@ mod tests {
             "id": "rel-1", "target": "green", "baseline": {"blue": 100, "green": 0},
             "steps": [5, 25, 50, 100], "step": 1, "phase": "shifting", "paused": false,
             "interval_ms": 30000,
-            "thresholds": {"max_error_ratio": 0.01, "max_p99_ms": 500.0, "max_relative_error": 2.0, "min_requests": 50},
+            "thresholds": {"max_error_ratio": 0.01, "max_p99_ms": 500.0, "max_relative_error": 2.0, "min_requests": 50, "judge": "sequential"},
             "mirror_percent": 0, "started_ms": 1699999990000, "step_started_ms": 1699999995000,
-            "controller": "4242-ctl-1", "heartbeat_ms": 1700000000000, "timeout_ms": 120000, "who": "ana"
+            "controller": "4242-ctl-1", "heartbeat_ms": 1700000000000, "timeout_ms": 120000, "who": "ana", "bake_ms": 30000
           },
           "mirror": null,
           "colors": {

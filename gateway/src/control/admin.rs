@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use platform_runtime::exposition::Format;
 
+mod guard;
 mod releases;
 
 pub(crate) use releases::watchdog;

@@ -50,6 +50,11 @@ pub async fn handle(
         .into_grpc();
     };
     let public = state.table.routes().iter().any(|r| r.grpc_path == path);
+    // Who the call is for, when a verified token says: its color is sticky.
+    // Everyone else is drawn per request: a gRPC client keeps no cookie, and
+    // on the internal listener the caller is a service, whose token is not
+    // checked here and would put all of that service's calls on one color.
+    let mut affinity = None;
     if listener == Listener::Public && !public {
         return Failure::new(
             crate::proxy::errors::PERMISSION_DENIED,
@@ -75,7 +80,13 @@ pub async fn handle(
             format!("addr:{}", peer.ip())
         } else {
             match state.admission.authenticate(request.headers()).await {
-                Ok(subject) => format!("sub:{subject}"),
+                Ok(subject) => {
+                    let client = format!("sub:{subject}");
+                    if state.config.sticky_canary {
+                        affinity = Some(crate::proxy::affinity::Affinity::User(subject));
+                    }
+                    client
+                }
                 Err(failure) => return failure.into_grpc(),
             }
         };
@@ -149,6 +160,7 @@ pub async fn handle(
     );
     call.keyed = keyed;
     call.caller_deadline = caller_deadline;
+    call.affinity = affinity;
     if let Some(color) = state.mirror_to(&service, &path, forced) {
         state.upstream.mirror(&service, &call, color, timeout);
     }

@@ -12,13 +12,15 @@
 //!   (native gRPC passed through), [`docs`] (the API's pages), [`rest`]
 //!   (JSON transcoded by the contract), with [`body`] and [`forward`];
 //! - call: [`upstream`] (pick color and endpoint from the snapshot, retries,
-//!   failover, mirroring) with [`outliers`];
+//!   failover, mirroring) with [`outliers`] and [`affinity`] (who the caller
+//!   is, so its color is sticky);
 //! - respond: [`errors`], the one table from failure to status;
 //! - observe: [`access`] (metrics and access log at the outcome), [`stats`]
 //!   (per-color outcomes for release analysis).
 
 pub mod access;
 pub mod admit;
+pub mod affinity;
 pub mod body;
 pub mod conn;
 pub mod credentials;

@@ -13,6 +13,7 @@ use crate::boxed::{BoxBody, full};
 use crate::contract::routes::{Found, Route};
 use crate::contract::transcode;
 use crate::proxy::access::RouteLabel;
+use crate::proxy::affinity::Affinity;
 use crate::proxy::errors::Failure;
 use crate::proxy::state::State;
 use crate::proxy::upstream::{Call, CallBody, failure_from, status_code};
@@ -60,13 +61,17 @@ pub async fn handle(
         return fail(failure);
     }
     // Rate limits are per caller: the token's subject, else the address.
-    let client = if state.admission.is_public(&method, &path) {
-        format!("addr:{}", peer.ip())
+    let subject = if state.admission.is_public(&method, &path) {
+        None
     } else {
         match state.admission.authenticate(request.headers()).await {
-            Ok(subject) => format!("sub:{subject}"),
+            Ok(subject) => Some(subject),
             Err(failure) => return fail(failure),
         }
+    };
+    let client = match &subject {
+        Some(subject) => format!("sub:{subject}"),
+        None => format!("addr:{}", peer.ip()),
     };
     if let Err(failure) = state
         .admission
@@ -80,6 +85,63 @@ pub async fn handle(
         Ok(color) => color,
         Err(failure) => return fail(failure),
     };
+    // Sticky canary: the same caller keeps its color; a caller with neither
+    // token nor cookie gets a cookie on whatever the answer is from here on.
+    let (affinity, set_cookie) = if state.config.sticky_canary {
+        let secure = state.tls.is_some();
+        match crate::proxy::affinity::of_rest(subject.as_deref(), request.headers(), secure) {
+            Ok((affinity, set_cookie)) => (Some(affinity), set_cookie),
+            Err(failure) => return fail(failure),
+        }
+    } else {
+        (None, None)
+    };
+    let admitted = Admitted {
+        route,
+        vars,
+        query,
+        forced,
+        passed,
+        affinity,
+    };
+    let mut response = call(&state, admitted, request).await;
+    if let Some(cookie) = set_cookie {
+        response
+            .headers_mut()
+            .append(http::header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// A REST request past admission: where it goes and what goes with it.
+struct Admitted<'a> {
+    route: &'a Route,
+    vars: Vec<(Vec<String>, String)>,
+    query: Option<String>,
+    /// The color the caller forced (a preview), if any.
+    forced: Option<Color>,
+    /// The caller's headers a service may see.
+    passed: http::HeaderMap,
+    /// Who the caller is, for a sticky color.
+    affinity: Option<Affinity>,
+}
+
+/// The call upstream of an admitted REST request: its body, the global
+/// slot, the transcoded message, the chosen color's answer as JSON.
+async fn call(
+    state: &State,
+    admitted: Admitted<'_>,
+    request: Request<Incoming>,
+) -> Response<BoxBody> {
+    let Admitted {
+        route,
+        vars,
+        query,
+        forced,
+        passed,
+        affinity,
+    } = admitted;
+    let fail = |failure: Failure| labelled(failure.into_http(), route, None);
     let (parts, body) = request.into_parts();
     let body = match crate::proxy::body::read(
         body,
@@ -101,15 +163,8 @@ pub async fn handle(
         Ok(framed) => framed,
         Err(mismatch) => return fail(mismatch.into()),
     };
-    if route.server_streaming() {
-        let sse = parts
-            .headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/event-stream"));
-        return stream(&state, route, forced, framed, passed, sse).await;
-    }
-    let keyed = transcode::carries_idempotency_key(&route.method.input(), &framed);
+    let keyed = !route.server_streaming()
+        && transcode::carries_idempotency_key(&route.method.input(), &framed);
     let mut call = Call::grpc(
         &route.grpc_path,
         CallBody::Buffered(framed),
@@ -117,6 +172,15 @@ pub async fn handle(
         state.idempotent(&route.grpc_path),
     );
     call.keyed = keyed;
+    call.affinity = affinity;
+    if route.server_streaming() {
+        let sse = parts
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
+        return stream(state, route, forced, call, sse).await;
+    }
     if let Some(color) = state.mirror_to(&route.service, &route.grpc_path, forced) {
         state
             .upstream
@@ -233,16 +297,9 @@ async fn stream(
     state: &State,
     route: &Route,
     forced: Option<Color>,
-    framed: Bytes,
-    passed: http::HeaderMap,
+    call: Call,
     sse: bool,
 ) -> Response<BoxBody> {
-    let call = Call::grpc(
-        &route.grpc_path,
-        CallBody::Buffered(framed),
-        passed,
-        state.idempotent(&route.grpc_path),
-    );
     let (color, response) = match state
         .upstream
         .send(&route.service, forced, call, STREAM_DEADLINE)

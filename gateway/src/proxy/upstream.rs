@@ -18,10 +18,11 @@ use tracing::Instrument;
 
 use crate::boxed::{BoxBody, full};
 use crate::metrics::{GatewayMetrics, RetryLabels, UpstreamLabels, WeightLabels};
+use crate::proxy::affinity::Affinity;
 use crate::proxy::errors::{Failure, Side};
 use crate::proxy::outliers::{Attempt, Outliers, RetryBudget};
 use crate::proxy::stats::{Stats, Traffic};
-use crate::routing::Routing;
+use crate::routing::{Choice, Routing};
 
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -183,7 +184,8 @@ impl Upstream {
             .record(service, color, traffic, code, timed.then_some(elapsed));
     }
 
-    /// Sends `call` to a color of `service`, chosen once; returns the color
+    /// Sends `call` to a color of `service`, chosen once (`forced`, else by
+    /// the call's affinity, else drawn by weight); returns the color
     /// and the response head and body, or a failure to reach it. A call that
     /// never reached a service (connection refused) is retried on another
     /// endpoint of the same color; an idempotent one also when the service
@@ -203,9 +205,14 @@ impl Upstream {
         let mut chosen = forced;
         loop {
             let now = Instant::now();
+            let choice = match (chosen, &call.affinity) {
+                (Some(color), _) => Choice::Forced(color),
+                (None, Some(who)) => Choice::Sticky(who.point(service)),
+                (None, None) => Choice::Random,
+            };
             let picked = snapshot.pick_where(
                 service,
-                chosen,
+                choice,
                 &tried,
                 |endpoint| self.outliers.is_ejected(endpoint, now),
                 self.failover,
@@ -446,6 +453,9 @@ pub struct Call {
     pub caller_deadline: bool,
     /// Live, or a copy whose answer nobody waits for.
     pub traffic: Traffic,
+    /// Who the call is for, when the gateway can tell: the same caller gets
+    /// the same color while the weights stay. None: drawn by weight.
+    pub affinity: Option<Affinity>,
 }
 
 pub enum CallBody {
@@ -473,6 +483,7 @@ impl Call {
             keyed: false,
             caller_deadline: false,
             traffic: Traffic::Live,
+            affinity: None,
         }
     }
 
@@ -489,6 +500,7 @@ impl Call {
             keyed: self.keyed,
             caller_deadline: self.caller_deadline,
             traffic: Traffic::Mirror,
+            affinity: self.affinity.clone(),
         })
     }
 

@@ -10,7 +10,9 @@
 //!   a time: SIGTERM (it drains), restart, wait until SERVING, next; then
 //!   the gateway, covered meanwhile by a standby sharing its ports.
 //! - `database-restart`: the platform on PostgreSQL; the database is stopped
-//!   (fast shutdown) and started again.
+//!   (fast shutdown) and started again, in the middle of a canary of orders:
+//!   both colors fail alike, so the rollout must pause, not roll back, and
+//!   complete by itself once the database is back.
 //! - `release`: three real releases, built from their commits. Orders from
 //!   the oldest (blue) to the expand release (green, its migration applied
 //!   at start): a canary rolled back at 50%, rolled forward and promoted;
@@ -402,6 +404,110 @@ async fn gateway_restart(platform: &Platform, work: &Path) -> anyhow::Result<f64
 }
 
 /// Stops PostgreSQL for `down`, starts it again.
+/// A canary of orders (10/50/100%) with the database restarted during its
+/// first step: what the rollout did, and what went wrong with it.
+async fn canary_through_outage(
+    platform: &Platform,
+    binary: &Path,
+    cluster: &Cluster,
+    down: Duration,
+) -> anyhow::Result<((i64, i64), Vec<String>, Vec<String>)> {
+    let started = Instant::now();
+    let child = std::process::Command::new(binary)
+        .args(in_steps("orders", "green", "4s"))
+        .args(["--bake", "2s"])
+        .arg("--data-dir")
+        .arg(&platform.data_dir)
+        .arg(format!("--admin-url={}", platform.admin_url()))
+        .arg(format!("--gateway-url={}", platform.gateway_url()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    while weight(platform, "orders", Color::Green).await? < 10 {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the orders canary did not start in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Watch the rollout through the outage: paused, never back to 0%.
+    let watch = {
+        let (port, token) = (platform.admin_port, platform.token.clone());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut paused_at, mut resumed_at, mut lowest) = (None, None, 100u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(reply) =
+                        http::get(port, "/admin/routes", Some(&token), Duration::from_secs(5)).await
+                        && let Ok(routes) = serde_json::from_str::<serde_json::Value>(&reply.body)
+                    {
+                        let orders = &routes["services"]["orders"];
+                        if orders["rollout"].is_object() {
+                            lowest = lowest.min(orders["weights"]["green"].as_u64().unwrap_or(0));
+                            let paused = orders["rollout"]["paused"] == true;
+                            if paused && paused_at.is_none() {
+                                paused_at = Some(writer::now_ms());
+                            }
+                            if !paused && paused_at.is_some() && resumed_at.is_none() {
+                                resumed_at = Some(writer::now_ms());
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                (paused_at, resumed_at, lowest)
+            })
+        };
+        (stop, seen)
+    };
+    let outage = database_restart(cluster, down).await?;
+    let output = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .context("the canary did not end within 180 s of the restart")?
+    .context("waiting for the canary")?
+    .context("the canary's platformctl")?;
+    watch.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (paused_at, resumed_at, lowest) = watch.1.await.context("the canary's watcher")?;
+    let said = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    let last = said
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_owned();
+    let mut notes = Vec::new();
+    let mut problems = Vec::new();
+    match (paused_at, resumed_at) {
+        (Some(paused), Some(resumed)) => notes.push(format!(
+            "canary of orders at 10%: paused {:.1} s after the database stopped (both colors failing alike), resumed by itself {:.1} s after it was back; {last}",
+            (paused - outage.0) as f64 / 1000.0,
+            (resumed - outage.1) as f64 / 1000.0
+        )),
+        _ => problems.push(format!(
+            "the canary was not paused and resumed through the outage (paused: {}, resumed: {}): {last}",
+            paused_at.is_some(),
+            resumed_at.is_some()
+        )),
+    }
+    if output.status.code() != Some(0) {
+        problems.push(format!(
+            "the canary did not complete after the outage (exit {:?}): {last}",
+            output.status.code()
+        ));
+    }
+    if lowest == 0 {
+        problems.push("the canary was rolled back: green went back to 0%".into());
+    }
+    Ok((outage, notes, problems))
+}
+
 async fn database_restart(cluster: &Cluster, down: Duration) -> anyhow::Result<(i64, i64)> {
     let stopped = writer::now_ms();
     cluster.stop()?;
@@ -705,6 +811,7 @@ pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<O
     let started = Instant::now();
     let mut notes = Vec::new();
     let mut outage = None;
+    let mut canary_problems = Vec::new();
     let faults = match drill {
         Drill::ReplicaKill => {
             let (faults, more) = replica_kill(&platform, if args.short { 4 } else { 12 }).await?;
@@ -726,9 +833,13 @@ pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<O
             let cluster = cluster
                 .as_ref()
                 .context("the database drill has a cluster")?;
-            outage = Some(database_restart(cluster, down).await?);
+            let (window, more, wrong) =
+                canary_through_outage(&platform, &args.platformctl, cluster, down).await?;
+            outage = Some(window);
+            notes.extend(more);
+            canary_problems = wrong;
             format!(
-                "PostgreSQL stopped (fast shutdown) for {} s, then started",
+                "PostgreSQL stopped (fast shutdown) for {} s, then started, during the first step of a canary of orders",
                 down.as_secs()
             )
         }
@@ -770,6 +881,7 @@ pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<O
         problems: Vec::new(),
     };
     judge(&mut outcome, &outcomes, outage);
+    outcome.problems.extend(canary_problems);
     Ok(outcome)
 }
 

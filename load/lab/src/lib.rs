@@ -2,8 +2,9 @@
 //! `release-experiment` (release strategies under load, `load/experiment.sh`),
 //! `drill` (failure drills with an integrity check, `load/drill.sh`),
 //! `capacity` (CPU per request rate, the knee, `load/capacity.sh`),
-//! `edge-attack` (hostile clients against ordinary ones, `load/hostile.sh`) and
-//! `bench-orders` (orders' calls, binaries side by side, `load/bench-orders.sh`).
+//! `edge-attack` (hostile clients against ordinary ones, `load/hostile.sh`),
+//! `bench-orders` (orders' calls, binaries side by side, `load/bench-orders.sh`) and
+//! `judge-sim` (the release judge on simulated rollouts, no platform needed).
 //! The library is what they share: starting the platform, running k6 and
 //! reading its per-request output, sampling the gateway, plotting,
 //! driving wrk and h2load.
@@ -18,6 +19,8 @@ pub mod h1;
 pub mod h2load;
 pub mod http;
 pub mod integrity;
+pub mod judge_report;
+pub mod judge_sim;
 pub mod k6;
 pub mod open_loop;
 pub mod orders_bench;

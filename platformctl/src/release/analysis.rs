@@ -13,7 +13,7 @@ use platform_runtime::Color;
 use super::client::{Admin, Http};
 use super::exit::{CtlError, UNREACHABLE, USAGE};
 
-pub use platform_routing::verdict::{Look, Verdict, Window, judge};
+pub use platform_routing::verdict::{Evidence, Look, Verdict, Window, bake, evidence, judge};
 
 /// The share of the live color's calls that sets a step's latency bound:
 /// calls slower than its p90 before the step are "slow", and the latency
@@ -88,6 +88,11 @@ impl Mark {
     /// The latency bound the window's slow counts are taken against.
     pub fn slow_ms(&self) -> Option<f64> {
         self.slow.as_ref().map(|s| s.ms)
+    }
+
+    /// Counts slow calls against `other`'s bound from now on.
+    pub fn keep_bound_of(&mut self, other: &Mark) {
+        self.slow = other.slow.clone();
     }
 }
 

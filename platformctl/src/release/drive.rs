@@ -5,6 +5,7 @@
 //! (`resume`) can take over from where this one stopped.
 
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway::proxy::stats::Traffic;
@@ -13,9 +14,10 @@ use platform_routing::release::{Phase, Release, Rollout, Thresholds};
 use platform_runtime::Color;
 use serde_json::{Value, json};
 
-use super::analysis::{Look, Mark, Source, Verdict, Window, judge};
+use super::analysis::{Evidence, Look, Mark, Source, Verdict, Window, bake, evidence, judge};
 use super::client::Admin;
 use super::exit::{ANALYSIS_FAILED, CtlError, ENDED, REFUSED, UNREACHABLE};
+use super::team::{Stage, Team};
 
 /// How often the controller looks, and beats.
 const TICK: Duration = Duration::from_millis(500);
@@ -37,6 +39,18 @@ struct Position {
 /// reached (a restarting gateway), before it gives up.
 const OUTAGE: Duration = Duration::from_secs(30);
 
+/// How a controller drives: how long an incident may hold a rollout, and
+/// the other services of the same release, if any.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// An incident pause longer than this rolls the release back.
+    pub incident_timeout: Duration,
+    /// The gateway keeps callers on their color (`/admin/status`'s
+    /// `sticky`): the split is then the share of calls the target gets.
+    pub sticky: bool,
+    pub team: Option<Arc<Team>>,
+}
+
 /// Drives the rollout of `service` as `controller` until it ends; returns
 /// the release that ended it. Ctrl-C leaves the rollout where it is, for
 /// `resume` or `abort` (or the gateway's timeout).
@@ -45,15 +59,17 @@ pub async fn drive(
     service: &str,
     controller: &str,
     source: &Source,
+    options: &Options,
 ) -> Result<Release, CtlError> {
     let routes = read_routes(admin).await?;
     let id = rollout_of(&routes, service)
         .map(|r| r.id.clone())
         .unwrap_or_default();
     let mut down_since: Option<Instant> = None;
+    let mut looks = Looks::default();
     loop {
         let attempt = tokio::select! {
-            result = drive_rollout(admin, service, controller, source, &id) => result,
+            result = drive_rollout(admin, service, controller, source, &id, options, &mut looks) => result,
             () = platform_runtime::host::shutdown_signal() => {
                 return Err(CtlError::new(ENDED, format!(
                     "interrupted; the rollout of {service} stays where it is: \
@@ -84,22 +100,55 @@ pub async fn drive(
     }
 }
 
+/// What the controller remembers between looks: the step being judged and
+/// its window, the old color's last window at a known split (the baseline
+/// of the bake), and an incident it paused for.
+#[derive(Default)]
+struct Looks {
+    position: Option<Position>,
+    mark: Option<(Mark, Instant)>,
+    baseline: Option<(Window, Mark)>,
+    incident: Option<Incident>,
+    /// The evidence against the target from the steps before this one,
+    /// and up to the latest look: the next step starts from it.
+    carried: Evidence,
+    latest: Evidence,
+}
+
+/// A pause for an incident of the platform: since when, and the window in
+/// which both colors must be healthy again for the rollout to go on.
+struct Incident {
+    since: Instant,
+    recovery: Mark,
+}
+
 async fn drive_rollout(
     admin: &Admin,
     service: &str,
     controller: &str,
     source: &Source,
     id: &str,
+    options: &Options,
+    looks: &mut Looks,
 ) -> Result<Release, CtlError> {
     let mut progress = Progress::new();
-    let mut position: Option<Position> = None;
-    let mut mark: Option<(Mark, Instant)> = None;
     let mut last_beat = Instant::now();
     loop {
         let routes = read_routes(admin).await?;
         let Some(rollout) = rollout_of(&routes, service).filter(|r| r.id == id) else {
             progress.done();
-            return ended(&routes, service, id);
+            let release = ended(&routes, service, id);
+            if let Some(team) = &options.team {
+                // Ended by someone else (the gateway's own test, an
+                // operator): anything but completion ends the release.
+                match &release {
+                    Ok(r) if ["completed", "promoted"].contains(&r.outcome.as_str()) => {}
+                    Ok(r) => team.fail(service, &format!("{}: {}", r.outcome, r.detail)),
+                    Err(e) => team.fail(service, &e.message),
+                }
+                team.at(service, Stage::Done);
+            }
+            return release;
         };
         if rollout.controller != controller {
             progress.done();
@@ -120,6 +169,24 @@ async fn drive_rollout(
                 .await;
             last_beat = Instant::now();
         }
+        let target: Color = rollout.target;
+        if let Some(team) = &options.team {
+            team.at(service, Stage::of(rollout.phase, rollout.step));
+            if let Some(why) = team.failed()
+                && rollout.phase != Phase::Aborting
+            {
+                let reason = format!("the release failed: {why}");
+                let abort = json!({ "reason": reason, "failed": true, "controller": controller });
+                if act(admin, service, "abort", &abort).await? {
+                    progress.done();
+                    return Err(CtlError::new(
+                        ANALYSIS_FAILED,
+                        format!("rollout of {service} to {target} rolled back: {reason}"),
+                    ));
+                }
+                continue;
+            }
+        }
         let now = Position {
             phase: rollout.phase,
             step: rollout.step,
@@ -129,33 +196,60 @@ async fn drive_rollout(
                 .get(service)
                 .map_or(0, |s| s.weights.of(rollout.target)),
         };
-        if position.as_ref() != Some(&now) {
-            mark = Some((
-                source.mark(admin, service, rollout.target).await?,
-                Instant::now(),
-            ));
-            position = Some(now.clone());
+        if looks.position.as_ref() != Some(&now) {
+            let mut mark = source.mark(admin, service, target).await?;
+            if now.phase == Phase::Baking
+                && let Some((_, of_step)) = &looks.baseline
+            {
+                // The bake counts slow calls against the bound the
+                // baseline was counted against.
+                mark.keep_bound_of(of_step);
+            }
+            looks.mark = Some((mark, Instant::now()));
+            looks.carried = looks.latest;
+            if !now.paused {
+                looks.incident = None;
+            }
+            looks.position = Some(now.clone());
         }
-        let Some((since, started)) = &mark else {
+        let Some((since, started)) = &looks.mark else {
             continue;
         };
         let interval = Duration::from_millis(rollout.interval_ms);
         let elapsed = started.elapsed();
-        let target: Color = rollout.target;
         let gates: &Thresholds = &rollout.thresholds;
         let steps = rollout.steps.len();
         let share = rollout.steps.get(now.step).copied().unwrap_or(0);
         let step_name = match now.phase {
             Phase::Mirroring => format!("mirroring ({}% of reads)", rollout.mirror_percent),
             Phase::Aborting => "shifting back".to_owned(),
+            Phase::Baking => "baking".to_owned(),
             Phase::Shifting => format!("step {}/{steps} ({share}%)", now.step + 1),
         };
         if now.paused {
-            progress.show(
-                &format!("{service} → {target}: {step_name} PAUSED (platformctl resume {service})"),
-                0.0,
-            );
-            tokio::time::sleep(TICK).await;
+            if looks.incident.is_some() {
+                recover(
+                    admin,
+                    service,
+                    controller,
+                    source,
+                    options,
+                    looks,
+                    &mut progress,
+                    &step_name,
+                    target,
+                    gates,
+                )
+                .await?;
+            } else {
+                progress.show(
+                    &format!(
+                        "{service} → {target}: {step_name} PAUSED (platformctl resume {service})"
+                    ),
+                    0.0,
+                );
+            }
+            pause(options).await;
             continue;
         }
         let advance = json!({ "controller": controller, "phase": now.phase, "step": now.step });
@@ -171,7 +265,7 @@ async fn drive_rollout(
             if elapsed >= interval {
                 act(admin, service, "advance", &advance).await?;
             }
-            tokio::time::sleep(TICK).await;
+            pause(options).await;
             continue;
         }
         let traffic = if now.phase == Phase::Mirroring {
@@ -183,45 +277,94 @@ async fn drive_rollout(
             .windows(admin, since, service, target, traffic)
             .await?;
 
-        // The sequential test compares live calls at a known split.
-        let weight = (now.phase == Phase::Shifting && share > 0 && share < 100)
-            .then(|| f64::from(share) / 100.0);
-        let look = Look {
-            weight,
-            slow_ms: since.slow_ms(),
+        // The sequential tests compare live calls at a known split: the
+        // weight, or with sticky callers the share of calls the target got.
+        let split = (now.phase == Phase::Shifting && share > 0 && share < 100).then_some(share);
+        let weight = split.and_then(|share| {
+            if options.sticky {
+                let calls = |w: &Window| platform_routing::judge::Counts {
+                    calls: w.requests,
+                    errors: w.server_errors,
+                };
+                platform_routing::judge::observed_split(calls(&tested), calls(&current))
+            } else {
+                Some(f64::from(share) / 100.0)
+            }
+        });
+        let window = if now.phase == Phase::Baking {
+            Duration::from_millis(rollout.bake_ms)
+        } else {
+            interval
         };
-        let verdict = judge(&tested, &current, look, gates);
+        let verdict = match (&looks.baseline, now.phase) {
+            (Some((baseline, of_step)), Phase::Baking) => {
+                bake(&tested, baseline, of_step.slow_ms(), gates)
+            }
+            (None, Phase::Baking) => match judge(&tested, &current, Look::default(), gates) {
+                Verdict::Wait { .. } => Verdict::Pass,
+                other => other,
+            },
+            _ => {
+                let look = Look {
+                    weight,
+                    slow_ms: since.slow_ms(),
+                    carried: looks.carried,
+                };
+                looks.latest = evidence(&tested, &current, look);
+                judge(&tested, &current, look, gates)
+            }
+        };
+        if weight.is_some() {
+            looks.baseline = Some((current.clone(), since.clone()));
+        }
+        let against = if now.phase == Phase::Baking {
+            looks.baseline.as_ref().map_or(
+                format!("{} {}", target.other(), describe(&current)),
+                |(b, _)| format!("{} before promotion {}", target.other(), describe(b)),
+            )
+        } else {
+            format!("{} {}", target.other(), describe(&current))
+        };
         progress.show(
             &format!(
-                "{service} → {target}: {step_name}, {}s left | {target} {} | {} {}",
-                left(interval, elapsed),
+                "{service} → {target}: {step_name}, {}s left | {target} {} | {against}",
+                left(window, elapsed),
                 describe(&tested),
-                target.other(),
-                describe(&current)
             ),
-            fraction(interval, elapsed),
+            fraction(window, elapsed),
         );
+        let stage = Stage::of(now.phase, now.step);
+        let may_advance = |progress: &mut Progress| match &options.team {
+            None => true,
+            Some(team) => {
+                let go = team.may_advance(service, stage);
+                if !go {
+                    progress.show(
+                        &format!(
+                            "{service} → {target}: {step_name} passed, waiting for {}",
+                            team.waiting_for(service, stage).join(", ")
+                        ),
+                        1.0,
+                    );
+                }
+                go
+            }
+        };
         match verdict {
             Verdict::Fail(why) => {
                 let reason = format!("{step_name}: {why}");
-                let abort = json!({ "reason": reason, "failed": true, "controller": controller });
-                if !act(admin, service, "abort", &abort).await? {
-                    continue;
-                }
-                progress.done();
-                let routes = read_routes(admin).await?;
-                let weights = routes.services.get(service).map(|s| s.weights);
-                let weights = weights.map_or("?".to_owned(), |w| {
-                    format!("blue {}% / green {}%", w.blue, w.green)
-                });
-                return Err(CtlError::new(
-                    ANALYSIS_FAILED,
-                    format!(
-                        "rollout of {service} to {target} failed at {reason}; rolled back: {weights}"
-                    ),
-                ));
+                return fail(
+                    admin,
+                    service,
+                    controller,
+                    target,
+                    &reason,
+                    options,
+                    &mut progress,
+                )
+                .await;
             }
-            Verdict::Ahead(why) => {
+            Verdict::Ahead(why) if may_advance(&mut progress) => {
                 progress.event(&format!(
                     "{service} → {target}: {step_name} passed early: {why}"
                 ));
@@ -233,11 +376,18 @@ async fn drive_rollout(
                 if paused {
                     progress.event(&format!(
                         "{service} → {target}: {step_name} paused, not rolled back: {why}; \
-                         `platformctl resume {service}` once the platform recovers, or `platformctl abort {service}`"
+                         it goes on by itself once both colors are healthy again for --min-requests calls, \
+                         and rolls back if that takes over {}s; `platformctl resume {service}` goes on now, \
+                         `platformctl abort {service}` rolls back now",
+                        options.incident_timeout.as_secs()
                     ));
+                    looks.incident = Some(Incident {
+                        since: Instant::now(),
+                        recovery: source.mark(admin, service, target).await?,
+                    });
                 }
             }
-            Verdict::Pass if elapsed >= interval => {
+            Verdict::Pass if elapsed >= window && may_advance(&mut progress) => {
                 progress.event(&format!(
                     "{service} → {target}: {step_name} passed: {}",
                     describe(&tested)
@@ -246,24 +396,149 @@ async fn drive_rollout(
             }
             Verdict::Wait { have, need } if elapsed >= interval * PATIENCE => {
                 let reason = format!(
-                    "{step_name}: not enough traffic to judge: {have} of {need} requests in {}s",
+                    "{step_name}: not enough traffic to judge: {have} of {need} requests in {}s \
+                     (lower --min-requests or lengthen --interval on a quiet service)",
                     elapsed.as_secs()
                 );
-                let abort = json!({ "reason": reason, "failed": true, "controller": controller });
-                if !act(admin, service, "abort", &abort).await? {
-                    continue;
-                }
-                progress.done();
-                return Err(CtlError::new(
-                    ANALYSIS_FAILED,
-                    format!(
-                        "rollout of {service} to {target} failed at {reason}; rolled back (lower --min-requests or lengthen --interval on a quiet service)"
-                    ),
-                ));
+                return fail(
+                    admin,
+                    service,
+                    controller,
+                    target,
+                    &reason,
+                    options,
+                    &mut progress,
+                )
+                .await;
             }
             _ => {}
         }
-        tokio::time::sleep(TICK).await;
+        pause(options).await;
+    }
+}
+
+/// Rolls the rollout back for `reason`, and the rest of its release.
+async fn fail(
+    admin: &Admin,
+    service: &str,
+    controller: &str,
+    target: Color,
+    reason: &str,
+    options: &Options,
+    progress: &mut Progress,
+) -> Result<Release, CtlError> {
+    let abort = json!({ "reason": reason, "failed": true, "controller": controller });
+    let acted = act(admin, service, "abort", &abort).await?;
+    if let Some(team) = &options.team {
+        team.fail(service, reason);
+    }
+    progress.done();
+    if !acted {
+        return Err(CtlError::new(
+            ENDED,
+            format!(
+                "rollout of {service} to {target} failed at {reason}, and someone ended it first"
+            ),
+        ));
+    }
+    let routes = read_routes(admin).await?;
+    let weights = routes.services.get(service).map(|s| s.weights);
+    let weights = weights.map_or("?".to_owned(), |w| {
+        format!("blue {}% / green {}%", w.blue, w.green)
+    });
+    Err(CtlError::new(
+        ANALYSIS_FAILED,
+        format!("rollout of {service} to {target} failed at {reason}; rolled back: {weights}"),
+    ))
+}
+
+/// While paused for an incident: goes on once both colors are healthy
+/// again over `min_requests` calls of the current color, or rolls back
+/// after the incident timeout.
+#[allow(clippy::too_many_arguments)]
+async fn recover(
+    admin: &Admin,
+    service: &str,
+    controller: &str,
+    source: &Source,
+    options: &Options,
+    looks: &mut Looks,
+    progress: &mut Progress,
+    step_name: &str,
+    target: Color,
+    gates: &Thresholds,
+) -> Result<(), CtlError> {
+    let Some(incident) = &looks.incident else {
+        return Ok(());
+    };
+    let lasted = incident.since.elapsed();
+    if lasted >= options.incident_timeout {
+        let reason = format!(
+            "{step_name}: the incident lasted over {}s (--incident-timeout)",
+            options.incident_timeout.as_secs()
+        );
+        return fail(
+            admin, service, controller, target, &reason, options, progress,
+        )
+        .await
+        .map(|_| ());
+    }
+    let (tested, current) = source
+        .windows(admin, &incident.recovery, service, target, Traffic::Live)
+        .await?;
+    progress.show(
+        &format!(
+            "{service} → {target}: {step_name} PAUSED for an incident ({}s) | {target} {} | {} {}",
+            lasted.as_secs(),
+            describe(&tested),
+            target.other(),
+            describe(&current)
+        ),
+        0.0,
+    );
+    if current.requests < gates.min_requests.max(1) {
+        return Ok(());
+    }
+    let healthy = |w: &Window| {
+        w.error_ratio() <= gates.max_error_ratio && w.p99_ms.is_none_or(|p| p <= gates.max_p99_ms)
+    };
+    if healthy(&tested) && healthy(&current) {
+        if act(
+            admin,
+            service,
+            "resume",
+            &json!({ "controller": controller }),
+        )
+        .await?
+        {
+            progress.event(&format!(
+                "{service} → {target}: the platform recovered after {}s (both colors under the limits over {} calls); {step_name} starts again",
+                lasted.as_secs(),
+                current.requests
+            ));
+        }
+        looks.incident = None;
+    } else {
+        // Still failing: the next window starts now.
+        let since = incident.since;
+        looks.incident = Some(Incident {
+            since,
+            recovery: source.mark(admin, service, target).await?,
+        });
+    }
+    Ok(())
+}
+
+/// Waits for the next look, or for the release to fail elsewhere.
+async fn pause(options: &Options) {
+    match &options.team {
+        Some(team) => {
+            tokio::select! {
+                () = tokio::time::sleep(TICK) => {}
+                () = team.wake.notified() => {}
+            }
+        }
+        None => tokio::time::sleep(TICK).await,
     }
 }
 

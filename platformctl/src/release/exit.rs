@@ -30,7 +30,7 @@ pub const HELP: &str = "Exit codes:
   6  analysis failed a gate: traffic was rolled back (the message names the metric, value and step)
   7  the rollout ended otherwise: aborted, rolled back, timed out, or taken over";
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CtlError {
     pub code: u8,
     pub message: String,

@@ -10,6 +10,7 @@ pub mod exit;
 mod migrate;
 mod smoke;
 mod status;
+mod team;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -163,8 +164,10 @@ impl AnalysisArgs {
 pub struct RolloutArgs {
     #[command(flatten)]
     target: Target,
-    /// auth, orders, payments or notifications
-    service: String,
+    /// auth, orders, payments or notifications; several for one release
+    /// (moved in lockstep, a service after those it calls, one verdict).
+    #[arg(required = true, num_args = 1..)]
+    services: Vec<String>,
     /// The color to shift traffic to.
     #[arg(long, value_enum)]
     to: ColorArg,
@@ -193,6 +196,15 @@ pub struct RolloutArgs {
     /// then the gates; gates: the gates alone, judged once a step has --min-requests.
     #[arg(long, value_enum, default_value = "sequential")]
     judge: JudgeArg,
+    /// After the last step, keep judging the target (at 100%, the old color still up)
+    /// against what the old color did, this long; a regression rolls back at once.
+    /// Default: one --interval; 0s to complete with the last step.
+    #[arg(long, value_parser = parse_duration)]
+    bake: Option<Duration>,
+    /// Both colors failing alike pause the rollout; if that lasts longer than this,
+    /// it is rolled back.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    incident_timeout: Duration,
     /// The gateway aborts the rollout when this command is silent this long.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     timeout: Duration,
@@ -206,6 +218,10 @@ pub struct ResumeArgs {
     target: Target,
     /// auth, orders, payments or notifications
     service: String,
+    /// Both colors failing alike pause the rollout; if that lasts longer than this,
+    /// it is rolled back.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    incident_timeout: Duration,
     #[command(flatten)]
     analysis: AnalysisArgs,
 }
@@ -442,21 +458,39 @@ pub async fn rollout(args: RolloutArgs) -> Result<(), CtlError> {
     let admin = args.target.admin()?;
     let source = args.analysis.source()?;
     let to = Color::from(args.to);
+    let mut services = args.services.clone();
+    services.dedup();
+    if services.len() != args.services.len()
+        || services
+            .iter()
+            .enumerate()
+            .any(|(i, s)| services[..i].contains(s))
+    {
+        return Err(CtlError::usage(format!(
+            "a service is named twice in {}",
+            args.services.join(" ")
+        )));
+    }
+    let services = team::in_dependency_order(&services);
     let status: Status = admin.get_as("/admin/status").await?;
-    let entry = service_status(&status, &args.service)?;
-    check_target(entry, &args.service, to)?;
-    // Every source of the judgement answers before the first weight moves:
-    // a rollout that cannot read its numbers never starts.
-    let mark = source.mark(&admin, &args.service, to).await?;
-    source
-        .windows(&admin, &mark, &args.service, to, Traffic::Live)
-        .await
-        .map_err(|e| {
-            CtlError::new(
-                e.code,
-                format!("{}; nothing was changed: the rollout needs its numbers before it moves any traffic", e.message),
-            )
-        })?;
+    for service in &services {
+        let entry = service_status(&status, service)?;
+        check_target(entry, service, to)?;
+        // Every source of the judgement answers before the first weight
+        // moves: a rollout that cannot read its numbers never starts.
+        let read = async {
+            let mark = source.mark(&admin, service, to).await?;
+            source
+                .windows(&admin, &mark, service, to, Traffic::Live)
+                .await
+        };
+        read.await.map_err(|e| {
+                CtlError::new(
+                    e.code,
+                    format!("{}; nothing was changed: the rollout needs its numbers before it moves any traffic", e.message),
+                )
+            })?;
+    }
     let controller = controller_id();
     let plan = json!({
         "to": to,
@@ -472,19 +506,114 @@ pub async fn rollout(args: RolloutArgs) -> Result<(), CtlError> {
         "mirror_percent": args.mirror.unwrap_or(0),
         "timeout_ms": args.timeout.as_millis() as u64,
         "controller": controller,
+        "bake_ms": args.bake.unwrap_or(args.interval).as_millis() as u64,
     });
-    let started: Change = admin
-        .post_as(&format!("/admin/routes/{}/rollout", args.service), &plan)
-        .await?;
-    eprintln!(
-        "rollout of {} to {to} started: steps {:?} every {:?}; {}",
-        args.service,
-        args.steps.0,
-        args.interval,
-        weights_line(&started.after)
-    );
-    let release = drive::drive(&admin, &args.service, &controller, &source).await?;
-    outcome(&release, &args.service, &["completed", "promoted"])
+    let mut started = Vec::new();
+    for service in &services {
+        match admin
+            .post_as::<Change>(&format!("/admin/routes/{service}/rollout"), &plan)
+            .await
+        {
+            Ok(change) => {
+                eprintln!(
+                    "rollout of {service} to {to} started: steps {:?} every {:?}; {}",
+                    args.steps.0,
+                    args.interval,
+                    weights_line(&change.after)
+                );
+                started.push(service.clone());
+            }
+            Err(e) => {
+                // One release: what started goes back.
+                for service in &started {
+                    let _ = admin
+                        .post(
+                            &format!("/admin/routes/{service}/rollout/abort"),
+                            &json!({ "reason": format!("the release could not start: {}", e.message) }),
+                        )
+                        .await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    let mut options = drive::Options {
+        incident_timeout: args.incident_timeout,
+        sticky: status.sticky,
+        team: None,
+    };
+    if let [service] = services.as_slice() {
+        let release = drive::drive(&admin, service, &controller, &source, &options).await?;
+        return outcome(&release, service, &["completed", "promoted"]);
+    }
+    let team = std::sync::Arc::new(team::Team::new(services.clone()));
+    options.team = Some(team.clone());
+    let results = futures_util::future::join_all(
+        services
+            .iter()
+            .map(|service| drive::drive(&admin, service, &controller, &source, &options)),
+    )
+    .await;
+    release_outcome(&admin, &services, results, &team).await
+}
+
+/// One verdict for a release of several services: every rollout completed,
+/// or the first failure, with every service taken back (those that had
+/// completed already are rolled back now).
+async fn release_outcome(
+    admin: &Admin,
+    services: &[String],
+    results: Vec<Result<Release, CtlError>>,
+    team: &team::Team,
+) -> Result<(), CtlError> {
+    let failure = results.iter().find_map(|r| r.as_ref().err().cloned());
+    let Some(failure) = failure.or_else(|| {
+        results
+            .iter()
+            .flatten()
+            .find(|r| !["completed", "promoted"].contains(&r.outcome.as_str()))
+            .map(|r| {
+                CtlError::new(
+                    ENDED,
+                    format!("rollout of {} {}: {}", r.service, r.outcome, r.detail),
+                )
+            })
+    }) else {
+        for release in results.iter().flatten() {
+            outcome(release, &release.service, &["completed", "promoted"])?;
+        }
+        return Ok(());
+    };
+    let why = team.failed().unwrap_or_else(|| failure.message.clone());
+    let mut back = Vec::new();
+    for (service, result) in services.iter().zip(&results) {
+        if let Ok(release) = result
+            && ["completed", "promoted"].contains(&release.outcome.as_str())
+        {
+            let _ = admin
+                .post(&format!("/admin/routes/{service}/rollback"), &json!({}))
+                .await;
+        }
+        let routes: RoutingConfig = admin.get_as("/admin/routes").await?;
+        if let Some(r) = routes.services.get(service) {
+            back.push(format!(
+                "{service} blue {}% / green {}%",
+                r.weights.blue, r.weights.green
+            ));
+        }
+    }
+    Err(CtlError::new(
+        if failure.code == ENDED {
+            ENDED
+        } else {
+            exit::ANALYSIS_FAILED
+        },
+        format!(
+            "release of {} failed: {why}; every service rolled back: {}",
+            services.join(", "),
+            back.join(", ")
+        ),
+    ))
 }
 
 pub async fn resume(args: ResumeArgs) -> Result<(), CtlError> {
@@ -529,7 +658,13 @@ pub async fn resume(args: ResumeArgs) -> Result<(), CtlError> {
         "took the rollout of {} over (its controller was silent); driving it",
         args.service
     );
-    let release = drive::drive(&admin, &args.service, &controller, &source).await?;
+    let status: Status = admin.get_as("/admin/status").await?;
+    let options = drive::Options {
+        incident_timeout: args.incident_timeout,
+        sticky: status.sticky,
+        team: None,
+    };
+    let release = drive::drive(&admin, &args.service, &controller, &source, &options).await?;
     outcome(&release, &args.service, &["completed", "promoted"])
 }
 
@@ -615,6 +750,7 @@ pub async fn abort(args: AbortArgs) -> Result<(), CtlError> {
         &args.service,
         &controller,
         &analysis::Source::Gateway,
+        &drive::Options::default(),
     )
     .await?;
     outcome(&release, &args.service, &["aborted"])

@@ -25,7 +25,12 @@ pub fn rollout_line(r: &Rollout, at_ms: i64) -> String {
     let steps = r.steps.len();
     let share = r.steps.get(r.step).copied().unwrap_or(0);
     let target = r.target;
-    let interval_ms = i64::try_from(r.interval_ms).unwrap_or(i64::MAX);
+    let window = if r.phase == Phase::Baking {
+        r.bake_ms
+    } else {
+        r.interval_ms
+    };
+    let interval_ms = i64::try_from(window).unwrap_or(i64::MAX);
     let left_ms = r
         .step_started_ms
         .saturating_add(interval_ms)
@@ -34,6 +39,7 @@ pub fn rollout_line(r: &Rollout, at_ms: i64) -> String {
     let what = match r.phase {
         Phase::Mirroring => format!("mirroring {}% of reads to {target}", r.mirror_percent),
         Phase::Aborting => format!("shifting back from {target}"),
+        Phase::Baking => format!("baking ({target} at 100%, still judged)"),
         Phase::Shifting => format!("step {}/{steps} ({share}% to {target})", r.step + 1),
     };
     let paused = if r.paused { ", PAUSED" } else { "" };

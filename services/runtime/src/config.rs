@@ -232,12 +232,15 @@ impl DatabaseConfig {
 }
 
 /// Injected faults, for demos of a bad release and for chaos tests.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FaultConfig {
     pub error_rate: f64,
     pub latency: Duration,
     /// The share of calls `latency` is added to (1 = every call).
     pub latency_share: f64,
+    /// When set, the faults apply only while this file exists (a release
+    /// that goes bad after a while, for drills).
+    pub only_with_file: Option<std::path::PathBuf>,
 }
 
 /// How access tokens are checked.
@@ -339,6 +342,9 @@ impl ServiceConfig {
                     "" => 1.0,
                     _ => env.fraction("FAULT_LATENCY_SHARE")?,
                 },
+                only_with_file: Some(env.string_or("FAULT_FILE", ""))
+                    .filter(|f| !f.is_empty())
+                    .map(std::path::PathBuf::from),
             },
             tokens: TokenConfig {
                 issuer: env.string_or("AUTH_ISSUER", "platform-auth"),

@@ -1,11 +1,12 @@
 //! Fault injection, off by default: a share of the service's own calls is
 //! answered UNAVAILABLE or INTERNAL, and every call (or a share of them)
-//! can be slowed down. Health
+//! can be slowed down; with `FAULT_FILE`, only while that file exists. Health
 //! and reflection are never touched, so a faulty release still looks alive,
 //! as a real bad release would.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use rand_core::{OsRng, RngCore};
@@ -16,12 +17,14 @@ use crate::config::FaultConfig;
 
 #[derive(Debug, Clone)]
 pub struct FaultLayer {
-    config: FaultConfig,
+    config: Arc<FaultConfig>,
 }
 
 impl FaultLayer {
     pub fn new(config: FaultConfig) -> Self {
-        Self { config }
+        Self {
+            config: Arc::new(config),
+        }
     }
 }
 
@@ -30,7 +33,7 @@ impl<S> Layer<S> for FaultLayer {
     fn layer(&self, inner: S) -> Fault<S> {
         Fault {
             inner,
-            config: self.config,
+            config: self.config.clone(),
         }
     }
 }
@@ -38,7 +41,7 @@ impl<S> Layer<S> for FaultLayer {
 #[derive(Debug, Clone)]
 pub struct Fault<S> {
     inner: S,
-    config: FaultConfig,
+    config: Arc<FaultConfig>,
 }
 
 impl<S, B> Service<http::Request<B>> for Fault<S>
@@ -55,8 +58,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let config = self.config;
-        let exempt = request.uri().path().starts_with("/grpc.");
+        let config = &self.config;
+        let exempt = request.uri().path().starts_with("/grpc.")
+            || config.only_with_file.as_ref().is_some_and(|f| !f.exists());
         let fail = !exempt && config.error_rate > 0.0 && draw() < config.error_rate;
         let slowed = config.latency_share >= 1.0 || draw() < config.latency_share;
         let latency = if exempt || !slowed {

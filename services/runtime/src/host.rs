@@ -131,7 +131,7 @@ impl Host {
             // as DEADLINE_EXCEEDED, and outside the faults, whose delays
             // count against the deadline as a slow service's would.
             .layer(DeadlineLayer)
-            .layer(FaultLayer::new(self.config.faults))
+            .layer(FaultLayer::new(self.config.faults.clone()))
             .into_inner();
         // A custom incoming stream bypasses tonic's own socket options:
         // without TCP_NODELAY, small HTTP/2 frames on a connection shared by

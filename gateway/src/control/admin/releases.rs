@@ -304,55 +304,83 @@ pub(crate) async fn status(state: &Admin) -> view::Status {
         at_ms: stats.at_ms,
         generation: snapshot.config.generation,
         services,
+        sticky: state.proxy.config.sticky_canary,
     }
 }
 
 /// Aborts rollouts whose controller went quiet past their timeout, so none
-/// is ever left half way. Every replica checks; the source's
+/// is ever left half way, and rolls back a canary step the gateway's own
+/// test fails (`guard.rs`). Every replica checks; the source's
 /// read-change-write makes only one of them act.
 pub(crate) async fn watchdog(state: Arc<Admin>) {
+    let mut guard = super::guard::Guard::default();
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let now = platform_runtime::time::now_ms();
-        let expired: Vec<String> = state
-            .proxy
-            .upstream
-            .routing
-            .snapshot()
-            .config
-            .services
+        let snapshot = state.proxy.upstream.routing.snapshot();
+        let services = &snapshot.config.services;
+        let expired: Vec<String> = services
             .iter()
             .filter(|(_, s)| s.rollout.as_ref().is_some_and(|r| r.is_unattended(now)))
             .map(|(name, _)| name.clone())
             .collect();
         for service in expired {
-            let result = state
-                .source
-                .update(
-                    &state.proxy.upstream.routing,
-                    &state.proxy.upstream.metrics,
-                    |config| {
-                        let now = platform_runtime::time::now_ms();
-                        let moved = config
-                            .services
-                            .get_mut(&service)
-                            .and_then(|r| rollout::expire(r, &service, now));
-                        Ok(moved.map(|m| config.record(&service, "gateway-watchdog", m)))
-                    },
-                )
-                .await;
-            match result {
-                Ok((_, Some(record))) => tracing::warn!(
-                    service,
-                    after_blue = record.after.blue,
-                    after_green = record.after.green,
-                    "rollout aborted: its controller stopped sending heartbeats"
-                ),
-                Ok((_, None)) => {}
-                Err(error) => {
-                    tracing::error!(service, %error, "cannot abort an unattended rollout")
-                }
-            }
+            end(&state, &service, "gateway-watchdog", |r, now| {
+                rollout::expire(r, &service, now)
+            })
+            .await;
         }
+        let rollouts = services.iter().filter_map(|(name, s)| {
+            s.rollout
+                .as_ref()
+                .map(|r| (name.as_str(), r, s.weights.of(r.target)))
+        });
+        let failed = guard.look(
+            rollouts,
+            &state.proxy.upstream.stats.view(),
+            state.proxy.config.sticky_canary,
+        );
+        for (service, reason) in failed {
+            end(&state, &service, "gateway-judge", |r, now| {
+                rollout::abort(r, &service, &reason, true, None, now).ok()
+            })
+            .await;
+        }
+    }
+}
+
+/// Ends `service`'s rollout as the gateway (`who`), by `transition`.
+async fn end(
+    state: &Admin,
+    service: &str,
+    who: &str,
+    transition: impl Fn(&mut platform_routing::ServiceRouting, i64) -> Option<rollout::Moved>,
+) {
+    let result = state
+        .source
+        .update(
+            &state.proxy.upstream.routing,
+            &state.proxy.upstream.metrics,
+            |config| {
+                let now = platform_runtime::time::now_ms();
+                let moved = config
+                    .services
+                    .get_mut(service)
+                    .and_then(|r| transition(r, now));
+                Ok(moved.map(|m| config.record(service, who, m)))
+            },
+        )
+        .await;
+    match result {
+        Ok((_, Some(record))) => tracing::warn!(
+            service,
+            who,
+            after_blue = record.after.blue,
+            after_green = record.after.green,
+            action = record.action,
+            "rollout ended by the gateway"
+        ),
+        Ok((_, None)) => {}
+        Err(error) => tracing::error!(service, %error, "cannot end the rollout"),
     }
 }
