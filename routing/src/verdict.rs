@@ -314,46 +314,63 @@ pub fn bake(
             other => other,
         };
     }
-    let limit =
-        |events: u64, calls: u64| sequential::upper_rate(events, calls) * (1.0 + LATENCY.margin);
-    let error_limit = limit(baseline.server_errors, baseline.requests);
-    let errors = sequential::above(errors_of(target), error_limit);
-    if errors >= 1.0 / BAKE_ALPHA {
-        return Verdict::Fail(format!(
-            "error ratio {:.2}% ({} server errors in {} requests) against {:.2}% before promotion ({} in {}): above {:.2}%, e-value {errors:.0} >= {:.0}",
-            target.error_ratio() * 100.0,
-            target.server_errors,
-            target.requests,
-            baseline.error_ratio() * 100.0,
-            baseline.server_errors,
-            baseline.requests,
-            error_limit * 100.0,
-            1.0 / BAKE_ALPHA
-        ));
+    let rate = |c: Counts| {
+        if c.calls == 0 {
+            0.0
+        } else {
+            c.errors as f64 / c.calls as f64 * 100.0
+        }
+    };
+    let errors = |c: Counts| {
+        format!(
+            "error ratio {:.2}% ({} server errors in {} requests)",
+            rate(c),
+            c.errors,
+            c.calls
+        )
+    };
+    if let Some(why) = regressed(errors_of(target), errors_of(baseline), errors) {
+        return Verdict::Fail(why);
     }
     if let Some(bound) = slow_ms
         && baseline.timed > 0
     {
-        let slow_limit = limit(baseline.slow, baseline.timed);
-        let slow = sequential::above(slow_of(target), slow_limit);
-        if slow >= 1.0 / BAKE_ALPHA {
-            return Verdict::Fail(format!(
-                "latency: {:.1}% of calls slower than {bound:.1} ms ({} of {}) against {:.1}% before promotion ({} of {}): above {:.1}%, e-value {slow:.0} >= {:.0}",
-                target.slow_ratio() * 100.0,
-                target.slow,
-                target.timed,
-                baseline.slow_ratio() * 100.0,
-                baseline.slow,
-                baseline.timed,
-                slow_limit * 100.0,
-                1.0 / BAKE_ALPHA
-            ));
+        let slow = |c: Counts| {
+            format!(
+                "{:.1}% of calls slower than {bound:.1} ms ({} of {})",
+                rate(c),
+                c.errors,
+                c.calls
+            )
+        };
+        if let Some(why) = regressed(slow_of(target), slow_of(baseline), slow) {
+            return Verdict::Fail(format!("latency: {why}"));
         }
     }
     match safety_net(target, gates) {
         Verdict::Wait { .. } => Verdict::Pass,
         other => other,
     }
+}
+
+/// One test of the bake: whether `target`'s rate of events is shown above
+/// what `baseline`'s allows (its upper bound, times the margin).
+fn regressed(
+    target: Counts,
+    baseline: Counts,
+    describe: impl Fn(Counts) -> String,
+) -> Option<String> {
+    let limit = sequential::upper_rate(baseline.errors, baseline.calls) * (1.0 + LATENCY.margin);
+    let evidence = sequential::above(target, limit);
+    (evidence >= 1.0 / BAKE_ALPHA).then(|| {
+        format!(
+            "{} against {} before promotion: above {:.2}%, e-value {evidence:.0} >= {:.0}",
+            describe(target),
+            describe(baseline),
+            limit * 100.0,
+            1.0 / BAKE_ALPHA
+        )
+    })
 }
 
 /// The gates alone: absolute limits, and the current color times a factor.
@@ -646,7 +663,12 @@ mod tests {
         let Verdict::Fail(why) = bake(&window(300, 15, 5.0), &baseline, slow_ms, &gates()) else {
             panic!("a regression in the bake window must fail");
         };
-        assert!(why.contains("before promotion (2 in 2000)"), "{why}");
+        assert!(
+            why.contains(
+                "against error ratio 0.10% (2 server errors in 2000 requests) before promotion"
+            ),
+            "{why}"
+        );
         // Half the calls slow, against one in ten before.
         let slowed = Window {
             timed: 200,
