@@ -88,6 +88,10 @@ pub const LATENCY: Settings = Settings {
     margin: 0.5,
 };
 pub const BAKE_ALPHA: f64 = 0.0005;
+/// The target's timed calls in a step before the latency test may fail
+/// it: the first calls to a fresh process are slow (new connections, cold
+/// caches), which is no regression.
+pub const LATENCY_WARM_UP: u64 = 20;
 pub const LIMIT_ALPHA: f64 = 0.0005;
 pub const INCIDENT_EVIDENCE: f64 = 20.0;
 
@@ -188,7 +192,7 @@ pub fn judge(target: &Window, current: &Window, look: Look, gates: &Thresholds) 
                 current.slow,
                 current.timed
             );
-            if now.latency >= 1.0 / LATENCY.alpha {
+            if now.latency >= 1.0 / LATENCY.alpha && target.timed >= LATENCY_WARM_UP {
                 return Verdict::Fail(format!(
                     "latency: {}",
                     failed(&versus, now.latency, look.carried.latency, LATENCY)
@@ -722,6 +726,12 @@ mod tests {
             why.starts_with("latency: 55.0% of calls slower than 4.2 ms (22 of 40)"),
             "{why}"
         );
+        // The first calls of a fresh process are slow: no failure before
+        // the warm-up, however strong the evidence.
+        assert!(!matches!(
+            judge(&timed(6, 6), &timed(120, 12), look, &gates()),
+            Verdict::Fail(_)
+        ));
         // The same share of slow calls on both colors: ahead once both
         // tests are sure, never failed.
         let ahead = judge(&timed(2_500, 250), &timed(7_500, 750), look, &gates());
