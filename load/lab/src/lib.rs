@@ -29,6 +29,7 @@ pub mod platform;
 pub mod plot;
 pub mod postgres;
 pub mod procs;
+pub mod repeats;
 pub mod report;
 pub mod sample;
 pub mod strategy;

@@ -246,11 +246,130 @@ pub fn lines(
     Ok(())
 }
 
+/// One panel of [`panels`]: a series of points per name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    pub caption: String,
+    pub y_desc: String,
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+/// Panels stacked over the same x axis; each series drawn as dots joined
+/// by a thin line, with its median as a dashed line across.
+pub fn panels(path: &Path, title: &str, x_desc: &str, panels: &[Panel]) -> anyhow::Result<()> {
+    const PALETTE: [RGBColor; 4] = [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+    ];
+    let height = 60 + 300 * u32::try_from(panels.len().max(1)).unwrap_or(1);
+    let root = SVGBackend::new(path, (960, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 22))?;
+    let areas = root.split_evenly((panels.len().max(1), 1));
+    let points = || {
+        panels
+            .iter()
+            .flat_map(|p| p.series.iter().flat_map(|(_, s)| s.iter()))
+    };
+    let x_max = points().fold(1.0f64, |x, p| x.max(p.0));
+    for (panel, area) in panels.iter().zip(&areas) {
+        let y_max = panel
+            .series
+            .iter()
+            .flat_map(|(_, s)| s.iter())
+            .fold(0.0f64, |y, p| y.max(p.1));
+        let mut chart = ChartBuilder::on(area)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .caption(&panel.caption, ("sans-serif", 16))
+            // Headroom above the highest point keeps the legend off the points.
+            .build_cartesian_2d(0.5f64..x_max + 0.5, 0f64..(y_max * 1.5).max(1.0))?;
+        // Runs are whole numbers: a tick between two of them says nothing.
+        let whole = |x: &f64| {
+            if (x - x.round()).abs() < 1e-6 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .light_line_style(WHITE)
+            .x_labels((x_max as usize).clamp(2, 25))
+            .x_label_formatter(&whole)
+            .y_label_formatter(&|y| tick(*y))
+            .x_desc(x_desc)
+            .y_desc(panel.y_desc.as_str())
+            .draw()?;
+        for (i, (name, points)) in panel.series.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            chart.draw_series(LineSeries::new(points.iter().copied(), color.mix(0.4)))?;
+            chart
+                .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))?
+                .label(name.as_str())
+                .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
+            let mut values: Vec<f64> = points.iter().map(|p| p.1).collect();
+            values.sort_by(f64::total_cmp);
+            if let Some(median) = median(&values) {
+                chart.draw_series(DashedLineSeries::new(
+                    vec![(0.5, median), (x_max + 0.5, median)],
+                    6,
+                    4,
+                    color.stroke_width(1),
+                ))?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// The median of sorted values.
+fn median(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::figures::tests::synthetic;
     use crate::strategy::Strategy;
+
+    #[test]
+    fn panels_of_points_per_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("runs.svg");
+        let panel = Panel {
+            caption: "failed user requests".into(),
+            y_desc: "failed".into(),
+            series: vec![
+                ("canary".into(), vec![(1.0, 2.0), (2.0, 3.0), (3.0, 1.0)]),
+                ("canary, gates only".into(), vec![(1.0, 9.0), (2.0, 12.0)]),
+            ],
+        };
+        panels(&path, "runs", "run", &[panel.clone(), panel]).expect("draws");
+        let svg = std::fs::read_to_string(&path).expect("written");
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("canary, gates only"));
+        assert!(svg.matches("<circle").count() >= 10, "{svg}");
+        assert_eq!(median(&[1.0, 2.0, 3.0]), Some(2.0));
+        assert_eq!(median(&[1.0, 2.0]), Some(1.5));
+        assert_eq!(median(&[]), None);
+    }
 
     #[test]
     fn ticks() {

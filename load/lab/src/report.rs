@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use platform_routing::judge::Settings;
+use platform_routing::verdict::RELATIVE_SLACK;
+
 use crate::figures::{Figures, Run};
 use crate::plot::{self, PlotData};
 use crate::strategy::{Plan, Strategy};
@@ -24,6 +27,10 @@ pub struct Setup {
     pub blue_version: String,
     pub green_version: String,
     pub plan: Plan,
+    /// `(flag, value)` of `platformctl rollout --help`'s defaults.
+    pub rollout_defaults: Vec<(String, String)>,
+    /// How many times each strategy ran.
+    pub rounds: u32,
     pub sample_every_ms: u64,
     pub cores: usize,
     pub date: String,
@@ -33,6 +40,86 @@ pub struct Setup {
 
 pub const REPORT: &str = "release-strategies.md";
 
+impl Setup {
+    /// A default of `platformctl rollout`, as its `--help` gave it.
+    pub fn rollout_default(&self, flag: &str) -> Option<&str> {
+        self.rollout_defaults
+            .iter()
+            .find(|(f, _)| f == flag)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The `--green-env` setting that makes green faulty.
+    pub fn fault_setting(&self) -> String {
+        format!("{}:FAULT_ERROR_RATE={}", self.plan.service, self.fault_rate)
+    }
+
+    /// A gate's limit as the rollouts got it: passed on the command line,
+    /// or `platformctl`'s default.
+    fn gate(&self, flag: &str, passed: Option<String>) -> String {
+        match passed {
+            Some(value) if !self.plan.rollout_defaults => value,
+            _ => self.rollout_default(flag).unwrap_or("?").to_owned(),
+        }
+    }
+
+    /// How the rollouts among `strategies` were judged, one sentence each.
+    pub fn analysis(&self, strategies: &[Strategy]) -> Vec<String> {
+        let mut lines = Vec::new();
+        if strategies.iter().all(|s| s.is_switch()) {
+            return lines;
+        }
+        let plan = &self.plan;
+        lines.push(format!(
+            "**Gates** of the rollouts{}: at least {} requests on green before a step is judged \
+             by them; then green's error ratio at most {}, its p99 at most {} ms, and its error \
+             ratio at most {}x blue's (+{} points); a step fails as soon as a gate does.",
+            if plan.rollout_defaults {
+                " (`platformctl rollout`'s defaults, from its `--help`)"
+            } else {
+                ""
+            },
+            self.gate("--min-requests", Some(plan.min_requests.to_string())),
+            self.gate("--max-error-ratio", Some(plan.max_error_ratio.to_string())),
+            self.gate("--max-p99-ms", None),
+            self.gate("--max-relative-error", None),
+            RELATIVE_SLACK * 100.0,
+        ));
+        let settings = Settings::default();
+        let sequential: Vec<&str> = strategies
+            .iter()
+            .filter(|s| matches!(s, Strategy::Canary | Strategy::AllAtOnce))
+            .map(|s| s.title())
+            .collect();
+        if !sequential.is_empty() {
+            lines.push(format!(
+                "**Judge** of {} (`--judge sequential`, the default): at every look (twice a \
+                 second) sequential tests compare green's server errors, and its calls slower \
+                 than blue's p90 before the step, with blue's over the same time at the step's \
+                 split; a step fails as soon as green is worse, with at most {}% false alarms \
+                 however often they look, before the gates' minimum of requests if the evidence \
+                 is there; then the gates above.{}",
+                list(&sequential),
+                settings.alpha * 100.0,
+                if sequential.contains(&Strategy::AllAtOnce.title()) {
+                    " At 100% there is no split to compare, so all at once is judged by the \
+                     gates alone."
+                } else {
+                    ""
+                }
+            ));
+        }
+        if strategies.contains(&Strategy::CanaryGates) {
+            lines.push(format!(
+                "**Judge** of {} (`--judge gates`, the judgement before the sequential tests): \
+                 the gates alone.",
+                Strategy::CanaryGates.title()
+            ));
+        }
+        lines
+    }
+}
+
 pub fn svg_name(strategy: Strategy) -> String {
     format!("release-{}.svg", strategy.slug())
 }
@@ -41,8 +128,8 @@ pub fn timeline_name(strategy: Strategy) -> String {
     format!("release-{}-timeline.csv", strategy.slug())
 }
 
-/// Writes the report, one SVG and one timeline per run into `dir`.
-pub fn write(dir: &Path, setup: &Setup, runs: &[Run]) -> anyhow::Result<PathBuf> {
+/// Writes the report `name`, one SVG and one timeline per run into `dir`.
+pub fn write(dir: &Path, name: &str, setup: &Setup, runs: &[Run]) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for run in runs {
         let data = PlotData::of(
@@ -55,7 +142,7 @@ pub fn write(dir: &Path, setup: &Setup, runs: &[Run]) -> anyhow::Result<PathBuf>
         std::fs::write(&timeline, timeline_csv(run))
             .with_context(|| format!("cannot write {}", timeline.display()))?;
     }
-    let path = dir.join(REPORT);
+    let path = dir.join(name);
     std::fs::write(&path, markdown(setup, runs))
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
@@ -106,6 +193,38 @@ fn percent(value: f64) -> String {
     format!("{text}%")
 }
 
+/// The platform bullet of a report's setup; `afresh_for`: what gets a fresh platform.
+pub fn platform_line(setup: &Setup, afresh_for: &str) -> String {
+    format!(
+        "**Platform**: `platformctl up` (release build) on 127.0.0.1, started afresh for each \
+         {afresh_for} (new data directory, routing state and counters). Blue runs version {}, \
+         green version {} with `--green-env {}`: that share of the calls to green `{}` fails, \
+         half with UNAVAILABLE and half with INTERNAL (HTTP 503 and 500 through the gateway).",
+        setup.blue_version,
+        setup.green_version,
+        setup.fault_setting(),
+        setup.plan.service
+    )
+}
+
+/// The load bullet of a report's setup.
+pub fn load_line(setup: &Setup) -> String {
+    let mix = if setup.write_every == 0 {
+        "every request lists orders (reads only)".to_owned()
+    } else {
+        format!(
+            "every {}th request creates an order, the others list orders",
+            setup.write_every
+        )
+    };
+    format!(
+        "**Load**: k6 `load/release.js`, a constant arrival rate of {} requests/s for {} s by {} \
+         users signed up beforehand; {mix}. Every request's outcome comes from k6's CSV output \
+         (`http_req_failed`).",
+        setup.rate, setup.duration_s, setup.users
+    )
+}
+
 pub fn markdown(setup: &Setup, runs: &[Run]) -> String {
     let figures: Vec<(Strategy, Figures)> =
         runs.iter().map(|r| (r.strategy, r.figures())).collect();
@@ -140,21 +259,8 @@ pub fn markdown(setup: &Setup, runs: &[Run]) -> String {
     let _ = writeln!(md, "```sh\n{}\n```\n", setup.command);
 
     let _ = writeln!(md, "## Setup\n");
-    let _ = writeln!(
-        md,
-        "- **Platform**: `platformctl up` (release build) on 127.0.0.1, started afresh for each \
-         strategy (new data directory, routing state and counters). Blue runs version {}, green \
-         version {} with `FAULT_ERROR_RATE={}`: that share of its calls fails, half with \
-         UNAVAILABLE and half with INTERNAL (HTTP 503 and 500 through the gateway).",
-        setup.blue_version, setup.green_version, setup.fault_rate
-    );
-    let _ = writeln!(
-        md,
-        "- **Load**: k6 `load/release.js`, a constant arrival rate of {} requests/s for {} s by {} \
-         users signed up beforehand; every {}th request creates an order, the others list orders. \
-         Every request's outcome comes from k6's CSV output (`http_req_failed`).",
-        setup.rate, setup.duration_s, setup.users, setup.write_every
-    );
+    let _ = writeln!(md, "- {}", platform_line(setup, "strategy"));
+    let _ = writeln!(md, "- {}", load_line(setup));
     let _ = writeln!(
         md,
         "- **Release** at {} s into the load, with `platformctl` as an operator types it:",
@@ -181,12 +287,10 @@ pub fn markdown(setup: &Setup, runs: &[Run]) -> String {
             }
         );
     }
-    let _ = writeln!(
-        md,
-        "- **Analysis gates** of the rollouts: at least {} requests on green before a step is \
-         judged, error ratio at most {}.",
-        plan.min_requests, plan.max_error_ratio
-    );
+    let strategies: Vec<Strategy> = runs.iter().map(|r| r.strategy).collect();
+    for line in setup.analysis(&strategies) {
+        let _ = writeln!(md, "- {line}");
+    }
     let _ = writeln!(
         md,
         "- **Observed**: the gateway's `/admin/status` and `/admin/stats` every {} ms (weights, \
@@ -334,7 +438,7 @@ pub fn markdown(setup: &Setup, runs: &[Run]) -> String {
 }
 
 /// At most `lines` lines, with a note of what was left out.
-fn clipped(text: &str, lines: usize) -> String {
+pub fn clipped(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.trim_end().lines().collect();
     if all.is_empty() {
         return "(no output)".into();
@@ -349,7 +453,7 @@ fn clipped(text: &str, lines: usize) -> String {
     )
 }
 
-fn list(names: &[&str]) -> String {
+pub fn list(names: &[&str]) -> String {
     match names {
         [] => String::new(),
         [one] => (*one).to_owned(),
@@ -499,21 +603,25 @@ pub fn interpretation(figures: &[(Strategy, Figures)]) -> Vec<String> {
         ));
         judged.push((*strategy, f, exposure, per_second));
     }
-    if let (Some(all), Some(canary)) = (
-        judged.iter().find(|j| j.0 == Strategy::AllAtOnce),
-        judged.iter().find(|j| j.0 == Strategy::Canary),
-    ) && all.2 > 0.0
-        && canary.3 > 0.0
-    {
+    let all_at_once = judged.iter().find(|j| j.0 == Strategy::AllAtOnce);
+    for canary in judged.iter().filter(|j| j.0.is_canary()) {
+        let Some(all) = all_at_once else { break };
+        if all.2 <= 0.0 || canary.3 <= 0.0 {
+            continue;
+        }
         let (all_failed, canary_failed) =
             (all.1.failed_after_release, canary.1.failed_after_release);
-        // Within counting noise of each other: the step did not change how many failed.
-        let apart = all_failed.abs_diff(canary_failed) as f64;
-        let reading = if apart <= ((all_failed + canary_failed) as f64).sqrt() {
-            "The analysis waits for a number of requests, so about that many reached the faulty \
-             version either way: the small step spread the failures over a longer time more \
-             than it avoided them."
-                .to_owned()
+        let reading = if within_noise(all_failed, canary_failed) {
+            format!(
+                "{}the small step spread the failures over a longer time more than it avoided \
+                 them.",
+                if canary.0 == Strategy::CanaryGates {
+                    "The gates wait for a number of requests, so about that many reached the \
+                     faulty version either way: "
+                } else {
+                    "About as many failed either way (within counting noise): "
+                }
+            )
         } else {
             format!(
                 "The small step kept the failures to {} of all at once's.",
@@ -521,9 +629,10 @@ pub fn interpretation(figures: &[(Strategy, Figures)]) -> Vec<String> {
             )
         };
         lines.push(format!(
-            "The canary's {}% step took {:.1}x as long as all at once to give the analysis its \
+            "{} against all at once: its {}% step took {:.1}x as long to give the analysis its \
              calls ({} against {} green calls); failures per second of exposure: {:.1} against \
              {:.1}; failed requests in all: {} against {}. {reading}",
+            capitalized(canary.0.title()),
             canary.1.peak_weight,
             canary.2 / all.2,
             canary.1.green.requests,
@@ -532,6 +641,41 @@ pub fn interpretation(figures: &[(Strategy, Figures)]) -> Vec<String> {
             all.3,
             canary_failed,
             all_failed
+        ));
+    }
+    if let (Some(test), Some(gates)) = (
+        judged.iter().find(|j| j.0 == Strategy::Canary),
+        judged.iter().find(|j| j.0 == Strategy::CanaryGates),
+    ) {
+        let (test_failed, gates_failed) =
+            (test.1.failed_after_release, gates.1.failed_after_release);
+        let reading = if within_noise(test_failed, gates_failed) {
+            "Within counting noise of each other: one run of each does not rank the judges \
+             (`--repeat` runs each many times)."
+                .to_owned()
+        } else if test_failed < gates_failed {
+            format!(
+                "The sequential test cost users {} of the gates' failed requests.",
+                percent((1000.0 * test_failed as f64 / gates_failed.max(1) as f64).round() / 10.0)
+            )
+        } else {
+            "The sequential test cost users more failed requests than the gates.".to_owned()
+        };
+        let judged_by = |j: &(Strategy, &Figures, f64, f64)| {
+            format!(
+                "rolled back {} after the release, after {} green calls ({}), with {} failed \
+                 user requests",
+                secs(j.1.exposure_s),
+                j.1.green.requests,
+                plural(j.1.green.server_errors, "server error"),
+                j.1.failed_after_release
+            )
+        };
+        lines.push(format!(
+            "The same steps, two judges: the canary judged by the sequential test {}; judged \
+             by the gates alone, {}. {reading}",
+            judged_by(test),
+            judged_by(gates)
         ));
     }
     for (strategy, f) in figures {
@@ -565,6 +709,11 @@ pub fn interpretation(figures: &[(Strategy, Figures)]) -> Vec<String> {
     lines
 }
 
+/// Two counts within counting noise (±√n) of each other.
+fn within_noise(a: usize, b: usize) -> bool {
+    a.abs_diff(b) as f64 <= ((a + b) as f64).sqrt()
+}
+
 fn plural(n: u64, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")
@@ -573,7 +722,7 @@ fn plural(n: u64, noun: &str) -> String {
     }
 }
 
-fn capitalized(text: &str) -> String {
+pub fn capitalized(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
@@ -582,12 +731,12 @@ fn capitalized(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
 
     use super::*;
     use crate::figures::tests::synthetic;
 
-    fn setup() -> Setup {
+    pub fn setup() -> Setup {
         Setup {
             command: "bash load/experiment.sh".into(),
             rate: 60,
@@ -599,6 +748,19 @@ mod tests {
             blue_version: "1.0.0".into(),
             green_version: "1.1.0-faulty".into(),
             plan: Plan::sample(),
+            rollout_defaults: [
+                ("--steps", "5,25,50,100"),
+                ("--interval", "30s"),
+                ("--max-error-ratio", "0.01"),
+                ("--max-p99-ms", "500"),
+                ("--max-relative-error", "2"),
+                ("--min-requests", "50"),
+                ("--judge", "sequential"),
+            ]
+            .iter()
+            .map(|(flag, value)| ((*flag).to_owned(), (*value).to_owned()))
+            .collect(),
+            rounds: 1,
             sample_every_ms: 250,
             cores: 2,
             date: "2026-01-02 03:04 UTC".into(),
@@ -641,9 +803,10 @@ mod tests {
     #[test]
     fn the_report_is_written_from_the_runs() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = write(dir.path(), &setup(), &runs()).expect("writes");
+        let runs = runs();
+        let path = write(dir.path(), REPORT, &setup(), &runs).expect("writes");
         let md = std::fs::read_to_string(&path).expect("report");
-        for strategy in Strategy::ALL {
+        for strategy in runs.iter().map(|r| r.strategy) {
             let svg = dir.path().join(svg_name(strategy));
             assert!(
                 std::fs::read_to_string(&svg)
@@ -678,7 +841,12 @@ mod tests {
             "A switch's smoke check sends its own requests to green",
             "or the end of the command that did it",
             "Canary: the analysis decided after green had served 28 calls, 7.1 s at 25% of the traffic; 5 failed user requests, 0.7 per second of exposure.",
-            "The canary's 25% step took 0.8x as long as all at once to give the analysis its calls (28 against 28 green calls); failures per second of exposure: 0.7 against 1.5; failed requests in all: 5 against 14. The small step kept the failures to 35.7% of all at once's.",
+            "Canary against all at once: its 25% step took 0.8x as long to give the analysis its calls (28 against 28 green calls); failures per second of exposure: 0.7 against 1.5; failed requests in all: 5 against 14. The small step kept the failures to 35.7% of all at once's.",
+            "`--green-env orders:FAULT_ERROR_RATE=0.2`: that share of the calls to green `orders` fails",
+            "**Gates** of the rollouts: at least 20 requests on green before a step is judged by them; then green's error ratio at most 0.02, its p99 at most 500 ms, and its error ratio at most 2x blue's (+0.5 points)",
+            "**Judge** of all at once and canary (`--judge sequential`, the default): at every look",
+            "with at most 1% false alarms however often they look",
+            "At 100% there is no split to compare, so all at once is judged by the gates alone.",
             "All at once: users saw 14 failed requests after the release (500: 9, 503: 5); the gateway's counters, which the rollout's analysis and the operator's alert read, hold 5 server errors from green: 9 of the failures users saw are missing there.",
         ] {
             assert!(md.contains(text), "missing {text:?} in:\n{md}");
@@ -710,6 +878,53 @@ mod tests {
             lines.iter().any(|l| l.contains("spread the failures")),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn the_two_canaries_are_compared() {
+        let runs = [
+            synthetic(Strategy::Canary),
+            synthetic(Strategy::CanaryGates),
+        ];
+        let mut figures: Vec<(Strategy, Figures)> =
+            runs.iter().map(|r| (r.strategy, r.figures())).collect();
+        figures[1].1.failed_after_release = 20;
+        let lines = interpretation(&figures);
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with("The same steps, two judges"))
+            .expect("compared");
+        assert_eq!(
+            line,
+            "The same steps, two judges: the canary judged by the sequential test rolled back \
+             7.1 s after the release, after 28 green calls (5 server errors), with 5 failed user \
+             requests; judged by the gates alone, rolled back 7.1 s after the release, after 28 \
+             green calls (5 server errors), with 20 failed user requests. The sequential test \
+             cost users 25% of the gates' failed requests."
+        );
+        figures[1].1.failed_after_release = 7;
+        let lines = interpretation(&figures);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("one run of each does not rank the judges")),
+            "{lines:?}"
+        );
+        let mut setup = setup();
+        setup.plan.rollout_defaults = true;
+        let analysis = setup.analysis(&[Strategy::Canary, Strategy::CanaryGates]);
+        assert!(
+            analysis[0].starts_with(
+                "**Gates** of the rollouts (`platformctl rollout`'s defaults, from its `--help`): \
+                 at least 50 requests on green before a step is judged by them; then green's \
+                 error ratio at most 0.01, its p99 at most 500 ms"
+            ),
+            "{analysis:?}"
+        );
+        assert!(analysis[1].starts_with("**Judge** of canary (`--judge sequential`"));
+        assert!(!analysis[1].contains("At 100%"));
+        assert!(analysis[2].starts_with("**Judge** of canary, gates only (`--judge gates`"));
+        assert!(setup.analysis(&[Strategy::BlueGreen]).is_empty());
     }
 
     #[test]

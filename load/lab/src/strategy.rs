@@ -1,4 +1,4 @@
-//! The three ways to release green, each done with the operator's own tool
+//! The ways to release green, each done with the operator's own tool
 //! (`platformctl`) as a child process, exactly as a person would type it.
 
 use std::path::PathBuf;
@@ -17,22 +17,24 @@ pub enum Strategy {
     AllAtOnce,
     /// A smoke-checked switch of all traffic; an alert makes the operator roll back.
     BlueGreen,
-    /// Traffic moves 5, 25, 50, 100%, judged by analysis at every step.
+    /// Traffic moves 5, 25, 50, 100%, judged at every step by the sequential
+    /// tests against blue, then the gates (`rollout`'s default judge).
     Canary,
+    /// The same canary judged by the gates alone (`--judge gates`): wait for
+    /// enough requests, then absolute and relative limits.
+    CanaryGates,
     /// Blue/green with `--skip-smoke`: what the switch costs when the smoke
     /// check does not catch the fault.
     BlueGreenUnchecked,
 }
 
 impl Strategy {
-    #[cfg(test)]
-    pub const ALL: [Strategy; 3] = [Strategy::AllAtOnce, Strategy::BlueGreen, Strategy::Canary];
-
     pub fn title(self) -> &'static str {
         match self {
             Strategy::AllAtOnce => "all at once",
             Strategy::BlueGreen => "blue/green",
             Strategy::Canary => "canary",
+            Strategy::CanaryGates => "canary, gates only",
             Strategy::BlueGreenUnchecked => "blue/green, smoke check skipped",
         }
     }
@@ -42,12 +44,18 @@ impl Strategy {
         matches!(self, Strategy::BlueGreen | Strategy::BlueGreenUnchecked)
     }
 
+    /// A canary, whichever its judge.
+    pub fn is_canary(self) -> bool {
+        matches!(self, Strategy::Canary | Strategy::CanaryGates)
+    }
+
     /// File-name friendly.
     pub fn slug(self) -> &'static str {
         match self {
             Strategy::AllAtOnce => "all-at-once",
             Strategy::BlueGreen => "blue-green",
             Strategy::Canary => "canary",
+            Strategy::CanaryGates => "canary-gates",
             Strategy::BlueGreenUnchecked => "blue-green-unchecked",
         }
     }
@@ -59,7 +67,7 @@ impl Strategy {
         match self {
             Strategy::AllAtOnce => 0,
             Strategy::BlueGreen | Strategy::BlueGreenUnchecked => 100,
-            Strategy::Canary => peak_weight,
+            Strategy::Canary | Strategy::CanaryGates => peak_weight,
         }
     }
 }
@@ -68,6 +76,11 @@ impl Strategy {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub service: String,
+    /// The rollouts take `platformctl rollout`'s own steps, interval and
+    /// gates: only what makes the strategy is given (all at once's single
+    /// step, the gates-only judge), so the fields below up to the alert
+    /// are not passed.
+    pub rollout_defaults: bool,
     pub min_requests: u64,
     pub max_error_ratio: f64,
     /// Blue/green: the alert fires on at least this many green server
@@ -83,32 +96,44 @@ pub struct Plan {
 impl Plan {
     /// The `platformctl` arguments that release green with `strategy`.
     pub fn release_args(&self, strategy: Strategy) -> Vec<String> {
-        let gates = |steps: String, interval: Duration| {
-            vec![
+        let rollout = |steps: String, interval: Duration| {
+            let mut args = vec![
                 "rollout".to_owned(),
                 self.service.clone(),
                 "--to".into(),
                 "green".into(),
-                "--steps".into(),
-                steps,
-                "--interval".into(),
-                format!("{}s", interval.as_secs()),
-                "--min-requests".into(),
-                self.min_requests.to_string(),
-                "--max-error-ratio".into(),
-                self.max_error_ratio.to_string(),
-            ]
+            ];
+            if !self.rollout_defaults {
+                args.extend([
+                    "--steps".into(),
+                    steps,
+                    "--interval".into(),
+                    format!("{}s", interval.as_secs()),
+                    "--min-requests".into(),
+                    self.min_requests.to_string(),
+                    "--max-error-ratio".into(),
+                    self.max_error_ratio.to_string(),
+                ]);
+            } else if strategy == Strategy::AllAtOnce {
+                args.extend(["--steps".into(), steps]);
+            }
+            if strategy == Strategy::CanaryGates {
+                args.extend(["--judge".into(), "gates".into()]);
+            }
+            args
+        };
+        let canary_steps = || {
+            self.canary_steps
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
         };
         match strategy {
-            Strategy::AllAtOnce => gates("100".into(), self.all_at_once_interval),
-            Strategy::Canary => gates(
-                self.canary_steps
-                    .iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-                self.canary_interval,
-            ),
+            Strategy::AllAtOnce => rollout("100".into(), self.all_at_once_interval),
+            Strategy::Canary | Strategy::CanaryGates => {
+                rollout(canary_steps(), self.canary_interval)
+            }
             Strategy::BlueGreen => vec![
                 "switch".into(),
                 self.service.clone(),
@@ -310,6 +335,32 @@ pub async fn release(
     }
 }
 
+/// `(flag, default)` for every long option of a clap help text that shows
+/// a default (`--interval <INTERVAL>  How long ... [default: 30s]`, the
+/// default possibly on a later line of the same option).
+pub fn help_defaults(help: &str) -> Vec<(String, String)> {
+    const MARK: &str = "[default: ";
+    let mut found = Vec::new();
+    let mut flag: Option<String> = None;
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('-') {
+            flag = trimmed
+                .split([' ', ','])
+                .find(|word| word.starts_with("--"))
+                .map(|word| word.split('=').next().unwrap_or(word).to_owned());
+        }
+        if let (Some(name), Some(at)) = (&flag, line.find(MARK)) {
+            let value = &line[at + MARK.len()..];
+            if let Some(end) = value.find(']') {
+                found.push((name.clone(), value[..end].to_owned()));
+                flag = None;
+            }
+        }
+    }
+    found
+}
+
 /// Unix milliseconds on this machine's clock (the gateway's and k6's too).
 pub use platform_runtime::time::now_ms;
 
@@ -319,6 +370,7 @@ impl Plan {
     pub fn sample() -> Plan {
         Plan {
             service: "orders".into(),
+            rollout_defaults: false,
             min_requests: 20,
             max_error_ratio: 0.02,
             alert_min_errors: 5,
@@ -347,6 +399,10 @@ mod tests {
             "rollout orders --to green --steps 5,25,50,100 --interval 10s --min-requests 20 --max-error-ratio 0.02"
         );
         assert_eq!(
+            plan.release_args(Strategy::CanaryGates).join(" "),
+            "rollout orders --to green --steps 5,25,50,100 --interval 10s --min-requests 20 --max-error-ratio 0.02 --judge gates"
+        );
+        assert_eq!(
             plan.release_args(Strategy::AllAtOnce).join(" "),
             "rollout orders --to green --steps 100 --interval 20s --min-requests 20 --max-error-ratio 0.02"
         );
@@ -358,6 +414,28 @@ mod tests {
             plan.release_args(Strategy::BlueGreenUnchecked).join(" "),
             "switch orders --to green --skip-smoke"
         );
+    }
+
+    #[test]
+    fn commands_with_the_rollout_defaults() {
+        let plan = Plan {
+            rollout_defaults: true,
+            ..plan()
+        };
+        let check = |strategy, expect: &str| {
+            assert_eq!(
+                plan.release_args(strategy).join(" "),
+                expect,
+                "{strategy:?}"
+            );
+        };
+        check(Strategy::Canary, "rollout orders --to green");
+        check(
+            Strategy::CanaryGates,
+            "rollout orders --to green --judge gates",
+        );
+        check(Strategy::AllAtOnce, "rollout orders --to green --steps 100");
+        check(Strategy::BlueGreen, "switch orders --to green");
     }
 
     #[test]
@@ -385,9 +463,46 @@ mod tests {
     }
 
     #[test]
+    fn defaults_from_the_help() {
+        let short = "Usage: platformctl rollout [OPTIONS] --to <TO> <SERVICE>
+
+Options:
+      --steps <STEPS>                    The target's share at each step [default: 5,25,50,100]
+      --judge <JUDGE>                    sequential: ... [default: sequential] [possible values: sequential, gates]
+  -h, --help                             Print help
+";
+        let long = "Options:
+      --interval <INTERVAL>
+          How long each step lasts before it is judged (30s, 2m, 500ms)
+
+          [default: 30s]
+
+      --mirror <MIRROR>
+          First copy this share of reads to the target
+
+      --min-requests <MIN_REQUESTS>
+          Requests the target must serve before a step is judged
+          
+          [default: 50]
+";
+        let pairs = |help| {
+            help_defaults(help)
+                .into_iter()
+                .map(|(f, v)| format!("{f}={v}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            pairs(short),
+            vec!["--steps=5,25,50,100", "--judge=sequential"]
+        );
+        assert_eq!(pairs(long), vec!["--interval=30s", "--min-requests=50"]);
+    }
+
+    #[test]
     fn capacity() {
         assert_eq!(Strategy::AllAtOnce.extra_capacity_percent(100), 0);
         assert_eq!(Strategy::BlueGreen.extra_capacity_percent(0), 100);
         assert_eq!(Strategy::Canary.extra_capacity_percent(25), 25);
+        assert_eq!(Strategy::CanaryGates.extra_capacity_percent(5), 5);
     }
 }
