@@ -75,7 +75,9 @@ impl Default for Evidence {
 /// up): the errors test 0.75% (two errors in a row on a 5% target with
 /// none on the live color are still enough: an e-value of 140); the
 /// latency test 0.1% (slow calls come by the tens, so its evidence grows
-/// fast); each test of the bake and the absolute limit 0.05%. And the
+/// fast); each test of the bake and the absolute limit 0.05% (at a step
+/// with no split, where the errors test cannot run, the absolute limit
+/// takes the errors test's 0.75%). And the
 /// evidence of a color being over the limit that makes an incident.
 pub const ERRORS: Settings = Settings {
     alpha: 0.0075,
@@ -207,7 +209,14 @@ pub fn judge(target: &Window, current: &Window, look: Look, gates: &Thresholds) 
     if let Some(why) = incident(target, current, gates) {
         return Verdict::Incident(why);
     }
-    match safety_net(target, gates) {
+    // Without a split (at 100%, or mirroring) the errors test cannot run,
+    // and its share of the budget goes to the absolute limit.
+    let alpha = if look.weight.is_some() {
+        LIMIT_ALPHA
+    } else {
+        ERRORS.alpha
+    };
+    match safety_net(target, gates, alpha) {
         Verdict::Pass => match (errors_fine, latency_fine, look.slow_ms) {
             (Some(errors), Some(latency), Some(_)) => {
                 Verdict::Ahead(format!("{errors}; latency: {latency}"))
@@ -279,9 +288,9 @@ fn incident(target: &Window, current: &Window, gates: &Thresholds) -> Option<Str
 /// among the first calls is not), the p99 limit once there are
 /// `min_requests` calls. The tests compare the colors far better than a
 /// factor of the current color's ratio does, so that gate is left out.
-fn safety_net(target: &Window, gates: &Thresholds) -> Verdict {
+fn safety_net(target: &Window, gates: &Thresholds, alpha: f64) -> Verdict {
     let beyond = sequential::above(errors_of(target), gates.max_error_ratio);
-    if beyond >= 1.0 / LIMIT_ALPHA {
+    if beyond >= 1.0 / alpha {
         return Verdict::Fail(format!(
             "error ratio {:.2}% > max {:.2}% ({:.1}x the limit): {} server errors in {} requests, e-value {beyond:.0} >= {:.0}",
             target.error_ratio() * 100.0,
@@ -289,7 +298,7 @@ fn safety_net(target: &Window, gates: &Thresholds) -> Verdict {
             target.error_ratio() / gates.max_error_ratio,
             target.server_errors,
             target.requests,
-            1.0 / LIMIT_ALPHA
+            1.0 / alpha
         ));
     }
     let latency_only = Thresholds {
@@ -351,7 +360,7 @@ pub fn bake(
             return Verdict::Fail(format!("latency: {why}"));
         }
     }
-    match safety_net(target, gates) {
+    match safety_net(target, gates, LIMIT_ALPHA) {
         Verdict::Wait { .. } => Verdict::Pass,
         other => other,
     }
