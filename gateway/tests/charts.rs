@@ -5,8 +5,9 @@
 //! locked down (non-root, read-only root, no capabilities, RuntimeDefault
 //! seccomp), with probes and a shutdown that fits its drain.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use platform_routing::RoutingConfig;
 use serde_json::Value;
@@ -24,29 +25,34 @@ fn helm_dir() -> PathBuf {
 
 /// `helm template` with `args` (and a registry, unless they name the
 /// image), or None when helm is missing outside CI.
-fn render(args: &[&str]) -> Option<Vec<Value>> {
+fn helm_template(args: &[&str]) -> Option<Output> {
     let image = if args.iter().any(|a| a.starts_with("image.re")) {
         Vec::new()
     } else {
         vec!["--set", "image.registry=ghcr.io/example/platform"]
     };
-    let output = match Command::new("helm")
+    match Command::new("helm")
         .arg("template")
         .args(args)
         .args(image)
         .current_dir(helm_dir())
         .output()
     {
-        Ok(output) => output,
+        Ok(output) => Some(output),
         Err(_) => {
             assert!(
                 std::env::var_os("CI").is_none(),
                 "helm is required under CI (scripts/install-tools.sh)"
             );
             eprintln!("note: helm is not installed; skipping the chart checks");
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// The objects `helm template` renders with `args`.
+fn render(args: &[&str]) -> Option<Vec<Value>> {
+    let output = helm_template(args)?;
     assert!(
         output.status.success(),
         "helm template {args:?}: {}",
@@ -424,5 +430,467 @@ fn the_documented_and_deployed_images_are_the_released_ones() {
                 "{command}\nrenders {image}, which the release workflow does not push: {pushed:?}"
             );
         }
+    }
+}
+
+// Scheduled database backups (helm/backup.md): the service chart's
+// `backup` values, off by default, and the samples in helm/service/ci/.
+
+/// A values file of `helm/service/ci/`, as JSON.
+fn sample(name: &str) -> Value {
+    let text = repo_file(&format!("helm/service/ci/{name}"));
+    let value: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
+    serde_json::to_value(value).expect("JSON-compatible")
+}
+
+/// The service chart with only a sample of its `ci/` values, in `color`.
+fn sample_chart(name: &str, color: &str) -> Option<Vec<Value>> {
+    render(&[
+        &format!("orders-{color}"),
+        "service",
+        "-f",
+        &format!("service/ci/{name}"),
+        "--set",
+        &format!("color={color}"),
+    ])
+}
+
+/// What the backup values can make: CronJobs, ScheduledBackups, and
+/// anything named or labelled as a backup.
+fn backup_objects(docs: &[Value]) -> Vec<&Value> {
+    docs.iter()
+        .filter(|d| {
+            ["CronJob", "Job", "ScheduledBackup"]
+                .iter()
+                .any(|kind| d["kind"] == *kind)
+                || d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("backup"))
+                || d["metadata"]["labels"]["app.kubernetes.io/component"] == "backup"
+        })
+        .collect()
+}
+
+/// The names of a pod spec's emptyDir volumes.
+fn empty_dirs(pod: &Value) -> BTreeSet<&str> {
+    pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter(|v| v["emptyDir"].is_object())
+        .filter_map(|v| v["name"].as_str())
+        .collect()
+}
+
+/// The volumes a pod template tells Velero to leave out.
+fn velero_excludes(template: &Value) -> BTreeSet<&str> {
+    template["metadata"]["annotations"]["backup.velero.io/backup-volumes-excludes"]
+        .as_str()
+        .map(|list| list.split(',').map(str::trim).collect())
+        .unwrap_or_default()
+}
+
+/// An INI file's options, as (section, option) -> value; an option set
+/// twice in a section fails.
+fn ini(text: &str) -> BTreeMap<(String, String), String> {
+    let mut section = String::new();
+    let mut options = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        let (option, value) = line.split_once('=').expect("option=value");
+        let previous = options.insert((section.clone(), option.to_owned()), value.to_owned());
+        assert!(previous.is_none(), "[{section}] {option} is set twice");
+    }
+    options
+}
+
+#[test]
+fn nothing_backup_related_renders_by_default() {
+    let mut renders = Vec::new();
+    for (service, _) in SERVICES {
+        for color in ["blue", "green"] {
+            let Some(docs) = service_chart(service, color) else {
+                return;
+            };
+            renders.push((format!("{service}-{color}"), docs));
+        }
+    }
+    let Some(docs) = sample_chart("default-values.yaml", "blue") else {
+        return;
+    };
+    renders.push(("ci/default-values.yaml".to_owned(), docs));
+    for (name, docs) in &renders {
+        let objects = backup_objects(docs);
+        assert!(objects.is_empty(), "{name} renders {objects:?}");
+        let annotations =
+            &of_kind(docs, "Deployment")[0]["spec"]["template"]["metadata"]["annotations"];
+        let velero: Vec<&String> = annotations
+            .as_object()
+            .expect("pod annotations")
+            .keys()
+            .filter(|k| k.contains("velero.io"))
+            .collect();
+        assert!(velero.is_empty(), "{name}: {velero:?}");
+    }
+}
+
+#[test]
+fn the_pgbackrest_sample_takes_incremental_and_weekly_full_backups() {
+    let values = sample("backup-pgbackrest-values.yaml");
+    let backup = &values["backup"]["pgbackrest"];
+    let Some(docs) = sample_chart("backup-pgbackrest-values.yaml", "blue") else {
+        return;
+    };
+
+    // pgbackrest.conf: the repository on the object store, the database
+    // through its pgBackRest TLS server.
+    let config = of_kind(&docs, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "orders-backup")
+        .expect("pgBackRest's ConfigMap");
+    let conf = ini(config["data"]["pgbackrest.conf"]
+        .as_str()
+        .expect("pgbackrest.conf"));
+    let option = |section: &str, name: &str| {
+        conf.get(&(section.to_owned(), name.to_owned()))
+            .map(String::as_str)
+    };
+    assert_eq!(option("global", "repo1-type"), Some("s3"));
+    for (name, value) in [
+        ("repo1-s3-bucket", "bucket"),
+        ("repo1-s3-endpoint", "endpoint"),
+        ("repo1-s3-region", "region"),
+    ] {
+        assert_eq!(
+            option("global", name),
+            backup["repo"][value].as_str(),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        option("platform", "pg1-host"),
+        backup["pgHost"]["host"].as_str()
+    );
+    assert_eq!(option("platform", "pg1-host-type"), Some("tls"));
+    assert!(option("platform", "pg1-path").is_some_and(|p| p.starts_with('/')));
+
+    let service_selector = of_kind(&docs, "Service")[0]["spec"]["selector"]
+        .as_object()
+        .expect("the Service's selector");
+    let cronjobs = of_kind(&docs, "CronJob");
+    assert_eq!(cronjobs.len(), 2, "an incremental and a full CronJob");
+    for (kind, schedule) in [("incr", "schedule"), ("full", "fullSchedule")] {
+        let name = format!("orders-backup-{kind}");
+        let cronjob = cronjobs
+            .iter()
+            .find(|c| c["metadata"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no CronJob {name}"));
+        let spec = &cronjob["spec"];
+        assert_eq!(spec["schedule"], backup[schedule], "{name}");
+        assert_eq!(spec["concurrencyPolicy"], "Forbid", "{name}");
+        for field in [
+            "startingDeadlineSeconds",
+            "successfulJobsHistoryLimit",
+            "failedJobsHistoryLimit",
+        ] {
+            assert!(spec[field].is_u64(), "{name}: {field}");
+        }
+        let job = &spec["jobTemplate"]["spec"];
+        for field in ["backoffLimit", "activeDeadlineSeconds"] {
+            assert!(job[field].is_u64(), "{name}: {field}");
+        }
+        let template = &job["template"];
+        let pod = &template["spec"];
+        assert_eq!(pod["restartPolicy"], "Never", "{name}");
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}"
+        );
+        let labels = template["metadata"]["labels"].as_object().expect("labels");
+        assert!(
+            !service_selector
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v)),
+            "{name}: the service's Service, PDB and NetworkPolicy would select the backup pods"
+        );
+
+        let containers = pod["containers"].as_array().expect("containers");
+        assert_eq!(containers.len(), 1, "{name}");
+        let container = &containers[0];
+        assert_eq!(
+            container["command"],
+            serde_json::json!([
+                "pgbackrest",
+                "--stanza=platform",
+                "backup",
+                format!("--type={kind}")
+            ]),
+            "{name}"
+        );
+        assert_eq!(
+            container["image"],
+            format!(
+                "{}:{}",
+                backup["image"]["repository"].as_str().expect("repository"),
+                backup["image"]["tag"].as_str().expect("tag")
+            )
+            .as_str()
+        );
+        let sc = &container["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(
+            sc["capabilities"]["drop"],
+            serde_json::json!(["ALL"]),
+            "{name}"
+        );
+        assert!(container["resources"]["requests"].is_object(), "{name}");
+
+        // The bucket's credentials from the existing Secret.
+        let env = container["env"].as_array().expect("env");
+        for variable in ["PGBACKREST_REPO1_S3_KEY", "PGBACKREST_REPO1_S3_KEY_SECRET"] {
+            let entry = env
+                .iter()
+                .find(|e| e["name"] == variable)
+                .unwrap_or_else(|| panic!("{name}: no {variable}"));
+            let reference = &entry["valueFrom"]["secretKeyRef"];
+            assert_eq!(
+                reference["name"], backup["repo"]["credentials"]["secretName"],
+                "{name}: {variable}"
+            );
+            assert!(reference["key"].is_string(), "{name}: {variable}");
+        }
+
+        // Where the files are: the config and TLS files in the projected
+        // volume, pgBackRest's lock, log and spool paths on emptyDirs.
+        let volumes = pod["volumes"].as_array().expect("volumes");
+        let mounts = container["volumeMounts"].as_array().expect("mounts");
+        let mounted_on = |path: &str| {
+            mounts
+                .iter()
+                .filter(|m| {
+                    let at = m["mountPath"].as_str().expect("mountPath");
+                    path == at || path.starts_with(&format!("{at}/"))
+                })
+                .max_by_key(|m| m["mountPath"].as_str().map_or(0, str::len))
+                .map(|m| {
+                    let volume = volumes
+                        .iter()
+                        .find(|v| v["name"] == m["name"])
+                        .expect("a mounted volume");
+                    (volume, m["mountPath"].as_str().expect("mountPath"))
+                })
+        };
+        for path in [
+            Some("/tmp"),
+            option("global", "lock-path"),
+            option("global", "log-path"),
+            option("global", "spool-path"),
+        ] {
+            let path = path.expect("pgBackRest's lock, log and spool paths are set");
+            let (volume, _) =
+                mounted_on(path).unwrap_or_else(|| panic!("{name}: nothing mounted on {path}"));
+            assert!(
+                volume["emptyDir"].is_object(),
+                "{name}: {path} is not on an emptyDir"
+            );
+        }
+        let tls = backup["pgHost"]["tlsSecret"].as_str().expect("tlsSecret");
+        for (file, source) in [
+            (
+                "/etc/pgbackrest/pgbackrest.conf".to_owned(),
+                "orders-backup",
+            ),
+            (
+                option("platform", "pg1-host-ca-file")
+                    .expect("ca")
+                    .to_owned(),
+                tls,
+            ),
+            (
+                option("platform", "pg1-host-cert-file")
+                    .expect("cert")
+                    .to_owned(),
+                tls,
+            ),
+            (
+                option("platform", "pg1-host-key-file")
+                    .expect("key")
+                    .to_owned(),
+                tls,
+            ),
+        ] {
+            let (volume, at) =
+                mounted_on(&file).unwrap_or_else(|| panic!("{name}: nothing mounted on {file}"));
+            let relative = file
+                .strip_prefix(&format!("{at}/"))
+                .expect("under the mount");
+            let provided = volume["projected"]["sources"]
+                .as_array()
+                .expect("a projected volume")
+                .iter()
+                .filter_map(|s| s["configMap"].as_object().or(s["secret"].as_object()))
+                .filter(|s| s["name"] == source)
+                .flat_map(|s| s["items"].as_array().expect("items"))
+                .any(|item| item["path"] == relative);
+            assert!(provided, "{name}: {file} is not from {source}");
+        }
+
+        // Velero leaves the job's scratch space out.
+        assert_eq!(velero_excludes(template), empty_dirs(pod), "{name}");
+    }
+
+    // The sample has Velero's exclusions on: the service's pods leave out
+    // every emptyDir they mount.
+    let deployment = of_kind(&docs, "Deployment")[0];
+    let template = &deployment["spec"]["template"];
+    assert!(!empty_dirs(&template["spec"]).is_empty());
+    assert_eq!(
+        velero_excludes(template),
+        empty_dirs(&template["spec"]),
+        "the Deployment's Velero exclusions"
+    );
+
+    // Both colors share the database: only blue (backup.color) backs it up.
+    let Some(green) = sample_chart("backup-pgbackrest-values.yaml", "green") else {
+        return;
+    };
+    let objects = backup_objects(&green);
+    assert!(objects.is_empty(), "green renders {objects:?}");
+}
+
+#[test]
+fn the_cloudnativepg_sample_schedules_a_backup_of_the_services_cluster() {
+    let values = sample("backup-cloudnativepg-values.yaml");
+    let backup = &values["backup"]["cloudnativepg"];
+    let Some(docs) = sample_chart("backup-cloudnativepg-values.yaml", "blue") else {
+        return;
+    };
+    let scheduled = of_kind(&docs, "ScheduledBackup");
+    assert_eq!(scheduled.len(), 1);
+    let scheduled = scheduled[0];
+    assert_eq!(scheduled["apiVersion"], "postgresql.cnpg.io/v1");
+    let spec = &scheduled["spec"];
+    assert_eq!(spec["cluster"]["name"], backup["cluster"]);
+    assert_eq!(spec["schedule"], backup["schedule"]);
+    assert_eq!(
+        spec["schedule"]
+            .as_str()
+            .expect("schedule")
+            .split_whitespace()
+            .count(),
+        6,
+        "CloudNativePG's cron has seconds first"
+    );
+    assert_eq!(spec["backupOwnerReference"], "self");
+    assert_eq!(spec["method"], "barmanObjectStore");
+    assert_eq!(spec["immediate"], true);
+    assert_eq!(spec["suspend"], false);
+    for field in spec.as_object().expect("spec").keys() {
+        assert!(
+            [
+                "schedule",
+                "cluster",
+                "immediate",
+                "suspend",
+                "backupOwnerReference",
+                "method",
+                "pluginConfiguration",
+                "target",
+            ]
+            .contains(&field.as_str()),
+            "spec.{field} is not a ScheduledBackup field"
+        );
+    }
+    assert!(of_kind(&docs, "CronJob").is_empty(), "one mode only");
+
+    let Some(green) = sample_chart("backup-cloudnativepg-values.yaml", "green") else {
+        return;
+    };
+    let objects = backup_objects(&green);
+    assert!(objects.is_empty(), "green renders {objects:?}");
+}
+
+#[test]
+fn bad_backup_values_are_refused_by_the_values_schema() {
+    for (file, set, at, says) in [
+        (
+            "backup-cloudnativepg-values.yaml",
+            "backup.pgbackrest.enabled=true",
+            "/backup/pgbackrest/enabled",
+            "value must be false",
+        ),
+        (
+            "backup-pgbackrest-values.yaml",
+            "backup.cloudnativepg.enabled=true",
+            "/backup/pgbackrest/enabled",
+            "value must be false",
+        ),
+        (
+            "backup-cloudnativepg-values.yaml",
+            "backup.cloudnativepg.schedule=30 1 * * *",
+            "/backup/cloudnativepg/schedule",
+            "does not match pattern '^(?<second>",
+        ),
+        (
+            "backup-pgbackrest-values.yaml",
+            "backup.pgbackrest.fullSchedule=0 15 1 * * 0",
+            "/backup/pgbackrest/fullSchedule",
+            "does not match pattern '^(@(yearly",
+        ),
+        (
+            "backup-pgbackrest-values.yaml",
+            "backup.pgbackrest.enable=false",
+            "/backup/pgbackrest",
+            "additional properties 'enable' not allowed",
+        ),
+    ] {
+        let path = format!("service/ci/{file}");
+        let Some(output) = helm_template(&["orders-blue", "service", "-f", &path, "--set", set])
+        else {
+            return;
+        };
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{file} with {set} is accepted");
+        assert!(
+            stderr.contains("don't meet the specifications of the schema"),
+            "{set}: not the values schema: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("at '{at}': ")) && stderr.contains(says),
+            "{set}: {stderr}"
+        );
+    }
+    // A mode turned on without what it needs: the chart names the value.
+    for (set, says) in [
+        (
+            "backup.cloudnativepg.enabled=true",
+            "backup.cloudnativepg.cluster: name the CloudNativePG Cluster",
+        ),
+        (
+            "backup.pgbackrest.enabled=true",
+            "backup.pgbackrest.image.repository",
+        ),
+    ] {
+        let Some(output) = helm_template(&[
+            "orders-blue",
+            "service",
+            "-f",
+            "service/ci/default-values.yaml",
+            "--set",
+            set,
+        ]) else {
+            return;
+        };
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{set} is accepted");
+        assert!(stderr.contains(says), "{set}: {stderr}");
     }
 }

@@ -4,6 +4,7 @@
 //! (`status`, `switch`, `rollback`, `rollout` and its controls, `history`).
 #![forbid(unsafe_code)]
 
+mod backup;
 mod catalog;
 mod databases;
 mod observe;
@@ -76,6 +77,12 @@ enum Command {
     /// End a rollout with its starting weights back (at once, or --gradual).
     #[command(after_help = release::exit::HELP)]
     Abort(release::AbortArgs),
+    /// Back up every service's database (SQLite files, or PostgreSQL with
+    /// pgBackRest after `backup setup`); list and verify backups.
+    Backup(backup::BackupArgs),
+    /// Restore the databases from a backup, to its time or to --target-time,
+    /// with the platform stopped; then report what is inconsistent.
+    Restore(backup::RestoreArgs),
     /// Past switches, rollouts and rollbacks of a service, with their outcome.
     #[command(after_help = release::exit::HELP)]
     History(release::HistoryArgs),
@@ -102,6 +109,8 @@ async fn main() -> ExitCode {
         Command::Resume(args) => release::exit::finish(release::resume(args).await),
         Command::Promote(args) => release::exit::finish(release::simple(args, "promote").await),
         Command::Abort(args) => release::exit::finish(release::abort(args).await),
+        Command::Backup(args) => failed_with_line(backup::backup(args).await),
+        Command::Restore(args) => failed_with_line(backup::restore(args).await),
         Command::History(args) => release::exit::finish(release::history(args).await),
     }
 }

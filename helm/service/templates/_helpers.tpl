@@ -41,3 +41,31 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "service.secretName" -}}
 {{- .Values.secret.name | default (printf "%s-secrets" .Values.service) -}}
 {{- end -}}
+
+{{/* Scheduled backups of the service's database (helm/backup.md). Both
+colors share the database, so only the release of backup.color makes them:
+"true" there, "" in the other color. */}}
+{{- define "service.backupOwner" -}}
+{{- if eq .Values.color .Values.backup.color -}}true{{- end -}}
+{{- end -}}
+
+{{/* <service>-backup: one per service, whichever color owns it. */}}
+{{- define "service.backupName" -}}
+{{- $_ := include "service.fullname" . -}}
+{{- printf "%s-backup" .Values.service -}}
+{{- end -}}
+
+{{/* The backup pods' labels: not the service's selector, so its Service,
+PodDisruptionBudget and NetworkPolicy never select them. */}}
+{{- define "service.backupSelector" -}}
+app.kubernetes.io/name: {{ include "service.backupName" . }}
+app.kubernetes.io/component: backup
+{{- end -}}
+
+{{- define "service.backupLabels" -}}
+{{ include "service.backupSelector" . }}
+app.kubernetes.io/instance: {{ include "service.fullname" . }}
+app.kubernetes.io/part-of: platform
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
