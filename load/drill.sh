@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The failure drills, in one command: replica kills, a rolling restart, a
-# database restart and a release, each under load with an integrity check
-# and a PASS/FAIL verdict (the `drill` binary of load/lab); with
-# --report load/reports/drills.md it writes the report. Takes about 6
-# minutes; --short takes about 3.
+# database restart, a release and a restore from backups, each under load
+# with an integrity check and a PASS/FAIL verdict (the `drill` binary of
+# load/lab); with --report load/reports/drills.md it writes the report, and
+# --restore-report load/reports/restore.md the restore drill's (RPO and RTO
+# by database size). The restore drill alone takes about 10 minutes with
+# its default sizes (up to 1M orders); --short runs it at --sizes 2000.
 # Usage: bash load/drill.sh [drill names] [--short] [see --help]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -79,6 +79,16 @@ pub struct UpArgs {
     /// its colors and replicas.
     #[arg(long, value_name = "URL")]
     postgres: Option<String>,
+    /// SQLite: take a backup (`platformctl backup`) this often while the
+    /// platform runs, into <data-dir>/backups, keeping the newest
+    /// --backup-keep; what a lost disk can cost is at most this much of
+    /// writes (for example 15m). PostgreSQL: see `platformctl backup setup`.
+    #[arg(long, value_name = "DURATION", value_parser = crate::release::exit::parse_duration,
+          conflicts_with = "postgres")]
+    backup_every: Option<Duration>,
+    /// How many scheduled backups to keep.
+    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u32).range(1..))]
+    backup_keep: u32,
     /// How long to wait for every process to report SERVING.
     #[arg(long, default_value_t = 60)]
     ready_timeout_secs: u64,
@@ -623,6 +633,20 @@ pub async fn run(mut args: UpArgs) -> anyhow::Result<()> {
         print_gateway(args.port_offset, *gateway, &data_dir, &routing);
         if observing {
             print_observe(args.port_offset, &data_dir);
+        }
+        if let Some(every) = args.backup_every {
+            println!(
+                "backups: every {} s into {}, the newest {} kept",
+                every.as_secs(),
+                data_dir.join("backups").display(),
+                args.backup_keep
+            );
+            tasks.push(tokio::spawn(crate::backup::every(
+                data_dir.clone(),
+                every,
+                args.backup_keep as usize,
+                stop.subscribe(),
+            )));
         }
         println!("Ctrl-C stops everything.");
         shutdown.await;

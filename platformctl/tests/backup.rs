@@ -197,3 +197,72 @@ async fn a_backup_is_restored_and_every_bad_restore_is_refused() {
         }
     }
 }
+
+/// pgBackRest on a throwaway server: set up, a full backup, verified and
+/// listed; a restore into the running server, to a time before the oldest
+/// backup, or of one service, is refused; a damaged file in the repository
+/// fails verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backups_are_verified_and_bad_restores_refused() {
+    if Command::new("pgbackrest").arg("version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "pgbackrest is required under CI"
+        );
+        eprintln!("note: pgbackrest is not installed; skipping");
+        return;
+    }
+    let cluster = load_lab::postgres::Cluster::create(55_691).expect("a PostgreSQL cluster");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let repo = dir.path().join("repo");
+    let repo_arg = repo.display().to_string();
+    let ctl = |args: &[&str]| platformctl(&data, &[args, &["--repo", &repo_arg]].concat());
+    let (ok, said) = ctl(&["backup", "setup", "--postgres", &cluster.url()]);
+    assert!(ok && said.contains("pgBackRest is set up"), "{said}");
+    let (ok, said) = ctl(&["backup", "--type", "full"]);
+    assert!(ok && said.contains("(full)"), "{said}");
+    let (ok, said) = ctl(&["backup", "list"]);
+    assert!(ok && said.contains("restorable to any time from"), "{said}");
+    let (ok, said) = ctl(&["backup", "verify"]);
+    assert!(ok, "{said}");
+
+    let (ok, said) = ctl(&["restore"]);
+    assert!(
+        !ok && said.contains("PostgreSQL is running") && said.contains("nothing was restored"),
+        "{said}"
+    );
+    cluster.stop_clean().expect("stop");
+    let (ok, said) = ctl(&["restore", "--target-time", "2001-01-01 00:00:00"]);
+    assert!(!ok && said.contains("before the oldest backup"), "{said}");
+    let (ok, said) = ctl(&["restore", "--service", "orders"]);
+    assert!(!ok && said.contains("whole server"), "{said}");
+    let (ok, said) = ctl(&["restore", "no-such-backup"]);
+    assert!(
+        !ok && said.contains("no backup \"no-such-backup\""),
+        "{said}"
+    );
+
+    // A damaged file of the backup: verify finds it.
+    let backups = repo.join("pgbackrest").join("backup").join("platform");
+    let label = std::fs::read_dir(&backups)
+        .expect("backups")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with('F'))
+        .expect("a full backup");
+    let file = backups
+        .join(&label)
+        .join("pg_data")
+        .join("global")
+        .join("pg_control.lz4");
+    let mut bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&file, bytes).expect("damage");
+    let (ok, said) = ctl(&["backup", "verify"]);
+    assert!(
+        !ok && said.contains("pg_control"),
+        "a damaged backup passed verify: {said}"
+    );
+}

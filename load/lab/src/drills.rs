@@ -49,13 +49,15 @@ pub enum Drill {
     RollingRestart,
     DatabaseRestart,
     Release,
+    Restore,
 }
 
-pub const ALL: [Drill; 4] = [
+pub const ALL: [Drill; 5] = [
     Drill::ReplicaKill,
     Drill::RollingRestart,
     Drill::DatabaseRestart,
     Drill::Release,
+    Drill::Restore,
 ];
 
 impl Drill {
@@ -65,6 +67,7 @@ impl Drill {
             Drill::RollingRestart => "rolling-restart",
             Drill::DatabaseRestart => "database-restart",
             Drill::Release => "release",
+            Drill::Restore => "restore",
         }
     }
 }
@@ -88,6 +91,10 @@ pub struct Settings {
     /// contract release) replaces both in turn; with fewer, both colors run
     /// `platformctl` and the drill is a canary of orders only.
     pub previous: Vec<PathBuf>,
+    /// The restore drill: orders in the database before its backup, one
+    /// PostgreSQL cycle per size (the last one also restores to before a
+    /// bad write), then one SQLite cycle with the largest.
+    pub sizes: Vec<u64>,
 }
 
 /// What one drill saw.
@@ -104,6 +111,8 @@ pub struct Outcome {
     pub notes: Vec<String>,
     /// Why it failed; empty when it passed.
     pub problems: Vec<String>,
+    /// The restore drill's cycles, one per store and size.
+    pub restores: Vec<crate::restore::Cycle>,
 }
 
 impl Outcome {
@@ -213,7 +222,11 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
 
 /// How many endpoints of `service` in `color` answer SERVING, per the
 /// gateway's own probes; none while the gateway does not answer at all.
-async fn healthy(platform: &Platform, service: &str, color: &str) -> anyhow::Result<usize> {
+pub(crate) async fn healthy(
+    platform: &Platform,
+    service: &str,
+    color: &str,
+) -> anyhow::Result<usize> {
     let color: Color = color
         .parse()
         .map_err(|()| anyhow::anyhow!("no color {color:?}"))?;
@@ -239,7 +252,7 @@ fn process_name(service: &str, color: &str, replica: usize) -> String {
     }
 }
 
-const SERVICES: [&str; 4] = ["auth", "orders", "payments", "notifications"];
+pub(crate) const SERVICES: [&str; 4] = ["auth", "orders", "payments", "notifications"];
 
 /// `kill -9` of live (blue) replicas, each service in turn.
 async fn replica_kill(platform: &Platform, kills: usize) -> anyhow::Result<(String, Vec<String>)> {
@@ -517,7 +530,11 @@ async fn database_restart(cluster: &Cluster, down: Duration) -> anyhow::Result<(
 }
 
 /// The share of `service`'s traffic that `color` has now.
-async fn weight(platform: &Platform, service: &str, color: Color) -> anyhow::Result<u32> {
+pub(crate) async fn weight(
+    platform: &Platform,
+    service: &str,
+    color: Color,
+) -> anyhow::Result<u32> {
     let reply = http::get(
         platform.admin_port,
         "/admin/status",
@@ -730,6 +747,9 @@ pub fn version_of(binary: &Path) -> anyhow::Result<String> {
 
 /// Runs one drill on a fresh platform in `work`.
 pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<Outcome> {
+    if drill == Drill::Restore {
+        return crate::restore::run(args, work).await;
+    }
     let k6_binary = k6::find()?;
     let cluster = match drill {
         Drill::DatabaseRestart => {
@@ -849,20 +869,14 @@ pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<O
             notes.extend(more);
             faults
         }
+        Drill::Restore => bail!("the restore drill runs its own platforms (restore::run)"),
     };
     // Load goes on for a while after the fault: recovery is part of the drill.
     tokio::time::sleep(Duration::from_secs(if args.short { 5 } else { 10 })).await;
     let seconds = started.elapsed().as_secs_f64();
     let written = writer.finish(platform.gateway_port, &token).await;
     let outcomes = running.interrupt(Duration::from_secs(30)).await?;
-    let integrity = integrity::check(
-        platform.gateway_port,
-        &token,
-        &written.acks,
-        written.request_ids,
-        written.unresolved.len(),
-    )
-    .await?;
+    let integrity = integrity::of_written(platform.gateway_port, &token, &written).await?;
     platform.stop().await?;
 
     let mut k6_failed = BTreeMap::new();
@@ -879,6 +893,7 @@ pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<O
         integrity,
         notes,
         problems: Vec::new(),
+        restores: Vec::new(),
     };
     judge(&mut outcome, &outcomes, outage);
     outcome.problems.extend(canary_problems);

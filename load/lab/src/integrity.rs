@@ -65,6 +65,22 @@ async fn get_json(port: u16, path: &str, token: &str) -> anyhow::Result<(u16, se
     anyhow::bail!("GET {path}: still rate limited after 30 s")
 }
 
+/// [`check`] of everything a writer saw.
+pub async fn of_written(
+    port: u16,
+    token: &str,
+    written: &crate::writer::Written,
+) -> anyhow::Result<Integrity> {
+    check(
+        port,
+        token,
+        &written.acks,
+        written.request_ids,
+        written.unresolved.len(),
+    )
+    .await
+}
+
 /// Checks every acknowledged order, and that the user has exactly one
 /// order per request id sent (`request_ids`), each of them acknowledged.
 pub async fn check(

@@ -31,6 +31,7 @@ pub mod postgres;
 pub mod procs;
 pub mod repeats;
 pub mod report;
+pub mod restore;
 pub mod sample;
 pub mod strategy;
 pub mod usage;

@@ -141,6 +141,25 @@ impl Platform {
         format!("http://127.0.0.1:{}", self.gateway_port)
     }
 
+    /// The machine lost: `kill -9` of `up` and of every process it runs.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        let run = self.data_dir.join("run");
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for entry in std::fs::read_dir(&run)?.flatten() {
+            if let Ok(pid) = std::fs::read_to_string(entry.path())
+                .unwrap_or_default()
+                .trim()
+                .parse::<i32>()
+            {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        Ok(())
+    }
+
     /// SIGINT, then waits for every process to stop.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {

@@ -142,6 +142,22 @@ impl Cluster {
         self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])
     }
 
+    /// The data directory lost: the server killed (as a host that dies)
+    /// and its directory removed.
+    pub fn destroy(&self) -> anyhow::Result<()> {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        )?;
+        std::fs::remove_dir_all(self.dir.path().join("data"))
+            .with_context(|| format!("cannot remove {}", self.data()))
+    }
+
+    /// A clean stop that keeps the data directory (before a restore to a time).
+    pub fn stop_clean(&self) -> anyhow::Result<()> {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}", self.port)
     }

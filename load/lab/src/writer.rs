@@ -13,6 +13,8 @@ use crate::http;
 pub struct Ack {
     pub id: String,
     pub request_id: String,
+    /// When the acknowledgement came (Unix milliseconds).
+    pub at_ms: i64,
 }
 
 /// One request and what came back: `status` 0 when there was no answer.
@@ -48,7 +50,7 @@ pub struct Writer {
 }
 
 /// Everything the writer saw.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Written {
     /// Every acknowledged order: during the run, then from the retries.
     pub acks: Vec<Ack>,
@@ -124,6 +126,7 @@ impl Writer {
                 Some(id) => acks.push(Ack {
                     id,
                     request_id: request_id.clone(),
+                    at_ms: now_ms(),
                 }),
                 None => unresolved.push(request_id.clone()),
             }
@@ -177,7 +180,11 @@ async fn create(port: u16, token: String, request_id: String, log: Arc<Mutex<Log
         body: text.chars().take(200).collect(),
     });
     match id {
-        Some(id) => log.acks.push(Ack { id, request_id }),
+        Some(id) => log.acks.push(Ack {
+            id,
+            request_id,
+            at_ms: now_ms(),
+        }),
         None => log.unanswered.push(request_id),
     }
 }

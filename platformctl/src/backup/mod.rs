@@ -72,6 +72,15 @@ enum BackupAction {
         #[arg(long, value_name = "URL")]
         postgres: String,
     },
+    /// The consistency report of orders and payments (what `restore`
+    /// prints), on the platform's databases now: after a restore done by
+    /// other means (an operator's, a cluster's), or at any time.
+    Report {
+        /// The PostgreSQL server, as given to `platformctl up --postgres`
+        /// [default: the SQLite files in --data-dir]
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
+    },
     /// PostgreSQL: stream the WAL into the repository as it is written
     /// (pg_receivewal), in the foreground; with --synchronous every commit
     /// waits until the stream has it, so no acknowledged write is lost.
@@ -100,8 +109,28 @@ pub struct RestoreArgs {
 
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let repo = args.place.repo();
-    if let Some(BackupAction::Setup { postgres }) = &args.action {
-        return postgres::setup(&repo, postgres).await;
+    match &args.action {
+        Some(BackupAction::Setup { postgres }) => return postgres::setup(&repo, postgres).await,
+        Some(BackupAction::Report { postgres }) => {
+            let data_dir = &args.place.data_dir;
+            let (orders, payments) = match postgres {
+                Some(url) => {
+                    let server = crate::databases::check(url)?;
+                    (
+                        DatabaseConfig::Postgres(format!("{server}/platform_orders")),
+                        DatabaseConfig::Postgres(format!("{server}/platform_payments")),
+                    )
+                }
+                None => (
+                    crate::databases::of_service(None, data_dir, "orders")
+                        .map_err(anyhow::Error::msg)?,
+                    crate::databases::of_service(None, data_dir, "payments")
+                        .map_err(anyhow::Error::msg)?,
+                ),
+            };
+            return report(&orders, &payments, data_dir).await;
+        }
+        _ => {}
     }
     if let Some(server) = postgres::Server::configured(&repo)? {
         return match args.action {
@@ -109,7 +138,9 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
             Some(BackupAction::List) => server.list(),
             Some(BackupAction::Verify { backup }) => server.verify(backup.as_deref()),
             Some(BackupAction::Stream { synchronous }) => server.stream(synchronous).await,
-            Some(BackupAction::Setup { .. }) => unreachable!("handled above"),
+            Some(BackupAction::Setup { .. } | BackupAction::Report { .. }) => {
+                unreachable!("handled above")
+            }
         };
     }
     match args.action {
@@ -120,7 +151,43 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
             "no PostgreSQL is set up for backups in {}: run `platformctl backup setup --postgres URL` first",
             repo.display()
         ),
-        Some(BackupAction::Setup { .. }) => unreachable!("handled above"),
+        Some(BackupAction::Setup { .. } | BackupAction::Report { .. }) => {
+            unreachable!("handled above")
+        }
+    }
+}
+
+/// `up --backup-every`: a backup every `every` until `stop`, keeping the
+/// newest `keep`; a failed one is reported and tried again next time.
+pub async fn every(
+    data_dir: PathBuf,
+    every: std::time::Duration,
+    keep: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let repo = data_dir.join("backups");
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        match sqlite::take(&data_dir, &repo, env!("CARGO_PKG_VERSION")).await {
+            Ok((_, manifest)) => {
+                let all = manifest::all(&repo).unwrap_or_default();
+                for (dir, _) in all.iter().take(all.len().saturating_sub(keep)) {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                println!(
+                    "backup {} taken ({:.1} MiB)",
+                    manifest.id,
+                    manifest.bytes() as f64 / 1048576.0
+                );
+            }
+            Err(err) => eprintln!(
+                "warning: the scheduled backup failed: {err:#}; trying again in {} s",
+                every.as_secs()
+            ),
+        }
     }
 }
 
@@ -220,7 +287,7 @@ fn running(data_dir: &Path) -> Vec<(String, u32)> {
     let Ok(entries) = std::fs::read_dir(data_dir.join("run")) else {
         return Vec::new();
     };
-    let mut alive = Vec::new();
+    let mut found = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         let Some(name) = path.file_stem().map(|n| n.to_string_lossy().into_owned()) else {
@@ -231,13 +298,22 @@ fn running(data_dir: &Path) -> Vec<(String, u32)> {
                 .unwrap_or_default()
                 .trim()
                 .parse::<u32>()
-            && Path::new(&format!("/proc/{pid}")).exists()
+            && alive(pid)
         {
-            alive.push((name, pid));
+            found.push((name, pid));
         }
     }
-    alive.sort();
-    alive
+    found.sort();
+    found
+}
+
+/// Whether process `pid` runs (a zombie, killed and not yet reaped, does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 fn refuse_if_running(data_dir: &Path) -> anyhow::Result<()> {
@@ -385,7 +461,7 @@ async fn report(
         Err(err) => return Err(err),
     };
     print!("{}", report.text());
-    let path = data_dir.join("restore-report.json");
+    let path = data_dir.join("consistency-report.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("cannot write {}", path.display()))?;
     println!("the full report: {}", path.display());

@@ -116,6 +116,17 @@ pub async fn setup(repo: &Path, url: &str) -> anyhow::Result<()> {
     let archive_mode = get("archive_mode").await?;
     let wal_level = get("wal_level").await?;
     let user = get("session_authorization").await?;
+    // Recovery refuses to start with less of these than the server had.
+    let mut limits = Vec::new();
+    for name in [
+        "max_connections",
+        "max_worker_processes",
+        "max_wal_senders",
+        "max_prepared_transactions",
+        "max_locks_per_transaction",
+    ] {
+        limits.push((name, get(name).await?));
+    }
     let meta = std::fs::metadata(&data).with_context(|| {
         format!(
             "the server's data directory {} is not on this machine: run `backup setup` on the database host",
@@ -201,7 +212,10 @@ pub async fn setup(repo: &Path, url: &str) -> anyhow::Result<()> {
         ("port", port.clone()),
         ("listen_addresses", listen),
         ("unix_socket_directories", sockets),
-    ] {
+    ]
+    .into_iter()
+    .chain(limits)
+    {
         conn.execute(format!("ALTER SYSTEM SET {name} = {}", quote(&value)).as_str())
             .await
             .with_context(|| format!("cannot set {name}"))?;

@@ -12,7 +12,7 @@ use load_lab::drills::{self, Drill, Outcome, Settings};
 #[derive(Debug, Parser)]
 #[command(
     name = "drill",
-    about = "Failure drills under load: replica kills, rolling restarts, a database restart, a release; each with a verdict"
+    about = "Failure drills under load: replica kills, rolling restarts, a database restart, a release, a restore from backups; each with a verdict"
 )]
 struct Args {
     /// Drills to run, in this order (default: all).
@@ -42,6 +42,15 @@ struct Args {
     /// (`platformctl releases build <version> --release`).
     #[arg(long)]
     previous: Vec<PathBuf>,
+    /// The restore drill: orders in the database, one PostgreSQL cycle per
+    /// size (comma-separated); SQLite runs with the largest [default:
+    /// 0,100000,300000,1000000; with --short, 2000]
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<u64>,
+    /// Write the restore drill's figures here as Markdown, with its plot
+    /// beside it (for example load/reports/restore.md).
+    #[arg(long)]
+    restore_report: Option<PathBuf>,
     /// Write the results as Markdown here (for example load/reports/drills.md).
     #[arg(long)]
     report: Option<PathBuf>,
@@ -119,6 +128,11 @@ async fn main() -> ExitCode {
         write_rate: args.write_rate,
         short: args.short,
         previous: args.previous.clone(),
+        sizes: match (&args.sizes[..], args.short) {
+            ([], true) => vec![2_000],
+            ([], false) => vec![0, 100_000, 300_000, 1_000_000],
+            (sizes, _) => sizes.to_vec(),
+        },
     };
     let mut outcomes = Vec::new();
     for drill in args.drills.clone() {
@@ -139,6 +153,20 @@ async fn main() -> ExitCode {
                 eprintln!("error: the {} drill could not run: {err:#}", drill.name());
                 return ExitCode::from(3);
             }
+        }
+    }
+    if let Some(path) = &args.restore_report
+        && let Some(restore) = outcomes.iter().find(|o| o.drill == Drill::Restore)
+    {
+        let svg = path.with_extension("svg");
+        let name = svg.file_name().map(|n| n.to_string_lossy().into_owned());
+        let plotted = load_lab::restore::plot(&svg, &restore.restores)
+            .map_err(|e| eprintln!("warning: no plot: {e:#}"));
+        let text =
+            load_lab::restore::markdown(&restore.restores, plotted.ok().and(name.as_deref()));
+        if let Err(err) = std::fs::write(path, text) {
+            eprintln!("error: cannot write {}: {err}", path.display());
+            return ExitCode::from(3);
         }
     }
     if let Some(path) = &args.report
