@@ -199,9 +199,9 @@ async fn a_backup_is_restored_and_every_bad_restore_is_refused() {
 }
 
 /// pgBackRest on a throwaway server: set up, a full backup, verified and
-/// listed; a restore into the running server, to a time before the oldest
-/// backup, or of one service, is refused; a damaged file in the repository
-/// fails verify.
+/// listed; a restore into the running server, of a schema newer than this
+/// release, to a time before the oldest backup, or of one service, is
+/// refused; a damaged file in the repository fails verify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_backups_are_verified_and_bad_restores_refused() {
     if Command::new("pgbackrest").arg("version").output().is_err() {
@@ -232,7 +232,38 @@ async fn postgres_backups_are_verified_and_bad_restores_refused() {
         !ok && said.contains("PostgreSQL is running") && said.contains("nothing was restored"),
         "{said}"
     );
+    // Orders at a migration this release does not know, backed up.
+    {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", cluster.url()))
+            .await
+            .expect("connect");
+        sqlx::query("CREATE DATABASE platform_orders")
+            .execute(&mut admin)
+            .await
+            .expect("create");
+        let mut orders = sqlx::PgConnection::connect(&format!("{}/platform_orders", cluster.url()))
+            .await
+            .expect("connect");
+        for statement in [
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY)",
+            "INSERT INTO schema_migrations VALUES (1), (99)",
+        ] {
+            sqlx::query(statement)
+                .execute(&mut orders)
+                .await
+                .expect(statement);
+        }
+    }
+    let (ok, said) = ctl(&["backup"]);
+    assert!(ok && said.contains("(incr)"), "{said}");
     cluster.stop_clean().expect("stop");
+    let (ok, said) = ctl(&["restore"]);
+    assert!(
+        !ok && said.contains("orders at migration 99, newer than this release knows")
+            && said.contains("nothing was restored"),
+        "{said}"
+    );
     let (ok, said) = ctl(&["restore", "--target-time", "2001-01-01 00:00:00"]);
     assert!(!ok && said.contains("before the oldest backup"), "{said}");
     let (ok, said) = ctl(&["restore", "--service", "orders"]);

@@ -383,6 +383,7 @@ pub async fn cycle(
         );
         // Setup restarted the server once: the platform reconnects.
         all_serving(&platform).await?;
+        synchronous(&cluster.url()).await?;
     }
     let commit_ms = match &cluster {
         Some(cluster) => Some(commit_cost(&cluster.url()).await?),
@@ -751,6 +752,28 @@ pub async fn run(settings: &Settings, work: &Path) -> anyhow::Result<drills::Out
             .collect(),
         restores: cycles,
     })
+}
+
+/// Waits until commits wait for the stream: pg_receivewal is a synchronous
+/// standby (what RPO 0 rests on).
+async fn synchronous(server: &str) -> anyhow::Result<()> {
+    let mut conn = AnyConnection::connect(&format!("{server}/postgres")).await?;
+    let since = Instant::now();
+    loop {
+        let state: Option<(String,)> = sqlx::query_as(
+            "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'platform_stream'",
+        )
+        .fetch_optional(&mut conn)
+        .await?;
+        if state.is_some_and(|(s,)| s == "sync") {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            since.elapsed() < Duration::from_secs(60),
+            "the WAL stream is not a synchronous standby 60 s after it started: see stream.log"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The price of `--synchronous`: single-row commits with the stream waited

@@ -268,6 +268,9 @@ struct BackupInfo {
     kind: String,
     timestamp: Span,
     info: Sizes,
+    /// What `take` recorded: `schema.<service>` (its highest migration) and `release`.
+    #[serde(default)]
+    annotation: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -340,9 +343,40 @@ impl Server {
     }
 
     /// `platformctl backup` on PostgreSQL.
-    pub fn take(&self, kind: &str) -> anyhow::Result<()> {
+    /// Each service's schema (its highest migration), where its database exists.
+    async fn schemas(&self) -> Vec<(String, i64)> {
+        let mut found = Vec::new();
+        for service in crate::ports::SERVICES {
+            let url = format!("{}/platform_{service}", self.settings.url);
+            let Ok(mut conn) = PgConnection::connect(&url).await else {
+                continue;
+            };
+            if let Ok((Some(version),)) =
+                sqlx::query_as::<_, (Option<i64>,)>("SELECT MAX(version) FROM schema_migrations")
+                    .fetch_one(&mut conn)
+                    .await
+            {
+                found.push((service.to_owned(), version));
+            }
+            let _ = conn.close().await;
+        }
+        found
+    }
+
+    pub async fn take(&self, kind: &str) -> anyhow::Result<()> {
         let started = Instant::now();
-        self.pgbackrest(&["backup", &format!("--type={kind}")])?;
+        // Recorded with the backup, so a restore can refuse a schema newer
+        // than its release before it touches anything.
+        let mut args = vec![
+            "backup".to_owned(),
+            format!("--type={kind}"),
+            format!("--annotation=release={}", env!("CARGO_PKG_VERSION")),
+        ];
+        for (service, version) in self.schemas().await {
+            args.push(format!("--annotation=schema.{service}={version}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.pgbackrest(&args)?;
         let info = self.info()?;
         let newest = info.backup.last().context("pgbackrest reports no backup")?;
         self.prune_stream(&info);
@@ -602,6 +636,34 @@ impl Server {
         let newest = self
             .newest_wal_ms(&info)
             .unwrap_or(first.timestamp.stop * 1000);
+        // The backup pgBackRest restores from: the one named, else the
+        // newest that ended before the target.
+        let from = info
+            .backup
+            .iter()
+            .rev()
+            .find(|b| match (backup, target_ms) {
+                ("latest", Some(target)) => b.timestamp.stop * 1000 <= target,
+                ("latest", None) => true,
+                (label, _) => b.label == label,
+            })
+            .unwrap_or(first);
+        for (key, value) in &from.annotation {
+            let Some(service) = key.strip_prefix("schema.") else {
+                continue;
+            };
+            let version: i64 = value.parse().unwrap_or(0);
+            if version > super::known(service) {
+                bail!(
+                    "backup {} holds {service} at migration {version}, newer than this release knows ({}): restore it with the release that took it ({}); nothing was restored",
+                    from.label,
+                    super::known(service),
+                    from.annotation
+                        .get("release")
+                        .map_or("unknown", String::as_str)
+                );
+            }
+        }
         if let Some(target) = target_ms {
             if target < first.timestamp.stop * 1000 {
                 bail!(
