@@ -12,7 +12,7 @@ use std::process::Command;
 
 use common::{addr, bearer, http, split, up};
 
-// Every port of it above the ephemeral range (32768-60999), where a client
+// Every port of it outside the ephemeral range (32768-60999), where a client
 // socket of another test could hold it.
 const OFFSET: i32 = 13_025;
 
@@ -259,6 +259,8 @@ async fn postgres_backups_are_verified_and_bad_restores_refused() {
     }
     let (ok, said) = ctl(&["backup"]);
     assert!(ok && said.contains("(incr)"), "{said}");
+    let (ok, said) = ctl(&["backup", "list"]);
+    assert!(ok && said.contains("orders 99"), "{said}");
     cluster.stop_clean().expect("stop");
     let (ok, said) = ctl(&["restore"]);
     assert!(
@@ -298,4 +300,41 @@ async fn postgres_backups_are_verified_and_bad_restores_refused() {
         !ok && said.contains("pg_control"),
         "a damaged backup passed verify: {said}"
     );
+}
+
+/// `up --backup-every`: backups taken while the platform serves, the
+/// newest `--backup-keep` kept, each one whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_backs_up_on_a_schedule_and_keeps_the_newest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    let running = common::up_with(
+        data,
+        13_125,
+        &[],
+        &["--backup-every", "1s", "--backup-keep", "2"],
+    );
+    let list = || platformctl(data, &["backup", "list"]);
+    let since = std::time::Instant::now();
+    // Three backups taken at least, two kept.
+    while std::fs::read_dir(data.join("backups")).map_or(0, |d| d.count()) < 2
+        || since.elapsed() < std::time::Duration::from_millis(3_500)
+    {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(60),
+            "{}",
+            list().1
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(running.interrupt().success());
+    let (ok, said) = list();
+    let ids: Vec<&str> = said
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(ok && ids.len() == 2, "{said}");
+    let (ok, said) = platformctl(data, &["backup", "verify", ids[1]]);
+    assert!(ok, "{said}");
 }

@@ -400,19 +400,29 @@ impl Server {
             );
         } else {
             println!(
-                "{:<36} {:<5} {:<21} {:<21} {:>9} {:>9}",
+                "{:<36} {:<5} {:<21} {:<21} {:>9} {:>9}  schema (migration per service)",
                 "LABEL", "TYPE", "STARTED (UTC)", "ENDED (UTC)", "DATA MIB", "STORED"
             );
         }
         for b in &info.backup {
+            let schema: Vec<String> = b
+                .annotation
+                .iter()
+                .filter_map(|(k, v)| Some(format!("{} {v}", k.strip_prefix("schema.")?)))
+                .collect();
             println!(
-                "{:<36} {:<5} {:<21} {:<21} {:>9.1} {:>9.1}",
+                "{:<36} {:<5} {:<21} {:<21} {:>9.1} {:>9.1}  {}",
                 b.label,
                 b.kind,
                 time::utc(b.timestamp.start * 1000),
                 time::utc(b.timestamp.stop * 1000),
                 b.info.size as f64 / 1048576.0,
-                b.info.repository.delta as f64 / 1048576.0
+                b.info.repository.delta as f64 / 1048576.0,
+                if schema.is_empty() {
+                    "-".to_owned()
+                } else {
+                    schema.join(", ")
+                }
             );
         }
         if let (Some(first), Some(newest)) = (info.backup.first(), self.newest_wal_ms(&info)) {
