@@ -261,7 +261,7 @@ async fn postgres_backups_are_verified_and_bad_restores_refused() {
     assert!(ok && said.contains("(incr)"), "{said}");
     let (ok, said) = ctl(&["backup", "list"]);
     assert!(ok && said.contains("orders 99"), "{said}");
-    cluster.stop_clean().expect("stop");
+    cluster.stop().expect("stop");
     let (ok, said) = ctl(&["restore"]);
     assert!(
         !ok && said.contains("orders at migration 99, newer than this release knows")

@@ -222,11 +222,7 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
 
 /// How many endpoints of `service` in `color` answer SERVING, per the
 /// gateway's own probes; none while the gateway does not answer at all.
-pub(crate) async fn healthy(
-    platform: &Platform,
-    service: &str,
-    color: &str,
-) -> anyhow::Result<usize> {
+async fn healthy(platform: &Platform, service: &str, color: &str) -> anyhow::Result<usize> {
     let color: Color = color
         .parse()
         .map_err(|()| anyhow::anyhow!("no color {color:?}"))?;
@@ -530,11 +526,7 @@ async fn database_restart(cluster: &Cluster, down: Duration) -> anyhow::Result<(
 }
 
 /// The share of `service`'s traffic that `color` has now.
-pub(crate) async fn weight(
-    platform: &Platform,
-    service: &str,
-    color: Color,
-) -> anyhow::Result<u32> {
+async fn weight(platform: &Platform, service: &str, color: Color) -> anyhow::Result<u32> {
     let reply = http::get(
         platform.admin_port,
         "/admin/status",
@@ -745,12 +737,68 @@ pub fn version_of(binary: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("{} is not a platformctl binary", binary.display()))
 }
 
+/// Waits until `replicas` endpoints of every service and color serve (the
+/// gateway is ready before the services are).
+pub(crate) async fn serving(
+    platform: &Platform,
+    replicas: usize,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let since = Instant::now();
+    for service in SERVICES {
+        for color in ["blue", "green"] {
+            while healthy(platform, service, color).await? < replicas {
+                anyhow::ensure!(
+                    since.elapsed() < within,
+                    "{service} {color} is not SERVING {} s after the start",
+                    within.as_secs()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The drills' steady load: k6's user journeys, then (once k6 has signed
+/// its users up and is loading) the order writer as the user of `token`.
+pub(crate) async fn steady_load(
+    platform: &Platform,
+    args: &Settings,
+    work: &Path,
+    token: &str,
+    tag: &str,
+) -> anyhow::Result<(k6::Running, Writer)> {
+    let load = k6::Load {
+        k6: k6::find()?,
+        script: args.script.clone(),
+        base_url: platform.gateway_url(),
+        rate: args.rate,
+        duration: Duration::from_secs(3600),
+        users: 10,
+        write_every: 0,
+        scenario: "users".into(),
+        env: vec![("STREAMS".into(), "0".into())],
+    };
+    let running = load.start(work)?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let writer = Writer::start(
+        platform.gateway_port,
+        token.to_owned(),
+        args.write_rate,
+        tag,
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Ok((running, writer))
+}
+
 /// Runs one drill on a fresh platform in `work`.
 pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<Outcome> {
     if drill == Drill::Restore {
         return crate::restore::run(args, work).await;
     }
-    let k6_binary = k6::find()?;
+    // Without k6, fail before anything starts.
+    k6::find()?;
     let cluster = match drill {
         Drill::DatabaseRestart => {
             let port = u16::try_from(55_432 + 7 + args.port_offset % 100).unwrap_or(55_439);
@@ -787,47 +835,14 @@ pub async fn run(drill: Drill, args: &Settings, work: &Path) -> anyhow::Result<O
         ready_timeout: Duration::from_secs(120),
     };
     let platform = Platform::start(&config, work).await?;
-    // The gateway is ready before the services are: wait until every
-    // replica of every service and color serves.
-    let since = Instant::now();
-    for service in SERVICES {
-        for color in ["blue", "green"] {
-            while healthy(&platform, service, color).await? < 2 {
-                anyhow::ensure!(
-                    since.elapsed() < Duration::from_secs(120),
-                    "{service} {color} is not SERVING 120 s after the start"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    serving(&platform, 2, Duration::from_secs(120)).await?;
     let token = sign_up(
         platform.gateway_port,
         &format!("drill-{}@example.com", writer::now_ms()),
     )
     .await?;
 
-    let load = k6::Load {
-        k6: k6_binary,
-        script: args.script.clone(),
-        base_url: platform.gateway_url(),
-        rate: args.rate,
-        duration: Duration::from_secs(3600),
-        users: 10,
-        write_every: 0,
-        scenario: "users".into(),
-        env: vec![("STREAMS".into(), "0".into())],
-    };
-    let running = load.start(work)?;
-    // k6 signs its users up first; the drill starts once it is loading.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let writer = Writer::start(
-        platform.gateway_port,
-        token.clone(),
-        args.write_rate,
-        drill.name(),
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (running, writer) = steady_load(&platform, args, work, &token, drill.name()).await?;
     let started = Instant::now();
     let mut notes = Vec::new();
     let mut outage = None;

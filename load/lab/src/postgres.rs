@@ -153,11 +153,6 @@ impl Cluster {
             .with_context(|| format!("cannot remove {}", self.data()))
     }
 
-    /// A clean stop that keeps the data directory (before a restore to a time).
-    pub fn stop_clean(&self) -> anyhow::Result<()> {
-        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])
-    }
-
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}", self.port)
     }

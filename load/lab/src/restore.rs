@@ -28,11 +28,11 @@ use anyhow::{Context, bail};
 use sqlx::{AnyConnection, Connection, Executor};
 
 use crate::drills::{self, SERVICES, Settings};
+use crate::http;
 use crate::integrity::{self, Integrity};
 use crate::platform::{self, Platform};
 use crate::postgres::Cluster;
 use crate::writer::{self, Writer, Written};
-use crate::{http, k6};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
@@ -246,20 +246,9 @@ async fn size_mib(store: Store, data_dir: &Path, url: &str) -> anyhow::Result<f6
     })
 }
 
+/// Every service and color (one replica each) SERVING.
 async fn all_serving(platform: &Platform) -> anyhow::Result<()> {
-    let since = Instant::now();
-    for service in SERVICES {
-        for color in ["blue", "green"] {
-            while drills::healthy(platform, service, color).await? < 1 {
-                anyhow::ensure!(
-                    since.elapsed() < Duration::from_secs(180),
-                    "{service} {color} is not SERVING 180 s after the start"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    Ok(())
+    drills::serving(platform, 1, Duration::from_secs(180)).await
 }
 
 /// Sends orders until one is acknowledged; when it was.
@@ -311,16 +300,6 @@ fn platform_config(
         extra_args,
         ready_timeout: Duration::from_secs(180),
     }
-}
-
-/// The user id of the writer's orders, read from the orders database.
-async fn owner_of(url: &str, order: &str) -> anyhow::Result<String> {
-    let mut conn = AnyConnection::connect(url).await?;
-    let (user,): (String,) = sqlx::query_as("SELECT user_id FROM orders WHERE id = $1")
-        .bind(order)
-        .fetch_one(&mut conn)
-        .await?;
-    Ok(user)
 }
 
 /// One cycle on `store` with `seeded` orders; with `pitr` (PostgreSQL), a
@@ -394,32 +373,14 @@ pub async fn cycle(
         &format!("restore-{}@example.com", writer::now_ms()),
     )
     .await?;
-    let load = k6::Load {
-        k6: k6::find()?,
-        script: settings.script.clone(),
-        base_url: platform.gateway_url(),
-        rate: settings.rate,
-        duration: Duration::from_secs(3600),
-        users: 10,
-        write_every: 0,
-        scenario: "users".into(),
-        env: vec![("STREAMS".into(), "0".into())],
-    };
     // The RTO probe's own user, so its orders are not the writer's.
     let probe = drills::sign_up(
         platform.gateway_port,
         &format!("probe-{}@example.com", writer::now_ms()),
     )
     .await?;
-    let running = load.start(work)?;
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let writer = Writer::start(
-        platform.gateway_port,
-        token.clone(),
-        settings.write_rate,
-        "restore",
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (running, writer) =
+        drills::steady_load(&platform, settings, work, &token, "restore").await?;
 
     let mib = size_mib(
         store,
@@ -611,17 +572,14 @@ async fn before_a_bad_write(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let target_ms = writer::now_ms();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let user = {
+    let cancelled_by_mistake = {
+        // The writer's user: the one of the newest order.
         let mut conn = AnyConnection::connect(orders_url).await?;
-        let (id,): (String,) = sqlx::query_as(
-            "SELECT id FROM orders WHERE id NOT LIKE 'seed-%' ORDER BY created_at_ms DESC LIMIT 1",
+        let (user,): (String,) = sqlx::query_as(
+            "SELECT user_id FROM orders WHERE id NOT LIKE 'seed-%' ORDER BY created_at_ms DESC LIMIT 1",
         )
         .fetch_one(&mut conn)
         .await?;
-        owner_of(orders_url, &id).await?
-    };
-    let cancelled_by_mistake = {
-        let mut conn = AnyConnection::connect(orders_url).await?;
         sqlx::query("UPDATE orders SET status = 'cancelled' WHERE user_id = $1")
             .bind(&user)
             .execute(&mut conn)
@@ -631,7 +589,7 @@ async fn before_a_bad_write(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let written = writer.finish(platform.gateway_port, token).await;
     platform.stop().await?;
-    cluster.stop_clean()?;
+    cluster.stop()?;
     let since = Instant::now();
     let target = format!(
         "{}.{:03}",

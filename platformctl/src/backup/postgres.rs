@@ -35,6 +35,8 @@ struct Settings {
     data: PathBuf,
     bin: PathBuf,
     owner: String,
+    /// The owner's user id: what the files a restore adds are handed to.
+    uid: u32,
 }
 
 pub struct Server {
@@ -184,6 +186,7 @@ pub async fn setup(repo: &Path, url: &str) -> anyhow::Result<()> {
         data: data.clone(),
         bin: bin.clone(),
         owner: owner.clone(),
+        uid: meta.uid(),
     };
     std::fs::write(
         settings_file(&repo),
@@ -425,7 +428,7 @@ impl Server {
                 }
             );
         }
-        if let (Some(first), Some(newest)) = (info.backup.first(), self.newest_wal_ms(&info)) {
+        if let (Some(first), Some(newest)) = (info.backup.first(), self.newest_wal_ms()) {
             println!(
                 "restorable to any time from {} to {} UTC",
                 time::utc(first.timestamp.stop * 1000),
@@ -461,7 +464,7 @@ impl Server {
 
     /// The newest moment the repository can restore to: the newest file of
     /// the archive or of the stream.
-    fn newest_wal_ms(&self, _info: &Info) -> Option<i64> {
+    fn newest_wal_ms(&self) -> Option<i64> {
         let mut newest = None;
         let archive = self.repo.join("pgbackrest").join("archive").join(STANZA);
         let mut dirs = vec![archive, self.repo.join("wal")];
@@ -643,9 +646,7 @@ impl Server {
             }
             args.push(format!("--set={backup}"));
         }
-        let newest = self
-            .newest_wal_ms(&info)
-            .unwrap_or(first.timestamp.stop * 1000);
+        let newest = self.newest_wal_ms().unwrap_or(first.timestamp.stop * 1000);
         // The backup pgBackRest restores from: the one named, else the
         // newest that ended before the target.
         let from = info
@@ -770,19 +771,7 @@ impl Server {
 
     fn chown(&self, path: &Path) -> anyhow::Result<()> {
         if is_root() && self.settings.owner != "root" {
-            let uid = std::fs::metadata(self.settings.data.parent().unwrap_or(Path::new("/")))
-                .map(|m| m.uid())
-                .ok();
-            let owner_uid = std::fs::read_to_string("/etc/passwd")?
-                .lines()
-                .find_map(|l| {
-                    let f: Vec<&str> = l.split(':').collect();
-                    (f.first() == Some(&self.settings.owner.as_str()))
-                        .then(|| f.get(2)?.parse::<u32>().ok())?
-                })
-                .or(uid)
-                .context("the data directory's owner is unknown")?;
-            std::os::unix::fs::chown(path, Some(owner_uid), None).with_context(|| {
+            std::os::unix::fs::chown(path, Some(self.settings.uid), None).with_context(|| {
                 format!("cannot hand {} to {}", path.display(), self.settings.owner)
             })?;
         }
