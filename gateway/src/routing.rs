@@ -236,8 +236,8 @@ impl Routing {
             Ok(mut guard) => *guard = discovered,
             Err(poisoned) => *poisoned.into_inner() = discovered,
         }
-        let config = self.snapshot().config.clone();
-        self.replace(config);
+        // Rebuilt under the lock, so a change landing meanwhile is kept.
+        self.swap(|live| Some(live.config.clone()));
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -248,10 +248,32 @@ impl Routing {
     }
 
     pub fn replace(&self, config: RoutingConfig) {
-        let snapshot = Arc::new(Snapshot::new(config, &self.discovered()));
-        match self.current.write() {
-            Ok(mut guard) => *guard = snapshot,
-            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        self.swap(|_| Some(config));
+    }
+
+    /// Serves a document this replica has just written, unless a newer
+    /// generation is served already: the watch can deliver the next writer's
+    /// document before this write's reply arrives, and serving the older one
+    /// after it would undo that change here until the next event.
+    pub fn publish_written(&self, config: RoutingConfig) -> bool {
+        self.swap(|live| (config.generation >= live.config.generation).then_some(config))
+    }
+
+    /// Swaps in the snapshot `next` builds from the live one, under the
+    /// write lock so that no change is lost between the read and the swap;
+    /// `None` keeps the live one.
+    fn swap(&self, next: impl FnOnce(&Snapshot) -> Option<RoutingConfig>) -> bool {
+        let discovered = self.discovered();
+        let mut guard = match self.current.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match next(&guard) {
+            Some(config) => {
+                *guard = Arc::new(Snapshot::new(config, &discovered));
+                true
+            }
+            None => false,
         }
     }
 
@@ -349,6 +371,22 @@ mod tests {
             pick(&routing.snapshot(), "orders", None).expect("pick").0,
             Color::Green
         );
+    }
+
+    #[test]
+    fn a_write_older_than_what_is_served_does_not_undo_it() {
+        let document = |blue, generation| {
+            let mut config = RoutingConfig::parse(&doc(blue, 100 - blue)).expect("valid");
+            config.generation = generation;
+            config
+        };
+        let routing = Routing::new(document(100, 1));
+        // The watch delivered generation 3 before our write of 2 returned.
+        routing.replace(document(50, 3));
+        assert!(!routing.publish_written(document(0, 2)));
+        assert_eq!(routing.snapshot().config, document(50, 3));
+        assert!(routing.publish_written(document(0, 4)));
+        assert_eq!(routing.snapshot().config.generation, 4);
     }
 
     /// The point of u = `percent` / 100 exactly (rounded up).

@@ -295,8 +295,9 @@ impl ConfigMapSource {
                 .await?;
             match status {
                 StatusCode::OK | StatusCode::CREATED => {
-                    metrics.observe_routing(&config);
-                    routing.replace(config.clone());
+                    if routing.publish_written(config.clone()) {
+                        metrics.observe_routing(&config);
+                    }
                     return Ok((config, record));
                 }
                 StatusCode::CONFLICT => continue,

@@ -151,8 +151,9 @@ impl RoutingFile {
             if self.store_over(read, &config).await?.is_none() {
                 continue;
             }
-            metrics.observe_routing(&config);
-            routing.replace(config.clone());
+            if routing.publish_written(config.clone()) {
+                metrics.observe_routing(&config);
+            }
             return Ok((config, record));
         }
         Err(format!(
