@@ -76,42 +76,43 @@ struct Charge {
     refunded: i64,
 }
 
-/// Reads both databases, one pass each in order-id order.
+/// Reads both databases in step, one pass each in order-id order, holding
+/// only the current order's charges: constant memory at any size.
 pub async fn check(orders: &DatabaseConfig, payments: &DatabaseConfig) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let mut pay = connect(payments).await?;
-    let mut charges: Vec<Charge> = Vec::new();
-    {
-        let sql = format!(
-            "SELECT id, order_id, amount_minor, refunded_minor, created_at_ms FROM payments \
-             WHERE status = 'approved' ORDER BY {}",
-            order_by_id(payments, "order_id")
-        );
-        let mut rows = sqlx::query(&sql).fetch(&mut pay);
-        while let Some(row) = rows.try_next().await? {
-            let created: i64 = row.try_get(4)?;
-            report.newest_charge_ms = report.newest_charge_ms.max(Some(created));
-            charges.push(Charge {
-                payment: row.try_get(0)?,
-                order: row.try_get(1)?,
-                amount: row.try_get(2)?,
-                refunded: row.try_get(3)?,
-            });
-        }
-    }
-    report.charges = charges.len() as u64;
     let mut ord = connect(orders).await?;
     let unsent: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL")
         .fetch_one(&mut ord)
         .await?;
     report.unsent_notifications = u64::try_from(unsent.0).unwrap_or(0);
-    let sql = format!(
+    let charges_sql = format!(
+        "SELECT id, order_id, amount_minor, refunded_minor, created_at_ms FROM payments \
+         WHERE status = 'approved' ORDER BY {}",
+        order_by_id(payments, "order_id")
+    );
+    let orders_sql = format!(
         "SELECT id, status, total_minor, updated_at_ms FROM orders ORDER BY {}",
         order_by_id(orders, "id")
     );
-    let mut next = 0usize;
+    let mut charge_rows = sqlx::query(&charges_sql).fetch(&mut pay);
+    let mut next_charge = async |report: &mut Report| -> anyhow::Result<Option<Charge>> {
+        let Some(row) = charge_rows.try_next().await? else {
+            return Ok(None);
+        };
+        let created: i64 = row.try_get(4)?;
+        report.charges += 1;
+        report.newest_charge_ms = report.newest_charge_ms.max(Some(created));
+        Ok(Some(Charge {
+            payment: row.try_get(0)?,
+            order: row.try_get(1)?,
+            amount: row.try_get(2)?,
+            refunded: row.try_get(3)?,
+        }))
+    };
+    let mut ahead = next_charge(&mut report).await?;
     let mut manual: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-    let mut rows = sqlx::query(&sql).fetch(&mut ord);
+    let mut rows = sqlx::query(&orders_sql).fetch(&mut ord);
     while let Some(row) = rows.try_next().await? {
         let id: String = row.try_get(0)?;
         let status: String = row.try_get(1)?;
@@ -120,19 +121,19 @@ pub async fn check(orders: &DatabaseConfig, payments: &DatabaseConfig) -> anyhow
         report.orders += 1;
         report.newest_order_ms = report.newest_order_ms.max(Some(updated));
         // Charges of orders that sort before this one have no order.
-        while next < charges.len() && charges[next].order.as_str() < id.as_str() {
-            manual
-                .entry("charge_without_order")
-                .or_default()
-                .push(charges[next].payment.clone());
-            next += 1;
+        let mut mine = Vec::new();
+        while let Some(charge) = ahead.take_if(|c| c.order.as_str() <= id.as_str()) {
+            if charge.order == id {
+                mine.push(charge);
+            } else {
+                manual
+                    .entry("charge_without_order")
+                    .or_default()
+                    .push(charge.payment);
+            }
+            ahead = next_charge(&mut report).await?;
         }
-        let first = next;
-        while next < charges.len() && charges[next].order == id {
-            next += 1;
-        }
-        let mine = &charges[first..next];
-        let live: Vec<&Charge> = mine.iter().filter(|c| c.refunded < c.amount).collect();
+        let live = mine.iter().filter(|c| c.refunded < c.amount).count();
         let kind = match status.as_str() {
             "pending" => {
                 report.pending += 1;
@@ -142,19 +143,20 @@ pub async fn check(orders: &DatabaseConfig, payments: &DatabaseConfig) -> anyhow
             "paid" if mine.is_empty() => Some("paid_without_charge"),
             "paid" if mine.len() > 1 => Some("charged_twice"),
             "paid" if mine[0].amount != total => Some("amount_differs"),
-            "payment_failed" if !live.is_empty() => Some("failed_but_charged"),
-            _ if live.len() > 1 => Some("charged_twice"),
+            "payment_failed" if live > 0 => Some("failed_but_charged"),
+            _ if live > 1 => Some("charged_twice"),
             _ => None,
         };
         if let Some(kind) = kind {
             manual.entry(kind).or_default().push(id);
         }
     }
-    for charge in &charges[next..] {
+    while let Some(charge) = ahead {
         manual
             .entry("charge_without_order")
             .or_default()
-            .push(charge.payment.clone());
+            .push(charge.payment);
+        ahead = next_charge(&mut report).await?;
     }
     report.manual = manual;
     Ok(report)
@@ -199,5 +201,68 @@ impl Report {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn database(path: &std::path::Path, statements: &[&str]) -> DatabaseConfig {
+        sqlx::any::install_default_drivers();
+        let mut db = AnyConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .expect("create");
+        for statement in statements {
+            sqlx::query(statement)
+                .execute(&mut db)
+                .await
+                .expect(statement);
+        }
+        DatabaseConfig::Sqlite(path.to_owned())
+    }
+
+    #[tokio::test]
+    async fn every_order_meets_its_charges_and_strays_anywhere_are_found() {
+        let dir = tempfile::tempdir().expect("dir");
+        let orders = database(
+            &dir.path().join("orders.db"),
+            &[
+                "CREATE TABLE orders (id TEXT PRIMARY KEY, status TEXT, total_minor INTEGER, updated_at_ms INTEGER)",
+                "CREATE TABLE outbox (id INTEGER PRIMARY KEY, sent_at_ms INTEGER)",
+                "INSERT INTO outbox (sent_at_ms) VALUES (NULL), (5), (NULL)",
+                "INSERT INTO orders VALUES ('o1','paid',100,10), ('o2','paid',100,11), \
+                 ('o3','paid',100,12), ('o4','paid',100,13), ('o5','payment_failed',100,14), \
+                 ('o6','pending',100,15), ('o7','payment_failed',100,16), ('o8','pending',100,9)",
+            ],
+        )
+        .await;
+        let payments = database(
+            &dir.path().join("payments.db"),
+            &[
+                "CREATE TABLE payments (id TEXT PRIMARY KEY, order_id TEXT, status TEXT, \
+                 amount_minor INTEGER, refunded_minor INTEGER, created_at_ms INTEGER)",
+                "INSERT INTO payments VALUES ('p0','o0','approved',100,0,1), \
+                 ('p1','o1','approved',100,0,2), ('p3a','o3','approved',100,0,3), \
+                 ('p3b','o3','approved',100,0,4), ('p4','o4','approved',90,0,5), \
+                 ('p45','o45','approved',100,0,6), ('p5','o5','approved',100,0,7), \
+                 ('p6','o6','approved',100,0,8), ('p7','o7','approved',100,100,9), \
+                 ('p7d','o7','declined',100,0,20), ('p9','o9','approved',100,0,10)",
+            ],
+        )
+        .await;
+        let report = check(&orders, &payments).await.expect("report");
+        let ids = |kind: &str| report.manual.get(kind).cloned().unwrap_or_default();
+        assert_eq!(ids("charge_without_order"), ["p0", "p45", "p9"]);
+        assert_eq!(ids("paid_without_charge"), ["o2"]);
+        assert_eq!(ids("charged_twice"), ["o3"]);
+        assert_eq!(ids("amount_differs"), ["o4"]);
+        assert_eq!(ids("failed_but_charged"), ["o5"]);
+        assert_eq!(report.manual.len(), 5, "{:?}", report.manual);
+        assert_eq!((report.orders, report.charges), (8, 10));
+        assert_eq!((report.pending, report.pending_already_charged), (2, 1));
+        assert_eq!(report.unsent_notifications, 2);
+        assert_eq!(report.newest_order_ms, Some(16));
+        assert_eq!(report.newest_charge_ms, Some(10));
     }
 }
