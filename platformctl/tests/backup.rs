@@ -28,6 +28,17 @@ fn platformctl(data_dir: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), said)
 }
 
+/// Takes a SQLite backup and returns its id (`backup <id>: ...`).
+fn backup(data_dir: &Path) -> String {
+    let (ok, said) = platformctl(data_dir, &["backup"]);
+    assert!(ok, "{said}");
+    said.split_whitespace()
+        .nth(1)
+        .expect("backup id")
+        .trim_end_matches(':')
+        .to_owned()
+}
+
 async fn order(token: &str, n: usize) -> String {
     let body = format!(
         r#"{{"items":[{{"sku":"book-1","quantity":{n},"unitPriceMinor":1250}}],"currency":"EUR","paymentMethod":"pm_card_visa","requestId":"backup-{n}"}}"#
@@ -61,14 +72,7 @@ async fn a_backup_is_restored_and_every_bad_restore_is_refused() {
     for n in 1..=3 {
         kept.push(order(&token, n).await);
     }
-    let (ok, said) = platformctl(data, &["backup"]);
-    assert!(ok, "{said}");
-    let id = said
-        .split_whitespace()
-        .nth(1)
-        .expect("backup id")
-        .trim_end_matches(':')
-        .to_owned();
+    let id = backup(data);
     let (ok, said) = platformctl(data, &["backup", "verify"]);
     assert!(ok && said.contains(&format!("backup {id}: ok")), "{said}");
     let mut gone = Vec::new();
@@ -126,14 +130,7 @@ async fn a_backup_is_restored_and_every_bad_restore_is_refused() {
         .await
         .expect("a newer migration");
     }
-    let (ok, said) = platformctl(data, &["backup"]);
-    assert!(ok, "{said}");
-    let newer = said
-        .split_whitespace()
-        .nth(1)
-        .expect("id")
-        .trim_end_matches(':')
-        .to_owned();
+    let newer = backup(data);
     let before = bytes(&live);
     let (ok, said) = platformctl(data, &["restore"]);
     assert!(
@@ -206,12 +203,7 @@ async fn a_backup_is_restored_and_every_bad_restore_is_refused() {
 /// refused; a damaged file in the repository fails verify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_backups_are_verified_and_bad_restores_refused() {
-    if Command::new("pgbackrest").arg("version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "pgbackrest is required under CI"
-        );
-        eprintln!("note: pgbackrest is not installed; skipping");
+    if !testkit::tool("pgbackrest", "version", "the PostgreSQL backups") {
         return;
     }
     let cluster = load_lab::postgres::Cluster::create(55_691).expect("a PostgreSQL cluster");

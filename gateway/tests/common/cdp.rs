@@ -16,16 +16,6 @@ use tokio::net::TcpStream;
 /// How long any one wait may take: generous, for a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Whether a `chromium` binary can be run.
-pub fn chromium_installed() -> bool {
-    std::process::Command::new("chromium")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
 /// A Chromium process and a DevTools session on its first page.
 pub struct Browser {
     child: tokio::process::Child,

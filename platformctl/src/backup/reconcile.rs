@@ -120,7 +120,8 @@ pub async fn check(orders: &DatabaseConfig, payments: &DatabaseConfig) -> anyhow
         let updated: i64 = row.try_get(3)?;
         report.orders += 1;
         report.newest_order_ms = report.newest_order_ms.max(Some(updated));
-        // Charges of orders that sort before this one have no order.
+        // The charges up to this id: its own, and those of ids that sort
+        // before it, whose order is not here.
         let mut mine = Vec::new();
         while let Some(charge) = ahead.take_if(|c| c.order.as_str() <= id.as_str()) {
             if charge.order == id {

@@ -46,9 +46,24 @@ pub fn python_module(module: &str, package: &str, what: &str) -> bool {
     let probe = std::process::Command::new("python3")
         .args(["-c", &format!("import {module}")])
         .output();
-    if probe.is_ok_and(|out| out.status.success()) {
-        return true;
-    }
+    probe.is_ok_and(|out| out.status.success()) || missing(package, what)
+}
+
+/// Whether `program` runs (as `program probe`, its version flag), for tests
+/// that drive a real tool. Under CI it must (scripts/install-tools.sh
+/// installs it); elsewhere a missing one skips `what` with a note.
+pub fn tool(program: &str, probe: &str, what: &str) -> bool {
+    let runs = std::process::Command::new(program)
+        .arg(probe)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    runs || missing(program, what)
+}
+
+/// A missing `package`: fails under CI, else skips `what` with a note.
+fn missing(package: &str, what: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{package} is required under CI (scripts/install-tools.sh installs it)");
     }
